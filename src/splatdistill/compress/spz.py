@@ -1,0 +1,467 @@
+"""Niantic's SPZ format (gzip container, versions 2 and 3): ``write_spz`` / ``read_spz``.
+
+Written from the published description of the format, the README of
+https://github.com/nianticlabs/spz ("File Format" section, cited below as [spec]), with the
+reference library's ``load-spz.cc`` / ``splat-types.h`` read only as a description of the
+details the README leaves open (quantisation formulas, rounding, bit order). No code is taken
+from it or from any other SPZ implementation.
+
+File layout [spec, "File Format"]: one gzip stream holding a 16-byte little-endian header ::
+
+    u32 magic = 0x5053474e ("NGSP")   u32 version   u32 numPoints
+    u8 shDegree   u8 fractionalBits   u8 flags (0x1 = antialiased)   u8 reserved (0)
+
+followed by the attribute arrays, each for all Gaussians in turn, in the order
+positions, alphas, colours, scales, rotations, spherical harmonics:
+
+============  ======================  ==========================================================
+attribute     bytes per Gaussian      encoding (decoding is the inverse)
+============  ======================  ==========================================================
+positions     9 (3 x 24-bit LE)       signed fixed point, ``round(x * 2^fractionalBits)``
+alphas        1                       ``round(sigmoid(opacity_logit) * 255)``
+colours       3                       ``round(sh0 * 0.15 * 255 + 127.5)`` ("colour scale" 0.15)
+scales        3                       ``round((log_scale + 10) * 16)``
+rotations     3 (v2) / 4 (v3)         v2: x, y, z of the unit quaternion with w >= 0, each
+                                      ``round(c * 127.5 + 127.5)``; w = sqrt(1 - x²-y²-z²).
+                                      v3: "smallest three": a u32 (LE) holding the index (2 bits,
+                                      0..3 = x, y, z, w) of the largest-magnitude component in
+                                      bits 30-31 and, for the other three in x, y, z, w order with
+                                      the first one in the highest bits, 10 bits each: a sign bit
+                                      then a 9-bit magnitude ``round(|c| / sqrt(1/2) * 511)``; the
+                                      quaternion is negated first so that the largest is positive.
+SH            3 x (K-1)               coefficient-major, colour channel fastest:
+                                      ``r0 g0 b0 r1 g1 b1 ...`` (the same order as our
+                                      ``shN[n, k, c]``); each ``round(v * 128) + 128`` then
+                                      snapped to a bucket of 2^(8-bits) values, bits = 5 for the
+                                      degree-1 coefficients and 4 for degree 2 and 3 [spec,
+                                      "Quantization"]; decoded as ``(byte - 128) / 128``.
+============  ======================  ==========================================================
+
+All ``round`` above round half away from zero and clamp to the byte's range, as the reference
+library does. The decoder does not need the SH bucket sizes [spec].
+
+Versions: the reader accepts versions 2 and 3 (the only versions the [spec] calls valid).
+Version 1 (float16 positions, never released) and the newer uncompressed "NGSP" container with
+zstd streams (version 4) are refused with a ``UserError``, as are files whose header sets the
+extensions flag (0x2): the extension records sit between the header and the attributes and one
+of them changes how SH bytes decode, so skipping them blindly could give a silently wrong scene.
+The writer writes **version 3** by default (the [spec]'s current version, the version
+``gsply.write_spz`` writes by default, and read by gsply, which reads 1-4); ``version=2`` is
+available for old viewers.
+
+Coordinate frame. The [spec] ("Coordinate System") says SPZ stores data in a right-up-back (RUB,
+OpenGL / three.js) frame, while the Inria PLY is right-down-front (RDF, OpenCV), and the reference
+library converts between the two when the caller names the source/target frames. Our scenes live
+in the frame of their PLY (the dataset's world frame, RDF), so by default (``convert_frame=True``)
+the writer applies the RDF -> RUB conversion and the reader applies its inverse (the same map: it
+is its own inverse), so that ``read_spz(write_spz(scene))`` is ``scene`` up to quantisation and a
+viewer that follows the spec shows our SPZ the same way up as our PLY. The conversion is the
+rotation F = diag(1, -1, -1) (180° about x, a proper rotation, so scales are untouched):
+
+* positions ``(x, y, z) -> (x, -y, -z)``;
+* quaternions (w, x, y, z) -> (w, x, -y, -z)  (``F R F`` as a quaternion);
+* SH: coefficient k is multiplied by the parity of its real SH basis polynomial under
+  ``(y, z) -> (-y, -z)`` (``_SH_SIGNS_RDF_RUB``), e.g. degree 1 (-y, z, -x) -> (-1, -1, +1).
+  This equals the sign table of the reference library's converter for RDF <-> RUB.
+
+Caveat (interop): the reference library's own ``ply_to_spz`` command-line tool passes no frames
+(``UNSPECIFIED``, so no conversion), ``gsply`` never converts (it reads and writes SPZ in whatever
+frame the arrays are in, as its PLY I/O does), and so many SPZ files in the wild are in the PLY
+frame; some viewers assume that (see nianticlabs/spz issue #84, BabylonJS PR #16196, supersplat
+PR #885). ``convert_frame=False`` writes / reads the arrays unchanged, which reproduces those
+tools' files.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from ..fileio import atomic_path
+from ..scene.gaussians import GaussianScene, num_sh_coeffs
+
+SPZ_MAGIC = 0x5053474E  # "NGSP" little-endian [spec, Header]
+READ_VERSIONS = (2, 3)
+WRITE_VERSIONS = (2, 3)
+DEFAULT_VERSION = 3
+DEFAULT_FRACTIONAL_BITS = 12  # ~0.24 mm at metre scale, the reference library's choice
+MAX_FRACTIONAL_BITS = 24  # positions are 24-bit numbers
+MAX_SH_DEGREE = 3  # the format allows 4 [spec]; our scenes stop at 3
+
+FLAG_ANTIALIASED = 0x1  # [spec, Header: flags]
+FLAG_HAS_EXTENSIONS = 0x2  # reference library: extension records follow the header
+
+COLOR_SCALE = 0.15  # [spec / reference]: sh0 is stored as "wide RGB" sh0 * 0.15 + 0.5
+SH1_BITS = 5  # [spec, Quantization]: default precision of the degree-1 coefficients
+SH_REST_BITS = 4  # ... and of degree 2 and 3
+
+_HEADER = struct.Struct("<IIIBBBB")  # 16 bytes
+_GZIP_MAGIC = b"\x1f\x8b"
+_SQRT1_2 = math.sqrt(0.5)
+_MAG_MAX = (1 << 9) - 1  # 9-bit magnitude of the smallest-three encoding
+
+# Parity of each real SH basis function (gsplat / Inria order, degree 1..3) under
+# (x, y, z) -> (x, -y, -z): -1 where the polynomial has odd total degree in (y, z).
+#   degree 1: y, z, x
+#   degree 2: xy, yz, 2z²-x²-y², xz, x²-y²
+#   degree 3: y(3x²-y²), xyz, y(4z²-x²-y²), z(2z²-3x²-3y²), x(4z²-x²-y²), z(x²-y²), x(x²-3y²)
+_SH_SIGNS_RDF_RUB = np.array(
+    [-1, -1, 1,
+     -1, 1, 1, -1, 1,
+     -1, 1, -1, -1, 1, -1, 1],
+    dtype=np.float64,
+)
+_POS_SIGNS_RDF_RUB = np.array([1.0, -1.0, -1.0])
+_QUAT_SIGNS_RDF_RUB = np.array([1.0, 1.0, -1.0, -1.0])  # wxyz
+
+
+@dataclass(frozen=True)
+class SpzHeader:
+    version: int
+    num_points: int
+    sh_degree: int
+    fractional_bits: int
+    flags: int
+
+    @property
+    def antialiased(self) -> bool:
+        return bool(self.flags & FLAG_ANTIALIASED)
+
+    @property
+    def rotation_bytes(self) -> int:
+        return 4 if self.version >= 3 else 3
+
+    @property
+    def bytes_per_gaussian(self) -> int:
+        return 9 + 1 + 3 + 3 + self.rotation_bytes + 3 * (num_sh_coeffs(self.sh_degree) - 1)
+
+
+# --------------------------------------------------------------------------------------------
+# small helpers
+# --------------------------------------------------------------------------------------------
+def _round(x: np.ndarray) -> np.ndarray:
+    """Round half away from zero (C ``std::round``, which the reference uses), not numpy's
+    half-to-even."""
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def _to_u8(x: np.ndarray) -> np.ndarray:
+    return np.clip(_round(x), 0, 255).astype(np.uint8)
+
+
+def _sh_bucket_sizes(k_rest: int) -> np.ndarray:
+    """Bucket size per higher-order coefficient: 2^(8-5) for degree 1, 2^(8-4) above."""
+    sizes = np.full(k_rest, 1 << (8 - SH_REST_BITS), dtype=np.int64)
+    sizes[:3] = 1 << (8 - SH1_BITS)
+    return sizes
+
+
+def _frame_flip(means, quats, shN):
+    """Apply F = diag(1,-1,-1) (RDF <-> RUB; its own inverse) to float64 numpy arrays."""
+    k = shN.shape[1]
+    return (
+        means * _POS_SIGNS_RDF_RUB,
+        quats * _QUAT_SIGNS_RDF_RUB,
+        shN * _SH_SIGNS_RDF_RUB[:k, None],
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# rotations
+# --------------------------------------------------------------------------------------------
+def _unit_xyzw(quats_wxyz: np.ndarray) -> np.ndarray:
+    q = np.roll(quats_wxyz, -1, axis=1)  # wxyz -> xyzw, the order of [spec, Rotation]
+    norm = np.linalg.norm(q, axis=1, keepdims=True)
+    zero = norm[:, 0] == 0
+    q = q / np.where(norm == 0, 1.0, norm)
+    q[zero] = (0.0, 0.0, 0.0, 1.0)  # a zero quaternion has no rotation; store the identity
+    return q
+
+
+def _pack_rotations_v2(quats_wxyz: np.ndarray) -> np.ndarray:
+    q = _unit_xyzw(quats_wxyz)
+    q = q * np.where(q[:, 3:4] < 0, -1.0, 1.0)  # q and -q are the same rotation: make w >= 0
+    return _to_u8(q[:, :3] * 127.5 + 127.5)
+
+
+def _unpack_rotations_v2(b: np.ndarray) -> np.ndarray:
+    xyz = b.astype(np.float64) / 127.5 - 1.0
+    w = np.sqrt(np.maximum(0.0, 1.0 - (xyz * xyz).sum(axis=1)))
+    return np.concatenate([w[:, None], xyz], axis=1)
+
+
+def _pack_rotations_v3(quats_wxyz: np.ndarray) -> np.ndarray:
+    q = _unit_xyzw(quats_wxyz)
+    n = q.shape[0]
+    largest = np.argmax(np.abs(q), axis=1)  # first index on ties, like the reference's loop
+    q = q * np.where(q[np.arange(n), largest] < 0, -1.0, 1.0)[:, None]
+    comp = largest.astype(np.uint32)
+    for i in range(4):  # x, y, z, w; earlier components end up in higher bits
+        keep = largest != i
+        v = q[:, i]
+        mag = np.minimum(np.floor(_MAG_MAX * np.abs(v) / _SQRT1_2 + 0.5), _MAG_MAX).astype(np.uint32)
+        neg = (v < 0).astype(np.uint32)
+        comp = np.where(keep, (comp << np.uint32(10)) | (neg << np.uint32(9)) | mag, comp)
+    return comp.astype("<u4").view(np.uint8).reshape(n, 4)
+
+
+def _unpack_rotations_v3(b: np.ndarray) -> np.ndarray:
+    n = b.shape[0]
+    comp = np.ascontiguousarray(b).view("<u4").reshape(n).astype(np.uint32)
+    largest = (comp >> np.uint32(30)).astype(np.int64)
+    q = np.zeros((n, 4), dtype=np.float64)  # xyzw
+    for i in range(3, -1, -1):  # the last-packed component sits in the lowest bits
+        keep = largest != i
+        mag = (comp & np.uint32(_MAG_MAX)).astype(np.float64)
+        neg = ((comp >> np.uint32(9)) & np.uint32(1)).astype(bool)
+        v = _SQRT1_2 * mag / _MAG_MAX
+        q[:, i] = np.where(keep, np.where(neg, -v, v), 0.0)
+        comp = np.where(keep, comp >> np.uint32(10), comp)
+    q[np.arange(n), largest] = np.sqrt(np.maximum(0.0, 1.0 - (q * q).sum(axis=1)))
+    return np.roll(q, 1, axis=1)  # xyzw -> wxyz
+
+
+# --------------------------------------------------------------------------------------------
+# encode / decode (bytes)
+# --------------------------------------------------------------------------------------------
+def _check_write_args(version, fractional_bits, path) -> None:
+    if version not in WRITE_VERSIONS:
+        raise UserError(
+            f"cannot write SPZ version {version!r}; supported versions are "
+            f"{', '.join(map(str, WRITE_VERSIONS))}", path)
+    if not isinstance(fractional_bits, (int, np.integer)) or not 1 <= fractional_bits <= MAX_FRACTIONAL_BITS:
+        raise UserError(
+            f"SPZ fractional_bits must be an integer in 1..{MAX_FRACTIONAL_BITS}, got {fractional_bits!r}",
+            path)
+
+
+def encode_spz(
+    scene: GaussianScene,
+    fractional_bits: int = DEFAULT_FRACTIONAL_BITS,
+    version: int = DEFAULT_VERSION,
+    *,
+    antialiased: bool = False,
+    convert_frame: bool = True,
+    compresslevel: int = 6,
+    path: str | os.PathLike | None = None,
+) -> bytes:
+    """The SPZ file bytes (gzip stream) for ``scene``. See the module docstring for the format.
+
+    ``path`` only names the destination in error messages.
+    """
+    _check_write_args(version, fractional_bits, path)
+    scene.check_finite(str(path) if path is not None else "scene")
+    p = {k: v.detach().cpu().to(torch.float64).numpy() for k, v in scene.items()}
+    means, quats, shN = p["means"], p["quats"], p["shN"]
+    n = means.shape[0]
+    sh_degree = scene.sh_degree
+    if convert_frame:
+        means, quats, shN = _frame_flip(means, quats, shN)
+
+    # positions: 24-bit signed fixed point
+    lo, hi = (float(means.min()), float(means.max())) if n else (0.0, 0.0)
+
+    def fits(bits: int) -> bool:  # 24-bit two's complement: -2^23 .. 2^23 - 1
+        s = float(1 << bits)
+        return _round(np.array(lo * s)) >= -(1 << 23) and _round(np.array(hi * s)) <= (1 << 23) - 1
+
+    if not fits(fractional_bits):
+        extent = max(abs(lo), abs(hi))
+        ok = [b for b in range(1, MAX_FRACTIONAL_BITS + 1) if fits(b)]
+        hint = (f"use fractional_bits <= {max(ok)} or recentre/rescale the scene" if ok
+                else "recentre/rescale the scene")
+        raise UserError(
+            f"a Gaussian lies at |coordinate| = {extent:.6g}, outside SPZ's 24-bit fixed-point range "
+            f"(|x| < {2.0 ** (23 - fractional_bits):g}) at fractional_bits={fractional_bits}; {hint}",
+            path)
+    fixed = _round(means * float(1 << fractional_bits))
+    fixed = fixed.astype(np.int64) & 0xFFFFFF
+    pos = np.stack([fixed & 0xFF, (fixed >> 8) & 0xFF, (fixed >> 16) & 0xFF], axis=-1)
+    pos = pos.astype(np.uint8).reshape(n, 9)
+
+    alphas = _to_u8(255.0 / (1.0 + np.exp(-p["opacities"])))
+    colors = _to_u8(p["sh0"].reshape(n, 3) * (COLOR_SCALE * 255.0) + 127.5)
+    scales = _to_u8((p["scales"] + 10.0) * 16.0)
+    rots = _pack_rotations_v3(quats) if version >= 3 else _pack_rotations_v2(quats)
+
+    k_rest = shN.shape[1]
+    if k_rest:
+        q = _round(shN * 128.0) + 128.0  # (n, k, 3)
+        bucket = _sh_bucket_sizes(k_rest)[None, :, None]
+        q = (q.astype(np.int64) + bucket // 2) // bucket * bucket
+        sh = np.clip(q, 0, 255).astype(np.uint8).reshape(n, 3 * k_rest)
+    else:
+        sh = np.zeros((n, 0), dtype=np.uint8)
+
+    flags = FLAG_ANTIALIASED if antialiased else 0
+    header = _HEADER.pack(SPZ_MAGIC, version, n, sh_degree, fractional_bits, flags, 0)
+    payload = b"".join(
+        [header] + [np.ascontiguousarray(a).tobytes() for a in (pos, alphas, colors, scales, rots, sh)]
+    )
+    return gzip.compress(payload, compresslevel=compresslevel, mtime=0)
+
+
+def _gunzip(data: bytes, source) -> bytes:
+    if len(data) == 0:
+        raise UserError("empty file, not an SPZ file", source)
+    if data[:2] != _GZIP_MAGIC:
+        if len(data) >= 8 and struct.unpack_from("<I", data)[0] == SPZ_MAGIC:
+            version = struct.unpack_from("<I", data, 4)[0]
+            raise UserError(
+                f"SPZ version {version} (the uncompressed NGSP container with zstd streams) is not "
+                f"supported; only the gzip container, versions {', '.join(map(str, READ_VERSIONS))}, is",
+                source)
+        raise UserError("not an SPZ file (it is not a gzip stream)", source)
+    try:
+        return gzip.decompress(data)
+    except EOFError as e:
+        raise UserError(f"truncated SPZ file: the gzip stream ends early ({e})", source) from None
+    except (gzip.BadGzipFile, zlib.error, OSError) as e:
+        raise UserError(f"corrupt SPZ file: bad gzip stream ({e})", source) from None
+
+
+def parse_header(raw: bytes, source=None) -> SpzHeader:
+    """Validate and parse the 16-byte header at the start of the *decompressed* stream."""
+    if len(raw) < _HEADER.size:
+        raise UserError(
+            f"truncated SPZ file: {len(raw)} bytes after decompression, less than the "
+            f"{_HEADER.size}-byte header", source)
+    magic, version, num_points, sh_degree, frac_bits, flags, _reserved = _HEADER.unpack_from(raw)
+    if magic != SPZ_MAGIC:
+        raise UserError(
+            f"not an SPZ file: bad magic 0x{magic:08x} (expected 0x{SPZ_MAGIC:08x}, 'NGSP')", source)
+    if version not in READ_VERSIONS:
+        what = " (float16 positions, never released)" if version == 1 else ""
+        raise UserError(
+            f"unsupported SPZ version {version}{what}; this reader handles versions "
+            f"{', '.join(map(str, READ_VERSIONS))}", source)
+    if sh_degree > MAX_SH_DEGREE:
+        raise UserError(f"unsupported SPZ SH degree {sh_degree} (at most {MAX_SH_DEGREE})", source)
+    if frac_bits > MAX_FRACTIONAL_BITS:
+        raise UserError(
+            f"corrupt SPZ header: fractionalBits = {frac_bits} (24-bit positions allow at most "
+            f"{MAX_FRACTIONAL_BITS})", source)
+    if flags & FLAG_HAS_EXTENSIONS:
+        raise UserError(
+            "SPZ file uses extensions (header flag 0x2), which this reader does not support", source)
+    return SpzHeader(version, num_points, sh_degree, frac_bits, flags)
+
+
+def decode_spz(
+    data: bytes, source: str | os.PathLike | None = None, *, convert_frame: bool = True
+) -> tuple[GaussianScene, SpzHeader]:
+    """Decode SPZ file bytes into a scene (float32, CPU) and its header.
+
+    Raises ``UserError`` (naming ``source``) for anything that is not a well-formed SPZ stream.
+    """
+    raw = _gunzip(data, source)
+    h = parse_header(raw, source)
+    n = h.num_points
+    body = len(raw) - _HEADER.size
+    need = n * h.bytes_per_gaussian
+    if body < need:
+        raise UserError(
+            f"truncated or inconsistent SPZ file: the header declares {n} Gaussians "
+            f"({need} bytes of attributes) but only {body} bytes follow it", source)
+    if body > need:
+        raise UserError(
+            f"inconsistent SPZ file: the header declares {n} Gaussians ({need} bytes of "
+            f"attributes) but {body} bytes follow it ({body - need} unexpected)", source)
+
+    buf = np.frombuffer(raw, dtype=np.uint8, offset=_HEADER.size)
+    k_rest = num_sh_coeffs(h.sh_degree) - 1
+    sizes = [9 * n, n, 3 * n, 3 * n, h.rotation_bytes * n, 3 * k_rest * n]
+    offs = np.cumsum([0] + sizes)
+    pos_b, alpha_b, color_b, scale_b, rot_b, sh_b = (
+        buf[offs[i]:offs[i + 1]] for i in range(6))
+
+    b = pos_b.reshape(n, 3, 3).astype(np.int64)
+    fixed = b[..., 0] | (b[..., 1] << 8) | (b[..., 2] << 16)
+    fixed = fixed - ((fixed & 0x800000) << 1)  # sign-extend 24 -> 64 bits
+    means = fixed.astype(np.float64) / float(1 << h.fractional_bits)
+
+    # alphas: byte/255 is sigmoid(opacity); keep the logit finite at 0 and 255 by clamping a
+    # quarter step inwards (re-encoding still gives the same byte).
+    a = np.clip(alpha_b.astype(np.float64) / 255.0, 0.25 / 255.0, 1.0 - 0.25 / 255.0)
+    opacities = np.log(a / (1.0 - a))
+    sh0 = (color_b.reshape(n, 3).astype(np.float64) / 255.0 - 0.5) / COLOR_SCALE
+    scales = scale_b.reshape(n, 3).astype(np.float64) / 16.0 - 10.0
+    if h.rotation_bytes == 4:
+        quats = _unpack_rotations_v3(rot_b.reshape(n, 4))
+    else:
+        quats = _unpack_rotations_v2(rot_b.reshape(n, 3))
+    shN = (sh_b.reshape(n, k_rest, 3).astype(np.float64) - 128.0) / 128.0
+
+    if convert_frame:
+        means, quats, shN = _frame_flip(means, quats, shN)
+
+    def t(x):
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+    scene = GaussianScene(
+        means=t(means), quats=t(quats), scales=t(scales), opacities=t(opacities),
+        sh0=t(sh0.reshape(n, 1, 3)), shN=t(shN.reshape(n, k_rest, 3)),
+    )
+    return scene, h
+
+
+# --------------------------------------------------------------------------------------------
+# files
+# --------------------------------------------------------------------------------------------
+def _read_file(path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise UserError("no such file", path) from None
+    except IsADirectoryError:
+        raise UserError("is a directory, not an SPZ file", path) from None
+    except OSError as e:
+        raise UserError(f"cannot read file: {e.strerror or e}", path) from None
+
+
+def write_spz(
+    scene: GaussianScene,
+    path: str | os.PathLike,
+    fractional_bits: int = DEFAULT_FRACTIONAL_BITS,
+    version: int = DEFAULT_VERSION,
+    *,
+    antialiased: bool = False,
+    convert_frame: bool = True,
+) -> Path:
+    """Write ``scene`` (in its PLY / world frame) to ``path`` as SPZ, atomically.
+
+    ``fractional_bits``: fixed-point precision of the positions (step 2^-fractional_bits; every
+    |coordinate| must be below 2^(23 - fractional_bits)). ``version``: 3 (smallest-three
+    rotations, default) or 2. ``antialiased`` sets the header flag for mip-splatting-trained
+    scenes. ``convert_frame``: apply the spec's RDF -> RUB conversion (see the module docstring).
+    """
+    path = Path(path)
+    data = encode_spz(scene, fractional_bits, version, antialiased=antialiased,
+                      convert_frame=convert_frame, path=path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return path
+
+
+def read_spz(path: str | os.PathLike, *, convert_frame: bool = True) -> GaussianScene:
+    """Read an SPZ file (versions 2 and 3) into a scene in the PLY frame (float32, CPU).
+
+    Raises ``UserError`` naming the file for a missing, corrupt, truncated, non-SPZ or unsupported
+    file.
+    """
+    scene, _ = decode_spz(_read_file(path), path, convert_frame=convert_frame)
+    return scene
+
+
+def read_spz_header(path: str | os.PathLike) -> SpzHeader:
+    """The validated header of an SPZ file (decompresses the file; does not check its length)."""
+    return parse_header(_gunzip(_read_file(path), path), path)

@@ -1,0 +1,249 @@
+"""Datasets: one entry point (``load_dataset``) for COLMAP, Blender and nerfstudio folders.
+
+Conventions:
+
+* Splits. Blender: the ``transforms_{train,val,test}.json`` files. COLMAP and nerfstudio: the
+  images sorted by name, every ``test_every``-th (indices 0, 8, 16, ... for 8) goes to ``test``
+  (the Mip-NeRF 360 ``llffhold`` convention that 3DGS follows), or exactly ``test_names``.
+* Normalisation. COLMAP / nerfstudio: ``center`` = mean of all camera centres, ``scale`` = their
+  largest distance from it; poses and points are mapped to ``(world - center) / scale`` and the
+  ``Normalization`` is kept to map results back. Blender: identity (the benchmark convention).
+* ``extent``: 1.1 x the largest distance of the train camera centres from their mean (3DGS's
+  ``getNerfppNorm`` radius), in the normalised frame.
+* Images are decoded lazily (``Dataset.image``), processed as described in ``images.py``, cached
+  on disk and memoised in memory as uint8 (a quarter of the float32 memory).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from . import colmap as colmap_io
+from .blender import load_blender
+from .cameras import Camera, Normalization
+from .images import ImageCache, ImageSpec, default_cache_dir, prepare_view, read_image_size
+from .nerfstudio import load_nerfstudio
+from .views import camera_extent
+
+FORMATS = ("blender", "colmap", "nerfstudio")
+
+
+@dataclass
+class View:
+    camera: Camera  # already scaled to the loaded resolution, pinhole
+    image_path: Path  # the source image
+    spec: ImageSpec | None = field(default=None, repr=False, compare=False)  # how to process it
+
+
+@dataclass
+class Dataset:
+    format: str  # "blender" | "colmap" | "nerfstudio"
+    root: Path
+    splits: dict[str, list[View]]  # "train", "test", and "val" when present
+    points: np.ndarray | None  # (M, 3) float32, normalised frame (None for blender)
+    point_colors: np.ndarray | None  # (M, 3) uint8
+    normalization: Normalization  # normalised = (world - center) / scale
+    background: tuple[float, float, float]
+    camera_models: list[str]  # distinct source camera models
+    cache_dir: Path | None = None  # on-disk image cache root (None: the default)
+    _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _cache: ImageCache | None = field(default=None, init=False, repr=False, compare=False)
+
+    def split(self, name: str) -> list[View]:
+        if name not in self.splits:
+            raise UserError(f"unknown split '{name}' (this dataset has: {', '.join(self.splits)})", self.root)
+        return self.splits[name]
+
+    def _spec(self, view: View) -> ImageSpec:
+        if view.spec is not None:
+            return view.spec
+        # A view built by hand: load its image at the camera's size, no undistortion.
+        w, h = read_image_size(view.image_path)
+        c = view.camera
+        return ImageSpec(path=Path(view.image_path), source_size=(w, h), size=(c.width, c.height),
+                         background=tuple(self.background))
+
+    def image_uint8(self, view: View) -> np.ndarray:
+        """(H, W, 3) uint8, memoised."""
+        spec = self._spec(view)
+        arr = self._memo.get(spec)
+        if arr is None:
+            if self._cache is None:
+                self._cache = ImageCache(self.cache_dir)
+            arr = self._cache.load(spec)
+            arr.setflags(write=False)
+            self._memo[spec] = arr
+        return arr
+
+    def image(self, view: View) -> torch.Tensor:
+        """(H, W, 3) float32 in [0, 1]: composited, undistorted, resized."""
+        return torch.from_numpy(self.image_uint8(view).astype(np.float32) / np.float32(255.0))
+
+    def images(self, name: str) -> torch.Tensor:
+        """(N, H, W, 3) float32 of a whole split (all its views must share one size)."""
+        views = self.split(name)
+        if not views:
+            return torch.zeros((0, 0, 0, 3), dtype=torch.float32)
+        sizes = {(v.camera.width, v.camera.height) for v in views}
+        if len(sizes) > 1:
+            raise UserError(f"split '{name}' mixes image sizes {sorted(sizes)}; load its images one by one", self.root)
+        return torch.stack([self.image(v) for v in views])
+
+    @property
+    def extent(self) -> float:
+        return camera_extent([v.camera for v in self.split("train")])
+
+    def cameras(self, name: str) -> list[Camera]:
+        return [v.camera for v in self.split(name)]
+
+
+# ----------------------------------------------------------------------------------------------
+# detection
+
+
+def detect_format(path: str | Path) -> str:
+    """The format of a dataset folder, from its contents."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError("no such dataset folder", p)
+    if not p.is_dir():
+        raise UserError("a dataset is a folder, not a file", p)
+    if colmap_io.find_model_dir(p) is not None:
+        return "colmap"
+    if (p / "transforms_train.json").is_file():
+        return "blender"
+    if (p / "transforms.json").is_file():
+        return "nerfstudio"
+    raise UserError(
+        "not a dataset folder: looked for sparse/0/cameras.{bin,txt} or sparse/cameras.{bin,txt} "
+        "(COLMAP), transforms_train.json (Blender / NeRF-synthetic) and transforms.json "
+        "(nerfstudio / instant-ngp)",
+        p,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+
+def _normalization(cameras: list[Camera]) -> Normalization:
+    centers = np.stack([c.center for c in cameras])
+    center = centers.mean(axis=0)
+    scale = float(np.linalg.norm(centers - center, axis=1).max())
+    if not np.isfinite(scale) or scale <= 1e-12:
+        scale = 1.0  # a single camera (or all at one place): translate only
+    return Normalization(center=center, scale=scale)
+
+
+def _normalize_camera(cam: Camera, norm: Normalization) -> Camera:
+    # x_cam = R x_world + t with x_world = s x_n + c  =>  x_cam / s = R x_n + (R c + t) / s; a
+    # uniform scale of the camera frame leaves the projection unchanged.
+    m = cam.world_to_camera.copy()
+    R = m[:3, :3]
+    m[:3, 3] = (R @ np.asarray(norm.center) + m[:3, 3]) / norm.scale
+    return replace(cam, world_to_camera=m)
+
+
+def _split_indices(names: list[str], test_every: int, test_names, root: Path) -> tuple[list[int], list[int]]:
+    n = len(names)
+    if test_names is not None:
+        wanted = [str(t) for t in test_names]
+        lookup: dict[str, int] = {}
+        for i, nm in enumerate(names):
+            for alias in (nm, Path(nm).name, Path(nm).stem):
+                lookup.setdefault(alias, i)
+        missing = [t for t in wanted if t not in lookup]
+        if missing:
+            raise UserError(f"test image(s) not in the dataset: {', '.join(missing[:10])}", root)
+        test = sorted({lookup[t] for t in wanted})
+    elif test_every and test_every > 0:
+        test = list(range(0, n, int(test_every)))
+    else:
+        test = []
+    tset = set(test)
+    return [i for i in range(n) if i not in tset], test
+
+
+def _colmap_views(root: Path, downscale: int, background) -> tuple[list, np.ndarray | None, np.ndarray | None]:
+    model_dir = colmap_io.find_model_dir(root)
+    assert model_dir is not None
+    model = colmap_io.read_model(model_dir)
+    if not model.images:
+        raise UserError("the COLMAP model has no registered images", model_dir)
+    images_dir = root / "images"
+    factor = 1.0 / downscale
+    if downscale > 1 and (root / f"images_{downscale}").is_dir():
+        images_dir, factor = root / f"images_{downscale}", 1.0
+    if not images_dir.is_dir():
+        raise UserError(f"COLMAP dataset has no {images_dir.name}/ folder", root)
+    listed_in = model_dir / ("images.bin" if (model_dir / "images.bin").is_file() else "images.txt")
+    views = []
+    for im in sorted(model.images.values(), key=lambda im: im.name):
+        cc = model.cameras[im.camera_id]
+        fx, fy, cx, cy, dist = cc.pinhole_and_distortion()
+        cam = Camera(fx=fx, fy=fy, cx=cx, cy=cy, width=cc.width, height=cc.height,
+                     world_to_camera=im.world_to_camera(), image_name=im.name, model=cc.model)
+        path = images_dir / im.name
+        size = read_image_size(path, listed_in=listed_in)
+        views.append(prepare_view(cam, dist, path, size, factor, background))
+    pts = cols = None
+    if model.points is not None:
+        pts, cols = model.points.xyz, model.points.rgb
+    return views, pts, cols
+
+
+# ----------------------------------------------------------------------------------------------
+# entry point
+
+
+def load_dataset(
+    path: str | Path,
+    downscale: int = 1,
+    background=(1.0, 1.0, 1.0),
+    test_every: int = 8,
+    test_names: list[str] | None = None,
+    cache_dir: Path | None = None,
+) -> Dataset:
+    """Load a dataset folder (format detected); images are decoded only when asked for."""
+    root = Path(path)
+    if isinstance(downscale, bool) or int(downscale) != downscale or int(downscale) < 1:
+        raise UserError(f"downscale must be a positive integer, got {downscale!r}")
+    downscale = int(downscale)
+    try:
+        bg = tuple(float(b) for b in background)
+    except (TypeError, ValueError):
+        bg = ()
+    if len(bg) != 3 or not all(0.0 <= b <= 1.0 for b in bg):
+        raise UserError(f"background must be three numbers in [0, 1], got {background!r}")
+    fmt = detect_format(root)
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+
+    if fmt == "blender":
+        raw = load_blender(root, downscale, bg)
+        splits = {name: [View(c, s.path, s) for c, s in raw[name]] for name in ("train", "test", "val") if name in raw}
+        splits.setdefault("test", [])
+        models = sorted({c.model for vs in raw.values() for c, _ in vs})
+        return Dataset("blender", root, splits, None, None, Normalization(), bg, models, cache_dir)
+
+    if fmt == "colmap":
+        views, pts, cols = _colmap_views(root, downscale, bg)
+    else:
+        views, pts, cols = load_nerfstudio(root, downscale, bg)
+        views = sorted(views, key=lambda v: v[0].image_name)
+    norm = _normalization([c for c, _ in views])
+    views = [View(_normalize_camera(c, norm), s.path, s) for c, s in views]
+    train_idx, test_idx = _split_indices([v.camera.image_name for v in views], test_every, test_names, root)
+    splits = {"train": [views[i] for i in train_idx], "test": [views[i] for i in test_idx]}
+    if not splits["train"]:
+        raise UserError("no training images left after taking the test split", root)
+    points = colors = None
+    if pts is not None:
+        points = ((np.asarray(pts, dtype=np.float64) - norm.center) / norm.scale).astype(np.float32)
+        colors = np.asarray(cols, dtype=np.uint8)
+    models = sorted({v.camera.model for v in views})
+    return Dataset(fmt, root, splits, points, colors, norm, bg, models, cache_dir)

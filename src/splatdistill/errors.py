@@ -1,0 +1,22 @@
+"""Errors a user can cause. The CLI turns them into one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import os
+
+
+class UserError(Exception):
+    """A problem with the user's input (a file, a flag, a dataset), not a bug.
+
+    ``path`` names the file concerned; the message says what is wrong with it.
+    """
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None):
+        self.path = None if path is None else str(path)
+        self.message = message
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        if self.path:
+            return f"{self.path}: {self.message}"
+        return self.message

@@ -1,0 +1,130 @@
+"""``render()``: one entry point for every backend.
+
+``auto`` picks ``gsplat`` for CUDA tensors and ``cpu`` otherwise; ``reference`` is the dense torch
+renderer used by tests. Every backend returns the same :class:`RenderOutput`, whose ``info`` holds
+what gsplat's ``DefaultStrategy`` and ``MCMCStrategy`` read, so those strategies work unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+import torch
+
+from ..data.cameras import Camera, CameraBatch, stack_cameras
+from ..errors import UserError
+from ..scene.gaussians import GaussianScene
+from .colors import view_colors
+from .projection import project
+
+Backend = Literal["auto", "cpu", "gsplat", "reference"]
+
+
+@dataclass
+class RenderOutput:
+    rgb: torch.Tensor  # (C, H, W, 3)
+    alpha: torch.Tensor  # (C, H, W)
+    depth: torch.Tensor | None  # (C, H, W) expected depth (sum w z / alpha), or None
+    info: dict = field(default_factory=dict)
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    if backend == "auto":
+        return "gsplat" if device.type == "cuda" else "cpu"
+    if backend not in ("cpu", "gsplat", "reference"):
+        raise UserError(f"unknown render backend '{backend}' (choose auto, cpu, gsplat or reference)")
+    if backend == "cpu" and device.type != "cpu":
+        raise UserError("the cpu backend needs CPU tensors; move the scene with .to('cpu')")
+    return backend
+
+
+def _background(background, n_cams: int, dims: int, device) -> torch.Tensor:
+    if background is None:
+        bg = torch.zeros(3, device=device)
+    else:
+        bg = torch.as_tensor(background, dtype=torch.float32, device=device)
+    if bg.ndim == 1:
+        bg = bg.unsqueeze(0).expand(n_cams, -1)
+    if dims > 3:  # depth channel: background contributes nothing
+        bg = torch.cat([bg, torch.zeros(n_cams, dims - 3, device=device)], dim=-1)
+    return bg.contiguous()
+
+
+def render(
+    scene: GaussianScene,
+    cameras: Camera | Sequence[Camera] | CameraBatch,
+    sh_degree: int | None = None,
+    background=None,
+    backend: Backend = "auto",
+    render_depth: bool = False,
+    eps2d: float = 0.3,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+    opacity_scale: torch.Tensor | None = None,
+) -> RenderOutput:
+    """Render ``scene`` from ``cameras`` (all of one size).
+
+    ``sh_degree`` defaults to the scene's; ``background`` is an RGB triple or (C, 3) tensor (black
+    if None). ``opacity_scale`` (N,) multiplies the activated opacities (masks, confidences, dropout).
+    """
+    device = scene.device
+    cams = cameras if isinstance(cameras, CameraBatch) else stack_cameras(
+        [cameras] if isinstance(cameras, Camera) else list(cameras), device
+    )
+    if sh_degree is None:
+        sh_degree = scene.sh_degree
+    if not 0 <= sh_degree <= scene.sh_degree:
+        raise ValueError(f"sh_degree {sh_degree} exceeds the scene's degree {scene.sh_degree}")
+    name = resolve_backend(backend, device)
+    opacities = torch.sigmoid(scene.opacities)
+    if opacity_scale is not None:
+        opacities = opacities * opacity_scale
+    if name == "gsplat":
+        from .gsplat_backend import rasterize_gsplat
+
+        scaled = scene
+        if opacity_scale is not None:  # fold the scale into the logits gsplat activates itself
+            params = dict(scene.params)
+            params["opacities"] = torch.logit(opacities.clamp(1e-7, 1 - 1e-7))
+            scaled = GaussianScene(**params)
+        bg = None if background is None else _background(background, len(cams), 3, device)
+        feats, alpha, info = rasterize_gsplat(
+            scaled, cams, sh_degree, bg, render_depth, eps2d, near_plane, far_plane
+        )
+        depth = feats[..., 3] if render_depth else None
+        return RenderOutput(feats[..., :3], alpha, depth, info)
+
+    proj = project(
+        scene.means, scene.quats, torch.exp(scene.scales), opacities, cams.viewmats, cams.Ks,
+        cams.width, cams.height, eps2d=eps2d, near_plane=near_plane, far_plane=far_plane,
+    )
+    if proj.means2d.requires_grad:
+        proj.means2d.retain_grad()
+    colors = view_colors(scene.means, scene.sh_coeffs(), cams.viewmats, sh_degree)
+    if render_depth:
+        colors = torch.cat([colors, proj.depths.unsqueeze(-1)], dim=-1)
+    bg = _background(background, len(cams), colors.shape[-1], device)
+    if name == "cpu":
+        from .cpu import rasterize_cpu
+
+        feats, alpha = rasterize_cpu(proj, colors, bg, cams.width, cams.height)
+    else:
+        from .reference import rasterize_dense
+
+        feats, alpha = rasterize_dense(proj, colors, bg, cams.width, cams.height)
+    depth = feats[..., 3] / alpha.clamp_min(1e-10) if render_depth else None
+    info = {
+        "means2d": proj.means2d,
+        "radii": proj.radii,
+        "depths": proj.depths,
+        "conics": proj.conics,
+        "opacities": proj.opacities,
+        "width": cams.width,
+        "height": cams.height,
+        "n_cameras": len(cams),
+        "gaussian_ids": None,
+        "camera_ids": None,
+        "tile_size": 16,
+    }
+    return RenderOutput(feats[..., :3], alpha, depth, info)

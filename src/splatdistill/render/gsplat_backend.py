@@ -1,0 +1,38 @@
+"""The ``gsplat`` backend: gsplat's fused CUDA rasterizer (imported lazily; CUDA tensors only)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import UserError
+
+
+def rasterize_gsplat(scene, cams, sh_degree, background, render_depth, eps2d, near, far):
+    if scene.device.type != "cuda":
+        # gsplat would try to JIT-compile its CUDA extension for CPU tensors and fail with a
+        # misleading message; refuse clearly instead.
+        raise UserError("the gsplat backend needs CUDA tensors; use backend='cpu' on the CPU")
+    try:
+        from gsplat import rasterization
+    except ImportError as e:  # pragma: no cover - depends on the installation
+        raise UserError(f"the gsplat backend is unavailable: {e}") from e
+    colors = scene.sh_coeffs()
+    renders, alphas, info = rasterization(
+        means=scene.means,
+        quats=scene.quats,
+        scales=torch.exp(scene.scales),
+        opacities=torch.sigmoid(scene.opacities),
+        colors=colors,
+        viewmats=cams.viewmats,
+        Ks=cams.Ks,
+        width=cams.width,
+        height=cams.height,
+        sh_degree=sh_degree,
+        backgrounds=background[:, :3] if background is not None else None,
+        render_mode="RGB+ED" if render_depth else "RGB",
+        packed=False,
+        eps2d=eps2d,
+        near_plane=near,
+        far_plane=far,
+    )
+    return renders, alphas[..., 0], info
