@@ -157,3 +157,17 @@ def test_nerfstudio_bad_inputs(tmp_path):
     (root / "transforms.json").write_text(json.dumps(meta))
     with pytest.raises(UserError, match="transform_matrix"):
         load_dataset(root)
+
+
+def test_unwritable_cache_warns_and_still_loads(tmp_path):
+    root = tmp_path / "ds"
+    (root / "train").mkdir(parents=True)
+    Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(root / "train" / "r_0.png")
+    frames = [{"file_path": "train/r_0", "transform_matrix": _c2w_gl([0, -3, 1]).tolist()}]
+    (root / "transforms_train.json").write_text(json.dumps({"camera_angle_x": 0.7, "frames": frames}))
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("x")
+    ds = load_dataset(root, downscale=2, cache_dir=blocker / "cache")
+    with pytest.warns(UserWarning, match="not writable"):
+        img = ds.image(ds.split("train")[0])
+    assert tuple(img.shape) == (4, 4, 3) and np.allclose(img.numpy(), 200 / 255)

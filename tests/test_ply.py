@@ -157,6 +157,12 @@ def test_other_elements_and_lists(tmp_path):
     with pytest.warns(UserWarning, match="face"):
         back = read_ply(tmp_path / "f.ply")
     assert_bit_equal(scene, back)
+    # only scalar elements before 'vertex' (the fast binary path skips them by size), one after
+    write_foreign(tmp_path / "g.ply", inria_array(scene), byte_order=">", elements=els[:1])
+    with open(tmp_path / "g.ply", "ab") as f:
+        f.write(b"trailing bytes are ignored")
+    with pytest.warns(UserWarning, match="meta"):
+        assert_bit_equal(scene, read_ply(tmp_path / "g.ply"))
 
 
 def test_non_float_properties(tmp_path):

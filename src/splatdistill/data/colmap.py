@@ -336,19 +336,22 @@ def read_points3D_binary(path: str | Path) -> ColmapPoints:
     rgb = np.empty((n, 3), dtype=np.uint8)
     err = np.empty(n)
     lengths = np.empty(n, dtype=np.int64)
-    tracks: list[np.ndarray] = []
+    tracks: list[bytes] = []
     head = struct.Struct("<Q3d3BdQ")
+    data = r.data
     for i in range(n):
         r._need(head.size, f"point {i}")
-        pid, x, y, z, cr, cg, cb, e, tl = head.unpack_from(r.buf, r.pos)
+        pid, x, y, z, cr, cg, cb, e, tl = head.unpack_from(data, r.pos)
         r.pos += head.size
         ids[i] = pid
         xyz[i] = (x, y, z)
         rgb[i] = (cr, cg, cb)
         err[i] = e
         lengths[i] = tl
-        tracks.append(r.array("<u4", 2 * tl, f"track of point {pid}"))
-    flat = np.concatenate(tracks).astype(np.int64) if tracks else np.zeros(0, np.int64)
+        r._need(8 * tl, f"track of point {pid}")
+        tracks.append(data[r.pos:r.pos + 8 * tl])
+        r.pos += 8 * tl
+    flat = np.frombuffer(b"".join(tracks), dtype="<u4").astype(np.int64)
     return ColmapPoints(ids, xyz, rgb, err, lengths, flat[0::2].copy(), flat[1::2].copy())
 
 

@@ -209,7 +209,14 @@ def load_dataset(
     test_names: list[str] | None = None,
     cache_dir: Path | None = None,
 ) -> Dataset:
-    """Load a dataset folder (format detected); images are decoded only when asked for."""
+    """Load a dataset folder (format detected); images are decoded only when asked for.
+
+    ``downscale`` N: COLMAP uses ``images_N/`` when present (nerfstudio likewise), otherwise
+    images are resized with INTER_AREA; cameras are scaled to match. ``test_every`` /
+    ``test_names`` choose the COLMAP / nerfstudio test split (Blender has its own split files
+    and ignores them). ``cache_dir``: root of the processed-image cache (default
+    ``$SPLATDISTILL_CACHE`` or ``~/.cache/splatdistill``).
+    """
     root = Path(path)
     if isinstance(downscale, bool) or int(downscale) != downscale or int(downscale) < 1:
         raise UserError(f"downscale must be a positive integer, got {downscale!r}")

@@ -22,8 +22,8 @@ import io
 import json
 import math
 import os
-from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -501,8 +501,7 @@ def make_demo_scene(
             "refusing to overwrite it", out)
     if old is not None and old.get("generator") not in (None, GENERATOR):
         raise UserError("scene.json was not written by the demo scene generator", out)
-    if (out / "scene.json").exists():
-        (out / "scene.json").unlink()  # from here on the directory counts as incomplete
+    (out / "scene.json").unlink(missing_ok=True)  # from here on the directory is incomplete
 
     files: dict[str, str] = {}
     f_len, _ = _intrinsics(resolution)

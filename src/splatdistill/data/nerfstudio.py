@@ -91,6 +91,10 @@ def load_nerfstudio(
 
         fp = str(fr["file_path"])
         img = image_path_of(base, fp)
+        w = int(_number(get("w"), "w", jpath, i)) if get("w") is not None else None
+        h = int(_number(get("h"), "h", jpath, i)) if get("h") is not None else None
+        if w is None or h is None:  # intrinsics refer to the full-resolution frame
+            w, h = read_image_size(img, listed_in=jpath)
         factor = 1.0 / downscale
         if downscale > 1:
             parts = PurePosixPath(fp).parts
@@ -100,12 +104,6 @@ def load_nerfstudio(
                 if alt.is_file():
                     img, factor = alt, 1.0
         sw, sh = read_image_size(img, listed_in=jpath)
-        w = int(_number(get("w"), "w", jpath, i)) if get("w") is not None else None
-        h = int(_number(get("h"), "h", jpath, i)) if get("h") is not None else None
-        if w is None or h is None:
-            if factor == 1.0 and downscale > 1:  # intrinsics of the full frame, file from images_N
-                raise UserError(f"frame {i}: 'w' and 'h' are needed to use images_{downscale}/", jpath)
-            w, h = sw, sh
 
         if get("fl_x") is not None:
             fx = _number(get("fl_x"), "fl_x", jpath, i)

@@ -151,7 +151,7 @@ def sphere_cameras(
     center, radius: float, n: int, width: int, height: int, fov_deg: float = 50.0, up=(0.0, 0.0, 1.0),
 ) -> list[Camera]:
     """``n`` cameras in Fibonacci-sphere directions around the centre, looking at it."""
-    a, b, u = _basis(up)
+    u = _basis(up)[2]
     return _look_at_cameras(center, fibonacci_directions(n, up), radius, width, height, fov_deg, u, "sphere")
 
 

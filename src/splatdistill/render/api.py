@@ -15,8 +15,8 @@ import torch
 from ..data.cameras import Camera, CameraBatch, stack_cameras
 from ..errors import UserError
 from ..scene.gaussians import GaussianScene
-from .colors import view_colors
-from .projection import project
+from .colors import camera_centers, view_colors
+from .projection import Projection, project
 
 Backend = Literal["auto", "cpu", "gsplat", "reference"]
 
@@ -49,6 +49,17 @@ def _background(background, n_cams: int, dims: int, device) -> torch.Tensor:
     if dims > 3:  # depth channel: background contributes nothing
         bg = torch.cat([bg, torch.zeros(n_cams, dims - 3, device=device)], dim=-1)
     return bg.contiguous()
+
+
+def project_cpu(means, quats, scales, opacities, viewmats, Ks, width, height, eps2d=0.3,
+                near_plane=0.01, far_plane=1e10) -> Projection:
+    """The fused numba projection (same results as :func:`.projection.project`), camera by camera."""
+    from .cpu_projection import ProjectCPU
+
+    outs = [ProjectCPU.apply(means, quats, scales, opacities, viewmats[c], Ks[c], width, height,
+                             eps2d, near_plane, far_plane) for c in range(viewmats.shape[0])]
+    m2d, con, dep, rad = (torch.stack(t) for t in zip(*outs))
+    return Projection(m2d, con, dep, rad, opacities.unsqueeze(0).expand(dep.shape))
 
 
 def render(
@@ -95,13 +106,21 @@ def render(
         depth = feats[..., 3] if render_depth else None
         return RenderOutput(feats[..., :3], alpha, depth, info)
 
-    proj = project(
+    project_fn = project_cpu if name == "cpu" else project
+    proj = project_fn(
         scene.means, scene.quats, torch.exp(scene.scales), opacities, cams.viewmats, cams.Ks,
         cams.width, cams.height, eps2d=eps2d, near_plane=near_plane, far_plane=far_plane,
     )
     if proj.means2d.requires_grad:
         proj.means2d.retain_grad()
-    colors = view_colors(scene.means, scene.sh_coeffs(), cams.viewmats, sh_degree)
+    if name == "cpu":
+        from .cpu_sh import SHColorsCPU
+
+        centers = camera_centers(cams.viewmats)
+        colors = torch.stack([SHColorsCPU.apply(scene.means, scene.sh0, scene.shN, centers[c], sh_degree)
+                              for c in range(len(cams))])
+    else:
+        colors = view_colors(scene.means, scene.sh_coeffs(), cams.viewmats, sh_degree)
     if render_depth:
         colors = torch.cat([colors, proj.depths.unsqueeze(-1)], dim=-1)
     bg = _background(background, len(cams), colors.shape[-1], device)

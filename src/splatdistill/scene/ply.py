@@ -178,8 +178,8 @@ def _open_checked(path: Path):
 # --- reading ---------------------------------------------------------------------------------------
 def _read_vertex_data(path: Path) -> tuple[np.ndarray, _Header]:
     """The ``vertex`` element as a structured array (declared types and byte order)."""
-    size = path.stat().st_size
     with _open_checked(path) as f:
+        size = os.fstat(f.fileno()).st_size
         header = _read_header(f, path)
         vertex = header.element("vertex")
         if vertex is None:
@@ -187,6 +187,8 @@ def _read_vertex_data(path: Path) -> tuple[np.ndarray, _Header]:
             hint = " (a compressed PLY? only the uncompressed Inria layout is read)" if (
                 header.element("chunk") is not None) else ""
             raise UserError(f"PLY has no 'vertex' element (elements: {names}){hint}", path)
+        if not vertex.properties:
+            raise UserError("the PLY 'vertex' element has no properties", path)
         endian = _FORMATS[header.format]
         before = header.elements[: header.elements.index(vertex)]
         fast = endian is not None and not vertex.has_lists and not any(e.has_lists for e in before)
@@ -218,9 +220,9 @@ def _read_with_plyfile(path: Path, header: _Header) -> np.ndarray:
         msg = str(e)
         if "early end-of-file" in msg or "truncated" in msg:
             raise UserError(f"truncated PLY: {msg}", path) from None
-        raise UserError(f"cannot parse PLY data: {msg}", path) from None
+        raise UserError(f"cannot parse PLY data (truncated or damaged?): {msg}", path) from None
     except (ValueError, EOFError, IndexError, KeyError, OverflowError) as e:
-        raise UserError(f"cannot parse PLY data: {e}", path) from None
+        raise UserError(f"cannot parse PLY data (truncated or damaged?): {e}", path) from None
     vertex = header.element("vertex")
     if data.dtype.names is None or len(data) != vertex.count:
         raise UserError("truncated PLY: fewer vertices than the header declares", path)
@@ -232,8 +234,7 @@ def _read_with_plyfile(path: Path, header: _Header) -> np.ndarray:
 
 def _required_names(names: tuple[str, ...], path) -> tuple[list[str], int]:
     """The properties to read, in the order x..z, f_dc, f_rest, opacity, scale, rot; and the degree."""
-    rest_idx = sorted(int(m.group(1)) for n in names if (m := _REST_RE.match(n)))
-    n_rest = len(rest_idx)
+    n_rest = sum(1 for n in names if _REST_RE.match(n))
     if n_rest not in _REST_COUNTS:
         raise UserError(
             f"{n_rest} f_rest_* properties; expected 0, 9, 24 or 45 (SH degree 0, 1, 2 or 3)", path
@@ -278,7 +279,7 @@ def _float32_matrix(data: np.ndarray, required: list[str], path) -> tuple[np.nda
             bad = int(np.flatnonzero(back != col.astype(np.float64))[0])
             raise UserError(
                 f"property '{k}' ({col.dtype.name}) has a value that is not exactly "
-                f"representable as float32 ({col[bad]!r} at vertex {bad})",
+                f"representable as float32 ({col[bad].item()!r} at vertex {bad})",
                 path,
             )
         mat[:, j] = conv
@@ -384,8 +385,8 @@ def ply_info(path: str | os.PathLike) -> dict:
     """
     path = Path(path)
     with _open_checked(path) as f:
+        size = os.fstat(f.fileno()).st_size
         header = _read_header(f, path)
-    size = path.stat().st_size
     vertex = header.element("vertex")
     props = [p.name for p in vertex.properties] if vertex else []
     n_rest = sum(1 for p in props if _REST_RE.match(p))

@@ -1,0 +1,1 @@
+"""Training: losses, schedules, teacher variants, checkpoints and the trainer."""

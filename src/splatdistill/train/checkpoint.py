@@ -1,0 +1,67 @@
+"""Checkpoints: written atomically, the newest readable one is used to resume (even after kill -9)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+from ..fileio import atomic_path
+
+_NAME = re.compile(r"^ckpt_(\d{7})\.pt$")
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "ckpt"
+
+
+def save_checkpoint(run_dir: Path, iteration: int, payload: dict, keep: int = 2) -> Path:
+    d = checkpoint_dir(run_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"ckpt_{iteration:07d}.pt"
+    with atomic_path(path) as tmp:
+        torch.save({"iteration": iteration, **payload}, tmp)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    d = checkpoint_dir(run_dir)
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.iterdir() if _NAME.match(p.name))
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise UserError("checkpoint not found", path) from None
+    except Exception as e:  # truncated or not a checkpoint
+        raise UserError(f"not a readable checkpoint ({type(e).__name__})", path) from None
+
+
+def latest_checkpoint(run_dir: Path) -> tuple[Path, dict] | None:
+    """The newest checkpoint that loads; unreadable ones (should never exist, writes are atomic) are skipped."""
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            return path, load_checkpoint(path)
+        except UserError:
+            continue
+    return None
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """A checkpoint file, or the newest checkpoint of a run directory."""
+    path = Path(path)
+    if path.is_dir():
+        found = list_checkpoints(path)
+        if not found:
+            raise UserError("no checkpoint in this run directory", path)
+        return found[-1]
+    if not path.exists():
+        raise UserError("checkpoint not found", path)
+    return path

@@ -1,0 +1,231 @@
+"""The training loop: one teacher (vanilla, noise or dropout variant), checkpointed and resumable."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..data.cameras import stack_cameras
+from ..data.dataset import Dataset, load_dataset
+from ..errors import UserError
+from ..fileio import atomic_path, write_json_atomic
+from ..render import render
+from ..scene.gaussians import GaussianScene
+from ..scene.ply import write_ply
+from . import checkpoint as ck
+from .config import TrainConfig
+from .losses import photometric_loss, psnr_from_mse
+from .setup import initial_scene, make_optimizers, make_params, make_strategy, means_lr_gamma, pick_device
+from .variants import GradientAccumulator, dropout_probability, dropout_scale, perturb_candidates
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    scene: GaussianScene
+    iterations: int
+    wall_s: float
+    resumed_from: int | None
+
+
+class TrainingDiverged(UserError):
+    pass
+
+
+def background_for(dataset: Dataset, cfg: TrainConfig) -> tuple[float, float, float]:
+    if cfg.background == "dataset":
+        return tuple(dataset.background)
+    return (0.0, 0.0, 0.0) if cfg.background == "black" else (1.0, 1.0, 1.0)
+
+
+class Trainer:
+    """Trains one 3DGS model. ``run()`` resumes from the newest checkpoint when ``resume`` is set."""
+
+    def __init__(self, data, out_dir, cfg: TrainConfig, resume: bool = False, branch_from=None,
+                 progress: bool = True):
+        self.cfg = cfg
+        self.out = Path(out_dir)
+        self.device = pick_device(cfg.device)
+        self.dataset = data if isinstance(data, Dataset) else load_dataset(data, downscale=cfg.downscale)
+        self.progress = progress
+        self.views = self.dataset.split("train")
+        if not self.views:
+            raise UserError("the dataset has no training views", self.dataset.root)
+        self.extent = float(self.dataset.extent)
+        self.background = background_for(self.dataset, cfg)
+        self.start = 0
+        self.resumed_from = None
+        self.torch_gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.order: list[int] = []
+        self.noise_acc = GradientAccumulator()
+        self.strategy = make_strategy(cfg, self.device)
+        state = None
+        if resume and (found := ck.latest_checkpoint(self.out)) is not None:
+            state = found[1]
+            self.resumed_from = int(state["iteration"])
+        elif branch_from is not None:
+            state = ck.load_checkpoint(ck.resolve_checkpoint(Path(branch_from)))
+            self.resumed_from = int(state["iteration"])
+        if state is None:
+            scene = initial_scene(self.dataset, cfg)
+            self.params = make_params(scene, self.device)
+            self.optimizers = make_optimizers(self.params, cfg, self.extent)
+            self.strategy_state = self._init_strategy_state()
+        else:
+            self._load_state(state)
+        self.strategy.check_sanity(self.params, self.optimizers)
+
+    # --- state -------------------------------------------------------------------------------------
+    def _init_strategy_state(self) -> dict:
+        if self.cfg.strategy == "mcmc":
+            return self.strategy.initialize_state()
+        return self.strategy.initialize_state(scene_scale=self.extent)
+
+    def _payload(self, iteration: int) -> dict:
+        return {
+            "params": {k: v.detach().cpu() for k, v in self.params.items()},
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "strategy_state": {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in self.strategy_state.items()},
+            "rng": {"torch": self.torch_gen.get_state(), "numpy": self.rng.bit_generator.state,
+                    "order": list(self.order)},
+            "config": self.cfg.to_dict(),
+            "extent": self.extent,
+        }
+
+    def _load_state(self, state: dict) -> None:
+        self.start = int(state["iteration"])
+        self.params = make_params(GaussianScene(**state["params"]), self.device)
+        self.optimizers = make_optimizers(self.params, self.cfg, self.extent)
+        for k, o in self.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+        self.strategy_state = {k: (v.to(self.device) if torch.is_tensor(v) else v)
+                               for k, v in state["strategy_state"].items()}
+        self.torch_gen.set_state(state["rng"]["torch"])
+        self.rng.bit_generator.state = state["rng"]["numpy"]
+        self.order = list(state["rng"]["order"])
+
+    def scene(self) -> GaussianScene:
+        return GaussianScene(**dict(self.params))
+
+    # --- one iteration -------------------------------------------------------------------------
+    def _next_view(self) -> int:
+        if not self.order:
+            self.order = [int(i) for i in self.rng.permutation(len(self.views))]
+        return self.order.pop()
+
+    def _opacity_scale(self, step: int):
+        cfg, v = self.cfg, self.cfg.variant_cfg
+        if cfg.variant != "dropout":
+            return None
+        start, end = cfg.at(v.dropout_start), cfg.at(v.dropout_end)
+        if not start <= step < end:
+            return None
+        p = dropout_probability(step, start, end, v.dropout_p_start, v.dropout_p_end)
+        return dropout_scale(len(self.params["means"]), p, self.torch_gen, self.device)
+
+    def _noise_step(self, step: int, info: dict) -> None:
+        cfg, v = self.cfg, self.cfg.variant_cfg
+        start, end = cfg.at(v.noise_start), cfg.at(v.noise_end)
+        if cfg.variant != "noise" or not start <= step <= end:
+            return
+        self.noise_acc.update(info)
+        every = cfg.at(v.noise_every, 1)
+        if (step - start) % every == 0 and step > start:
+            with torch.no_grad():
+                big = torch.exp(self.params["scales"]).max(dim=-1).values > cfg.grow_scale3d * self.extent
+                cand = (self.noise_acc.mean() >= cfg.grow_grad2d) & ~big
+            perturb_candidates(self.params, self.optimizers, cand, v.noise_scale, self.torch_gen)
+            self.noise_acc.reset(len(self.params["means"]), self.device)
+
+    def step(self, step: int, image_cache: dict) -> tuple[float, float]:
+        cfg = self.cfg
+        idx = self._next_view()
+        view = self.views[idx]
+        if idx not in image_cache:
+            image_cache[idx] = self.dataset.image(view).to(self.device)
+        gt = image_cache[idx].unsqueeze(0)
+        cams = stack_cameras([view.camera], self.device)
+        sh_now = min(cfg.sh_degree, step // max(1, cfg.at(cfg.sh_degree_every, 1)))
+        out = render(self.scene(), cams, sh_degree=sh_now, background=self.background,
+                     opacity_scale=self._opacity_scale(step))
+        loss = photometric_loss(out.rgb, gt, cfg.ssim_lambda)
+        if cfg.strategy == "mcmc":  # gsplat simple_trainer's MCMC regularisers
+            loss = loss + 0.01 * torch.sigmoid(self.params["opacities"]).mean() \
+                + 0.01 * torch.exp(self.params["scales"]).mean()
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"loss became {loss.item()} at iteration {step}; the last good "
+                                   "checkpoint is kept (lower the learning rates or check the data)",
+                                   self.out)
+        self.strategy.step_pre_backward(self.params, self.optimizers, self.strategy_state, step, out.info)
+        loss.backward()
+        for o in self.optimizers.values():
+            o.step()
+            o.zero_grad(set_to_none=True)
+        g = self.optimizers["means"].param_groups[0]
+        g["lr"] = cfg.lr_means * self.extent * means_lr_gamma(cfg) ** (step + 1)
+        self._noise_step(step, out.info)
+        if cfg.strategy == "mcmc":
+            self.strategy.step_post_backward(self.params, self.optimizers, self.strategy_state, step,
+                                             out.info, lr=g["lr"])
+        else:
+            self.strategy.step_post_backward(self.params, self.optimizers, self.strategy_state, step,
+                                             out.info, packed=False)
+        with torch.no_grad():
+            mse = float(((out.rgb.detach() - gt) ** 2).mean())
+        return float(loss.detach()), psnr_from_mse(mse)
+
+    # --- the loop ------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.out / "config.json", {"data": str(self.dataset.root), **cfg.to_dict()})
+        log_path = self.out / "train_log.jsonl"
+        self._truncate_log(log_path, self.start)
+        t0 = time.perf_counter()
+        cache: dict = {}
+        bar = tqdm(range(self.start, cfg.iterations), initial=self.start, total=cfg.iterations,
+                   desc=f"train {cfg.variant}", disable=not self.progress, dynamic_ncols=True, unit="it")
+        with open(log_path, "a") as log:
+            for it in bar:
+                loss, psnr = self.step(it, cache)
+                done = it + 1
+                if done % cfg.log_every == 0 or done == cfg.iterations:
+                    n = len(self.params["means"])
+                    rec = {"iteration": done, "loss": round(loss, 6), "psnr": round(psnr, 3),
+                           "num_gaussians": n, "elapsed_s": round(time.perf_counter() - t0, 2)}
+                    log.write(json.dumps(rec) + "\n")
+                    log.flush()
+                    bar.set_postfix(loss=f"{loss:.4f}", psnr=f"{psnr:.2f}", n=n)
+                if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
+                    ck.save_checkpoint(self.out, done, self._payload(done))
+        bar.close()
+        scene = self.scene().detach().to("cpu")
+        write_ply(scene, self.out / "point_cloud.ply")
+        return TrainResult(self.out, scene, cfg.iterations, time.perf_counter() - t0, self.resumed_from)
+
+    @staticmethod
+    def _truncate_log(path: Path, upto: int) -> None:
+        """On resume, drop log lines past the checkpoint the run continues from."""
+        if not path.exists():
+            return
+        keep = []
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line)["iteration"] <= upto:
+                    keep.append(line)
+            except (ValueError, KeyError):
+                continue
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(k + "\n" for k in keep))
+
+
+def train(data, out_dir, cfg: TrainConfig, resume=False, branch_from=None, progress=True) -> TrainResult:
+    return Trainer(data, out_dir, cfg, resume=resume, branch_from=branch_from, progress=progress).run()
