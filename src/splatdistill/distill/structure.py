@@ -24,8 +24,8 @@ Conventions shared by both:
   gradient: they keep their mass (the loss sees them piling up at the border, where the teacher has
   little) and still receive the gradient computed at the border, which pulls them back inside. Dropping
   them instead would let the cosine improve by pushing surplus student points out of the box.
-- Memory is O(N·taps) for the histograms (6 taps per axis at σ = 0.5) and O(N + G³) for the grids:
-  everything is a scatter-add, whose backward is a gather.
+- Memory is O(N·taps) for the histograms (6 taps per axis at σ = 0.5; O(N + bins) in the kernels)
+  and O(N + G³) for the grids: everything is a scatter-add, whose backward is a gather.
 
 Two implementations: compiled CPU kernels (numba, used for CPU tensors) and torch ops (any device;
 the reference the tests compare the kernels with). On CPU the losses run as one fused autograd
@@ -39,10 +39,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 
 from ..errors import UserError
 
@@ -313,10 +314,11 @@ class _Points:
     kernel, whatever the tensors' dtype: a cold start compiles 4 kernels, not 8)."""
 
     def __init__(self, means: torch.Tensor, weights: torch.Tensor | None, lo, hi):
+        # copies, never views: the backward must see the values the forward saw
         self.dtype = means.dtype
-        self.means = np.ascontiguousarray(means.detach().numpy(), dtype=np.float64)
+        self.means = np.array(means.detach().numpy(), dtype=np.float64, order="C")
         self.has_w = weights is not None
-        self.weights = np.ascontiguousarray(weights.detach().numpy(), dtype=np.float64) if self.has_w else np.ones(1)
+        self.weights = np.array(weights.detach().numpy(), dtype=np.float64) if self.has_w else np.ones(1)
         self.lo = lo.detach().to("cpu", torch.float64).numpy()
         self.width = hi.detach().to("cpu", torch.float64).numpy() - self.lo
 
@@ -352,13 +354,14 @@ class _Points:
         """Add the gradient of Σ_l <gouts[l], grid_l> into gm, gw."""
         sizes, offsets = self._layout(sizes)
         gout = np.concatenate([np.ascontiguousarray(g, dtype=np.float64).reshape(-1) for g in gouts])
-        _nb_splat_grad(
-            self.means, self.lo, self._inv_levels(sizes), self.weights, self.has_w, sizes, offsets, gout, gm, gw
-        )
+        inv = self._inv_levels(sizes)
+        _nb_splat_grad(self.means, self.lo, inv, self.weights, self.has_w, sizes, offsets, gout, gm, gw)
 
     def hist_grad(self, bins: int, sigma: float, gout: np.ndarray, gm: np.ndarray, gw: np.ndarray) -> None:
+        """Add the gradient of <gout, histograms> into gm, gw."""
         r = int(math.ceil(3.0 * sigma))
-        _nb_hist_grad(self.means, self.lo, self.inv(bins), self.weights, self.has_w, bins, sigma, r, gout, gm, gw)
+        inv = self.inv(bins)
+        _nb_hist_grad(self.means, self.lo, inv, self.weights, self.has_w, bins, sigma, r, gout, gm, gw)
 
     def to_torch(self, a: np.ndarray) -> torch.Tensor:
         """A float64 kernel result as a tensor of the points' dtype."""
@@ -401,6 +404,7 @@ class _GridFn(torch.autograd.Function):
         return pts.to_torch(out).view(G, G, G)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         pts = ctx.pts
         g = grad.detach().contiguous().view(-1).numpy().astype(np.float64)
@@ -424,6 +428,7 @@ class _HistFn(torch.autograd.Function):
         return pts.to_torch(out)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         pts = ctx.pts
         g = grad.detach().contiguous().numpy().astype(np.float64)
@@ -450,6 +455,7 @@ class _JointLossFn(torch.autograd.Function):
         return torch.tensor(loss, dtype=means.dtype)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         pts, scale = ctx.pts, -float(grad) / len(ctx.levels)
         gm, gw = pts.grad_buffers()
@@ -469,6 +475,7 @@ class _MarginalLossFn(torch.autograd.Function):
         return torch.tensor(1.0 - float(np.prod(c)), dtype=means.dtype)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         pts = ctx.pts
         h, t, c, nh, nt = ctx.saved
@@ -567,7 +574,7 @@ def marginal_loss(
     if lo is None or hi is None:
         lo, hi = shared_bbox(teacher_means, student_means, quantile=quantile)
     with torch.no_grad():
-        ht = marginal_histograms(teacher_means.detach(), lo, hi, bins, sigma_bins, teacher_weights, impl="auto")
+        ht = marginal_histograms(teacher_means.detach(), lo, hi, bins, sigma_bins, teacher_weights)
     return _marginal_loss_cached(student_means, student_weights, lo, hi, bins, sigma_bins, ht, impl)
 
 
@@ -683,7 +690,8 @@ def joint_loss(
     if lo is None or hi is None:
         lo, hi = shared_bbox(teacher_means, student_means, quantile=quantile)
     with torch.no_grad():
-        gt = [occupancy_grid(teacher_means.detach(), lo, hi, g, teacher_weights, normalize=False) for g in sizes]
+        tm = teacher_means.detach()
+        gt = [occupancy_grid(tm, lo, hi, g, teacher_weights, normalize=False) for g in sizes]
     return _joint_loss_cached(student_means, student_weights, lo, hi, sizes, gt, impl)
 
 
@@ -751,14 +759,18 @@ class StructuralLoss:
             self._teacher = [t.to(device) for t in self._teacher]
         return self._teacher
 
-    def __call__(self, student_means: torch.Tensor, student_weights: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(
+        self, student_means: torch.Tensor, student_weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
         cfg = self.config
         if cfg.kind == "none" or cfg.weight == 0:
             return torch.zeros((), device=student_means.device, dtype=student_means.dtype)
         student_weights = _check_weights(student_weights, student_means)
         teacher = self._teacher_on(student_means.device)
         if cfg.kind == "joint":
-            loss = _joint_loss_cached(student_means, student_weights, self.lo, self.hi, self.sizes, teacher, self.impl)
+            loss = _joint_loss_cached(
+                student_means, student_weights, self.lo, self.hi, self.sizes, teacher, self.impl
+            )
         else:
             loss = _marginal_loss_cached(
                 student_means, student_weights, self.lo, self.hi, cfg.bins, cfg.sigma, teacher[0], self.impl

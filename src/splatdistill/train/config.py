@@ -50,6 +50,7 @@ class TrainConfig:
     refine_start: float = 500 / REF_ITERS
     refine_stop: float = 15_000 / REF_ITERS
     refine_every: float = 100 / REF_ITERS
+    refine_every_min: int = 25  # at least this many iterations between refinements (short runs)
     reset_every: float = 3_000 / REF_ITERS
     grow_grad2d: float = 2e-4
     grow_scale3d: float = 0.01

@@ -84,7 +84,7 @@ def make_strategy(cfg: TrainConfig, device: torch.device):
         prune_opa=cfg.prune_opa, grow_grad2d=cfg.grow_grad2d, grow_scale3d=cfg.grow_scale3d,
         prune_scale3d=cfg.prune_scale3d, refine_start_iter=cfg.at(cfg.refine_start, 1),
         refine_stop_iter=cfg.at(cfg.refine_stop), reset_every=cfg.at(cfg.reset_every, 1),
-        refine_every=cfg.at(cfg.refine_every, 1), verbose=False,
+        refine_every=cfg.at(cfg.refine_every, cfg.refine_every_min), verbose=False,
     )
 
 

@@ -1,0 +1,206 @@
+"""The ``splatdistill`` command line. Each command is a small function over the library.
+
+Errors a user can cause end with one line on stderr naming the file and the problem and exit code 2;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json as _json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Literal, Optional
+
+import tyro
+
+from .errors import UserError
+
+Pos = tyro.conf.Positional
+JsonFlag = Annotated[bool, tyro.conf.arg(name="json")]
+
+
+def _print_json(obj) -> None:
+    print(_json.dumps(obj, indent=None, default=str))
+
+
+# --- commands --------------------------------------------------------------------------------------
+def info(path: Pos[Path], json: JsonFlag = False) -> None:
+    """Describe a dataset (format, splits, resolution, cameras, extent) or a model file (.ply/.spz/.sdz)."""
+    from .info import describe, format_info
+
+    d = describe(path)
+    _print_json(d) if json else print(format_info(d))
+
+
+def convert(src: Pos[Path], dst: Pos[Path]) -> None:
+    """Convert a model between formats, chosen by the extensions (.ply, .spz, .sdz)."""
+    from .info import load_model, save_model
+
+    scene = load_model(src)
+    save_model(scene, dst)
+    print(f"wrote {dst} ({len(scene)} Gaussians, SH degree {scene.sh_degree}, {os.path.getsize(dst)} bytes)")
+
+
+def make_scene(out: Pos[Path], resolution: int = 128, train_views: int = 100, test_views: int = 20,
+               seed: int = 0) -> None:
+    """Write the built-in procedural scene (ray-traced, not splatted) as a Blender-format dataset."""
+    from .data.demo_scene import make_demo_scene
+
+    path = make_demo_scene(out, resolution=resolution, train_views=train_views, test_views=test_views,
+                           seed=seed)
+    print(f"wrote {path}")
+
+
+def render(
+    model: Pos[Path],
+    out: Path,
+    data: Optional[Path] = None,
+    split: str = "test",
+    orbit: Optional[int] = None,
+    cameras: Optional[Path] = None,
+    width: Optional[int] = None,
+    height: Optional[int] = None,
+    backend: Literal["auto", "cpu", "gsplat", "reference"] = "auto",
+    downscale: int = 1,
+    device: Literal["auto", "cpu", "cuda"] = "auto",
+) -> None:
+    """Render a model to PNGs: the views of a dataset split (--data), an orbit (--orbit N, no dataset
+    needed) or exactly the views of a cameras.json written earlier (--cameras). Writes OUT/cameras.json."""
+    from .render.images import render_to_folder
+
+    n = render_to_folder(model, out, data=data, split=split, orbit=orbit, cameras_file=cameras,
+                         width=width, height=height, backend=backend, downscale=downscale, device=device)
+    print(f"wrote {n} images and cameras.json to {out}")
+
+
+def train(
+    data: Pos[Path],
+    out: Path,
+    iterations: int = 3000,
+    variant: Literal["vanilla", "noise", "dropout"] = "vanilla",
+    downscale: int = 1,
+    device: Literal["auto", "cpu", "cuda"] = "auto",
+    strategy: Literal["default", "mcmc"] = "default",
+    seed: int = 0,
+    resume: bool = False,
+    branch_from: Optional[Path] = None,
+    checkpoint_every: int = 500,
+    init_points: int = 20_000,
+    eval: bool = True,
+) -> None:
+    """Train a 3DGS teacher (vanilla, noise-augmented or dropout-regularised). Schedules scale with
+    --iterations; checkpoints are written every --checkpoint-every iterations; --resume continues."""
+    from .train.config import TrainConfig
+    from .train.trainer import Trainer
+
+    cfg = TrainConfig(iterations=iterations, variant=variant, downscale=downscale, device=device,
+                      strategy=strategy, seed=seed, checkpoint_every=checkpoint_every,
+                      init_points=init_points)
+    trainer = Trainer(data, out, cfg, resume=resume, branch_from=branch_from)
+    result = trainer.run()
+    print(f"trained {result.iterations} iterations in {result.wall_s:.1f} s: {len(result.scene)} Gaussians "
+          f"-> {out / 'point_cloud.ply'}")
+    if eval and trainer.dataset.splits.get("test"):
+        from .evaluate.evaluator import evaluate_scene
+        from .fileio import write_json_atomic
+
+        m = evaluate_scene(result.scene.to(trainer.device), trainer.dataset, "test",
+                           model_path=out / "point_cloud.ply")
+        write_json_atomic(out / "metrics.json", m)
+        print(_summary_line(m))
+
+
+def _fmt(v, spec=".4f"):
+    return "n/a" if v is None else format(v, spec)
+
+
+def _summary_line(m: dict) -> str:
+    return (f"test PSNR {_fmt(m['psnr'], '.2f')} dB, SSIM {_fmt(m['ssim'])}, LPIPS-VGG {_fmt(m['lpips_vgg'])}, "
+            f"LPIPS-Alex {_fmt(m['lpips_alex'])}, {m['num_gaussians']} Gaussians, "
+            f"{_fmt(m['render_ms'], '.1f')} ms/view")
+
+
+def eval(
+    model: Pos[Path],
+    data: Path,
+    split: str = "test",
+    out: Optional[Path] = None,
+    downscale: int = 1,
+    backend: Literal["auto", "cpu", "gsplat", "reference"] = "auto",
+    device: Literal["auto", "cpu", "cuda"] = "auto",
+    lpips: bool = True,
+    json: JsonFlag = False,
+) -> None:
+    """Evaluate a model on a dataset split: PSNR, SSIM, LPIPS-VGG, LPIPS-AlexNet, Gaussians, bytes,
+    render time, peak memory, per-view values (written to --out as JSON)."""
+    from .data.dataset import load_dataset
+    from .evaluate.evaluator import evaluate_scene
+    from .fileio import write_json_atomic
+    from .info import load_model
+    from .train.setup import pick_device
+
+    scene = load_model(model).to(pick_device(device))
+    ds = load_dataset(data, downscale=downscale)
+    m = evaluate_scene(scene, ds, split, backend=backend, lpips=lpips, model_path=model)
+    if out:
+        write_json_atomic(out, m)
+    _print_json({k: v for k, v in m.items() if k != "per_view"}) if json else print(_summary_line(m))
+
+
+def metrics(a: Pos[Path], b: Pos[Path], json: JsonFlag = False) -> None:
+    """Image metrics (PSNR, SSIM, LPIPS-VGG, LPIPS-AlexNet) between two images or two folders of
+    same-named images."""
+    from .evaluate.metrics import compare_paths
+
+    m = compare_paths(a, b)
+    if json:
+        _print_json(m)
+    else:
+        print(f"{m.get('count', 1)} image(s): PSNR {_fmt(m['psnr'], '.3f')} dB, SSIM {_fmt(m['ssim'])}, "
+              f"LPIPS-VGG {_fmt(m['lpips_vgg'])}, LPIPS-Alex {_fmt(m['lpips_alex'])}")
+        if m.get("lpips_error"):
+            print(f"LPIPS unavailable: {m['lpips_error']}")
+
+
+def demo(out: Path = Path("demo_out"), iterations: int = 2000, resolution: int = 128) -> None:
+    """Run the main job on the built-in scene: generate it, train a teacher, print its test metrics."""
+    from .pipeline import run_demo
+
+    run_demo(out, iterations=iterations, resolution=resolution)
+
+
+COMMANDS = {
+    "info": info, "convert": convert, "make-scene": make_scene, "render": render, "train": train,
+    "eval": eval, "metrics": metrics, "demo": demo,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or bool(os.environ.get("SPLATDISTILL_DEBUG"))
+    args = [a for a in args if a != "--debug"]
+    try:
+        tyro.extras.subcommand_cli_from_dict(
+            COMMANDS, prog="splatdistill", args=args,
+            description="splatdistill: make 3D Gaussian Splatting scenes small and fast. "
+                        "Add --debug to any command to see tracebacks.",
+        )
+    except UserError as e:
+        if debug:
+            raise
+        print(f"splatdistill: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("splatdistill: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        if debug:
+            raise
+        print("splatdistill: error: out of memory (try --downscale or fewer Gaussians)", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
