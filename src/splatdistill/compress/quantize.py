@@ -106,7 +106,8 @@ def to_fp16(x: np.ndarray) -> np.ndarray:
     """``x`` as IEEE float16 (round to nearest even). Raises ``ValueError`` if a finite value
     overflows the half range (|x| >= 65520 rounds to Inf)."""
     x = np.asarray(x)
-    h = x.astype(np.float16)
+    with np.errstate(over="ignore"):
+        h = x.astype(np.float16)
     if h.size:
         bad = ~np.isfinite(h) & np.isfinite(x)
         if bad.any():
