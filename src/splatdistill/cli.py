@@ -163,6 +163,44 @@ def metrics(a: Pos[Path], b: Pos[Path], json: JsonFlag = False) -> None:
             print(f"LPIPS unavailable: {m['lpips_error']}")
 
 
+def distill(
+    data: Pos[Path],
+    out: Path,
+    teachers: Optional[list[Path]] = None,
+    keep: float = 0.12,
+    target_gaussians: Optional[int] = None,
+    iterations: int = 3000,
+    teacher_iterations: int = 3000,
+    student_init: Literal["teacher", "sfm"] = "teacher",
+    struct: Literal["joint", "marginal", "none"] = "joint",
+    lambda_struct: float = 0.01,
+    lambda_kd: float = 1.0,
+    lambda_gt: float = 1.0,
+    score: Literal["significance", "blend", "opacity"] = "significance",
+    pseudo_views: Optional[int] = None,
+    downscale: int = 1,
+    device: Literal["auto", "cpu", "cuda"] = "auto",
+    seed: int = 0,
+    ablation: bool = False,
+) -> None:
+    """Multi-teacher distillation: train (or reuse, or take with --teachers) the vanilla, noise and
+    dropout teachers, average their renders into soft targets on training and pseudo views, and train
+    a student with --keep of the vanilla teacher's Gaussians. Writes OUT/student/point_cloud.ply,
+    OUT/summary.json and OUT/report.md; --ablation adds same-budget students (ground truth only, one
+    teacher, three teachers, three teachers + joint structural loss)."""
+    from .distill.pipeline import run_distill
+    from .distill.report import markdown_table, table_rows
+    from .distill.student import StudentConfig
+
+    cfg = StudentConfig(iterations=iterations, keep=keep, target_gaussians=target_gaussians, init=student_init,
+                        struct=struct, lambda_struct=lambda_struct, lambda_kd=lambda_kd, lambda_gt=lambda_gt,
+                        score=score, seed=seed)
+    summary = run_distill(data, out, teachers=teachers, cfg=cfg, teacher_iterations=teacher_iterations,
+                          downscale=downscale, device=device, n_pseudo=pseudo_views, ablation=ablation)
+    print(markdown_table(table_rows(summary)))
+    print(f"report: {out / 'report.md'}")
+
+
 def demo(out: Path = Path("demo_out"), iterations: int = 2000, resolution: int = 128) -> None:
     """Run the main job on the built-in scene: generate it, train a teacher, print its test metrics."""
     from .pipeline import run_demo
@@ -172,7 +210,7 @@ def demo(out: Path = Path("demo_out"), iterations: int = 2000, resolution: int =
 
 COMMANDS = {
     "info": info, "convert": convert, "make-scene": make_scene, "render": render, "train": train,
-    "eval": eval, "metrics": metrics, "demo": demo,
+    "eval": eval, "metrics": metrics, "distill": distill, "demo": demo,
 }
 
 

@@ -27,6 +27,7 @@ class RenderOutput:
     alpha: torch.Tensor  # (C, H, W)
     depth: torch.Tensor | None  # (C, H, W) expected depth (sum w z / alpha), or None
     info: dict = field(default_factory=dict)
+    features: torch.Tensor | None = None  # (C, H, W, D) when ``features`` were given instead of SH
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
@@ -73,11 +74,14 @@ def render(
     near_plane: float = 0.01,
     far_plane: float = 1e10,
     opacity_scale: torch.Tensor | None = None,
+    features: torch.Tensor | None = None,
 ) -> RenderOutput:
     """Render ``scene`` from ``cameras`` (all of one size).
 
     ``sh_degree`` defaults to the scene's; ``background`` is an RGB triple or (C, 3) tensor (black
     if None). ``opacity_scale`` (N,) multiplies the activated opacities (masks, confidences, dropout).
+    ``features`` ((N, D) or (C, N, D)) replaces the SH colour: the output holds them composited in
+    ``features`` (no clamp, no background beyond the first three channels).
     """
     device = scene.device
     cams = cameras if isinstance(cameras, CameraBatch) else stack_cameras(
@@ -91,6 +95,13 @@ def render(
     opacities = torch.sigmoid(scene.opacities)
     if opacity_scale is not None:
         opacities = opacities * opacity_scale
+    if name == "gsplat" and features is not None:
+        from gsplat import rasterization
+
+        feats, alpha, _ = rasterization(scene.means, scene.quats, torch.exp(scene.scales), opacities,
+                                        features, cams.viewmats, cams.Ks, cams.width, cams.height,
+                                        packed=False, eps2d=eps2d, near_plane=near_plane, far_plane=far_plane)
+        return RenderOutput(feats[..., :3], alpha[..., 0], None, {}, features=feats)
     if name == "gsplat":
         from .gsplat_backend import rasterize_gsplat
 
@@ -113,7 +124,9 @@ def render(
     )
     if proj.means2d.requires_grad:
         proj.means2d.retain_grad()
-    if name == "cpu":
+    if features is not None:  # arbitrary per-Gaussian features instead of SH colour (no clamp)
+        colors = features.unsqueeze(0).expand(len(cams), -1, -1) if features.ndim == 2 else features
+    elif name == "cpu":
         from .cpu_sh import SHColorsCPU
 
         centers = camera_centers(cams.viewmats)
@@ -132,6 +145,8 @@ def render(
         from .reference import rasterize_dense
 
         feats, alpha = rasterize_dense(proj, colors, bg, cams.width, cams.height)
+    if features is not None:
+        return RenderOutput(feats[..., :3], alpha, None, {}, features=feats[..., : colors.shape[-1]])
     depth = feats[..., 3] / alpha.clamp_min(1e-10) if render_depth else None
     info = {
         "means2d": proj.means2d,

@@ -28,6 +28,19 @@ def save_checkpoint(run_dir: Path, iteration: int, payload: dict, keep: int = 2)
     return path
 
 
+def save_branch_point(run_dir: Path, iteration: int, payload: dict) -> Path:
+    """A checkpoint kept for branching other runs from (never pruned)."""
+    path = checkpoint_dir(run_dir) / f"branch_{iteration:07d}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save({"iteration": iteration, **payload}, tmp)
+    return path
+
+
+def branch_point(run_dir: Path, iteration: int) -> Path:
+    return checkpoint_dir(run_dir) / f"branch_{iteration:07d}.pt"
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
     d = checkpoint_dir(run_dir)
     if not d.is_dir():

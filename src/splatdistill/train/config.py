@@ -64,6 +64,7 @@ class TrainConfig:
     background: Literal["dataset", "black", "white"] = "dataset"
     # bookkeeping
     checkpoint_every: int = 500
+    branch_points: tuple[int, ...] = ()  # iterations whose checkpoints are kept for --branch-from
     log_every: int = 10
     eval_every: int = 0  # 0: only at the end
     variant_cfg: VariantConfig = field(default_factory=VariantConfig)
@@ -80,4 +81,11 @@ class TrainConfig:
         d = dict(d)
         v = VariantConfig(**d.pop("variant_cfg", {}))
         known = {f.name for f in fields(TrainConfig)}
-        return TrainConfig(**{k: val for k, val in d.items() if k in known}, variant_cfg=v)
+        d = {k: val for k, val in d.items() if k in known}
+        d["branch_points"] = tuple(d.get("branch_points", ()))
+        return TrainConfig(**d, variant_cfg=v)
+
+    def branch_iteration(self) -> int:
+        """Until here the three teacher variants are the same procedure, so they can share a run."""
+        v = self.variant_cfg
+        return self.at(min(v.noise_start, v.dropout_start))

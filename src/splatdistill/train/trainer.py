@@ -206,6 +206,8 @@ class Trainer:
                     bar.set_postfix(loss=f"{loss:.4f}", psnr=f"{psnr:.2f}", n=n)
                 if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
                     ck.save_checkpoint(self.out, done, self._payload(done))
+                if done in cfg.branch_points:
+                    ck.save_branch_point(self.out, done, self._payload(done))
         bar.close()
         scene = self.scene().detach().to("cpu")
         write_ply(scene, self.out / "point_cloud.ply")

@@ -1,0 +1,162 @@
+"""``splatdistill distill``: teachers (trained or given), soft targets, student, evaluation, report."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..data.dataset import Dataset, load_dataset
+from ..errors import UserError
+from ..evaluate.evaluator import evaluate_scene
+from ..evaluate.lpips import LPIPSBank
+from ..fileio import write_json_atomic
+from ..info import load_model
+from ..train.checkpoint import branch_point
+from ..train.config import TrainConfig
+from ..train.setup import pick_device
+from ..train.trainer import Trainer
+from .report import write_report
+from .student import StudentConfig, StudentTrainer
+from .targets import build_soft_targets, make_pseudo_cameras
+
+VARIANTS = ("vanilla", "noise", "dropout")
+METRICS = ("psnr", "ssim", "lpips_vgg", "lpips_alex")
+
+
+def train_teachers(dataset: Dataset, out: Path, iterations: int, device: str, seed: int = 0,
+                   progress: bool = True) -> list[Path]:
+    """The three teachers, the noise and dropout ones branched from the vanilla run at the start of
+    their windows (until there the three are the same procedure). Finished teachers are reused."""
+    base = TrainConfig(iterations=iterations, device=device, seed=seed, checkpoint_every=max(100, iterations // 10))
+    b_it = base.branch_iteration()
+    base.branch_points = (b_it,)
+    paths = []
+    for variant in VARIANTS:
+        run = out / variant
+        ply = run / "point_cloud.ply"
+        if ply.exists() and _same_iterations(run, iterations):
+            paths.append(ply)
+            continue
+        cfg = replace(base, variant=variant)
+        branch = None if variant == "vanilla" else branch_point(out / "vanilla", b_it)
+        if branch is not None and not branch.exists():
+            raise UserError("the vanilla teacher has no branch checkpoint; delete it and run again", branch)
+        Trainer(dataset, run, cfg, resume=True if branch is None else False, branch_from=branch,
+                progress=progress).run()
+        paths.append(ply)
+    return paths
+
+
+def _same_iterations(run: Path, iterations: int) -> bool:
+    try:
+        return json.loads((run / "config.json").read_text())["iterations"] == iterations
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def teacher_variant(path: Path) -> str:
+    cfg = path.parent / "config.json"
+    try:
+        return json.loads(cfg.read_text())["variant"]
+    except (OSError, ValueError, KeyError):
+        return path.stem
+
+
+def resolve_teacher(p: Path) -> Path:
+    p = Path(p)
+    if p.is_dir():
+        p = p / "point_cloud.ply"
+    if not p.exists():
+        raise UserError("teacher model not found", p)
+    return p
+
+
+def _metrics(m: dict) -> dict:
+    return {k: m.get(k) for k in (*METRICS, "num_gaussians")}
+
+
+def evaluate_cached(scene, dataset, ply: Path, bank, device, progress) -> dict:
+    """Evaluate on the test split; teacher metrics are cached next to the model."""
+    cache = ply.parent / "metrics.json"
+    if cache.exists() and cache.stat().st_mtime >= ply.stat().st_mtime:
+        try:
+            return json.loads(cache.read_text())
+        except ValueError:
+            pass
+    m = evaluate_scene(scene.to(device), dataset, "test", lpips_bank=bank, progress=progress, model_path=ply)
+    write_json_atomic(cache, m)
+    return m
+
+
+def train_student(dataset, teacher_plys: Sequence[Path], vanilla: Path, cfg: StudentConfig, out: Path,
+                  device, n_pseudo: int, progress: bool):
+    teacher0 = load_model(vanilla)
+    train_cams = [v.camera for v in dataset.split("train")]
+    targets = None
+    if cfg.lambda_kd > 0 and teacher_plys:
+        cams = train_cams + make_pseudo_cameras(train_cams, n_pseudo, dataset.extent, seed=cfg.seed)
+        targets = build_soft_targets(list(teacher_plys), cams, len(train_cams), dataset.background, device,
+                                     spill_dir=out / "cache", progress=progress)
+    st = StudentTrainer(dataset, targets, teacher0, cfg, out, device, progress=progress)
+    return st.run()
+
+
+def run_distill(data, out, teachers: Sequence[Path] | None = None, cfg: StudentConfig | None = None,
+                teacher_iterations: int = 3000, downscale: int = 1, device: str = "auto",
+                n_pseudo: int | None = None, ablation: bool = False, progress: bool = True) -> dict:
+    cfg = cfg or StudentConfig()
+    out = Path(out)
+    dev = pick_device(device)
+    dataset = data if isinstance(data, Dataset) else load_dataset(data, downscale=downscale)
+    if teachers:
+        plys = [resolve_teacher(t) for t in teachers]
+    else:
+        plys = train_teachers(dataset, out / "teachers", teacher_iterations, device, cfg.seed, progress)
+    variants = [teacher_variant(p) for p in plys]
+    vanilla = plys[variants.index("vanilla")] if "vanilla" in variants else plys[0]
+    n_pseudo = len(dataset.split("train")) if n_pseudo is None else n_pseudo
+    bank = LPIPSBank()
+    teacher_rows = []
+    for v, p in zip(variants, plys):
+        m = evaluate_cached(load_model(p), dataset, p, bank, dev, progress)
+        teacher_rows.append({"variant": v, "path": str(p), **_metrics(m)})
+    summary = {"data": str(dataset.root), "teachers": teacher_rows, "student_config": cfg.__dict__}
+
+    # label -> (config, teachers); the configured student is trained once, under "student"
+    runs = {"student": (cfg, plys)}
+    if ablation:
+        runs = {
+            "gt_only": (replace(cfg, lambda_kd=0.0, struct="none"), []),
+            "one_teacher": (replace(cfg, struct="none"), [vanilla]),
+            "three_teachers": (replace(cfg, struct="none"), plys),
+            "three_teachers_joint": (replace(cfg, struct="joint"), plys),
+        }
+        same = [k for k, (c, tp) in runs.items() if c == cfg and list(tp) == list(plys)]
+        runs = {("student" if k in same else k): v for k, v in runs.items()}
+        if not same:
+            runs["student"] = (cfg, plys)
+    rows = {}
+    for name, (c, tp) in runs.items():
+        t0 = time.perf_counter()
+        scene, _ = train_student(dataset, tp, vanilla, c, out / name, dev, n_pseudo, progress)
+        wall = time.perf_counter() - t0
+        m = evaluate_scene(scene.to(dev), dataset, "test", lpips_bank=bank, progress=progress,
+                           model_path=out / name / "point_cloud.ply")
+        write_json_atomic(out / name / "metrics.json", m)
+        rows[name] = {**_metrics(m), "wall_s": round(wall, 1), "teachers": len(tp),
+                      "struct": c.struct if c.lambda_struct > 0 else "none"}
+    summary["student"] = rows["student"]
+    if ablation:
+        labels = {"gt_only": "ground truth only", "one_teacher": "one teacher",
+                  "three_teachers": "three teachers", "three_teachers_joint": "three teachers + joint"}
+        summary["ablation"] = {labels.get(k, k): v for k, v in rows.items() if k != "student"}
+        if same:
+            summary["ablation"][labels[same[0]] + " (student)"] = rows["student"]
+    write_json_atomic(out / "summary.json", summary)
+    write_report(out, dataset, summary, vanilla, out / "student" / "point_cloud.ply", dev)
+    return summary

@@ -1,0 +1,198 @@
+"""The student: few Gaussians trained against the teachers' soft targets (Distilled-3DGS, METHODS.md §1).
+
+Loss = lambda_gt (0.8 L1 + 0.2 D-SSIM)(student, ground truth)           on training views
+     + lambda_kd (0.8 L1 + 0.2 D-SSIM)(student, teacher mean)           on training and pseudo views
+     + lambda_struct L_struct(student means, teacher means).
+
+Initialisation: from the vanilla teacher, pruned by an importance score to the target count in a few
+steps with co-adaptation in between (``teacher``); or from the SfM points / a random box, densified,
+then pruned by importance during training (``sfm``, the paper's from-scratch variant).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..data.cameras import stack_cameras
+from ..data.dataset import Dataset
+from ..fileio import write_json_atomic
+from ..render import render
+from ..scene.gaussians import GaussianScene
+from ..scene.ply import write_ply
+from ..train.config import TrainConfig
+from ..train.losses import photometric_loss, psnr_from_mse
+from ..train.setup import initial_scene, make_optimizers, make_params, make_strategy
+from .importance import Score, importance, top_k_mask
+from .structure import StructuralLoss, StructuralLossConfig
+from .targets import SoftTargets
+
+
+@dataclass
+class StudentConfig:
+    iterations: int = 3000
+    keep: float = 0.12  # fraction of the vanilla teacher's Gaussians
+    target_gaussians: int | None = None  # overrides keep
+    init: Literal["teacher", "sfm"] = "teacher"
+    score: Score = "significance"
+    prune_steps: int = 3
+    prune_window: float = 0.4  # pruning happens in the first 40% of the run
+    lambda_gt: float = 1.0
+    lambda_kd: float = 1.0
+    pseudo_fraction: float = 0.5  # share of iterations spent on pseudo views (kd term only)
+    struct: Literal["joint", "marginal", "none"] = "joint"
+    lambda_struct: float = 0.01
+    ssim_lambda: float = 0.2
+    lr_means: float = 1.6e-5  # fine-tuning from a trained teacher: a tenth of the 3DGS start value
+    lr_means_final: float = 1.6e-6
+    seed: int = 0
+    log_every: int = 10
+
+    def target_count(self, n_teacher: int) -> int:
+        if self.target_gaussians is not None:
+            return max(1, int(self.target_gaussians))
+        return max(1, int(round(self.keep * n_teacher)))
+
+
+def prune_schedule(cfg: StudentConfig) -> dict[int, int]:
+    """{iteration: pruning step}. From a teacher: ``prune_steps`` steps spread over the pruning window,
+    the first at iteration 0. From scratch: two steps after densification (at the end of the window
+    and a quarter-window later), as Mini-Splatting prunes once it has grown the scene."""
+    w = cfg.prune_window * cfg.iterations
+    if cfg.init == "teacher":
+        n = max(1, cfg.prune_steps)
+        return {int(round(w * k / n)): k for k in range(n)}
+    return {int(round(w)): 0, int(round(w * 1.25)): 1}
+
+
+class StudentTrainer:
+    def __init__(self, dataset: Dataset, targets: SoftTargets | None, teacher: GaussianScene,
+                 cfg: StudentConfig, out_dir: Path, device, progress: bool = True):
+        self.ds, self.targets, self.cfg, self.out = dataset, targets, cfg, Path(out_dir)
+        self.device = torch.device(device)
+        self.progress = progress
+        self.train_views = dataset.split("train")
+        self.extent = float(dataset.extent)
+        self.background = tuple(dataset.background)
+        self.n_target = cfg.target_count(len(teacher))
+        self.teacher_means = teacher.means.detach().to(self.device)
+        self.gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        tcfg = TrainConfig(iterations=cfg.iterations, lr_means=cfg.lr_means, lr_means_final=cfg.lr_means_final,
+                           seed=cfg.seed, refine_stop=cfg.prune_window * 0.75)
+        self.tcfg = tcfg
+        if cfg.init == "teacher":
+            scene = teacher.detach().clone()
+            self.strategy = None
+        else:
+            scene = initial_scene(dataset, TrainConfig(seed=cfg.seed, sh_degree=teacher.sh_degree))
+            self.tcfg = TrainConfig(iterations=cfg.iterations, seed=cfg.seed, refine_stop=cfg.prune_window * 0.75)
+            self.strategy = make_strategy(self.tcfg, self.device)
+        self._set_scene(scene)
+        self.struct = None
+        if cfg.struct != "none" and cfg.lambda_struct > 0:
+            self.struct = StructuralLoss(self.teacher_means,
+                                         StructuralLossConfig(kind=cfg.struct, weight=cfg.lambda_struct))
+        self.prune_at = prune_schedule(cfg)
+
+    def _set_scene(self, scene: GaussianScene) -> None:
+        self.params = make_params(scene, self.device)
+        self.optimizers = make_optimizers(self.params, self.tcfg, self.extent)
+        self.state = self.strategy.initialize_state(scene_scale=self.extent) if self.strategy else None
+
+    def scene(self) -> GaussianScene:
+        return GaussianScene(**dict(self.params))
+
+    def _prune(self, k: int, n_steps: int) -> None:
+        """Keep the most important Gaussians: geometric steps from the current count to the target."""
+        n_now = len(self.params["means"])
+        remaining = n_steps - k
+        n_keep = self.n_target if remaining <= 1 else \
+            int(round(n_now * (self.n_target / n_now) ** (1.0 / remaining)))
+        n_keep = max(self.n_target, min(n_now, n_keep))
+        if n_keep >= n_now:
+            return
+        cams = [v.camera for v in self.train_views]
+        scores = importance(self.scene().detach(), cams, self.cfg.score)
+        keep = top_k_mask(scores, n_keep)
+        self._set_scene(self.scene().detach()[keep])
+
+    def _pick(self) -> tuple[int, bool]:
+        """(index into targets / train views, is_training_view)."""
+        use_pseudo = (self.targets is not None and len(self.targets) > self.targets.num_train
+                      and self.cfg.lambda_kd > 0 and self.rng.random() < self.cfg.pseudo_fraction)
+        if use_pseudo:
+            return int(self.rng.integers(self.targets.num_train, len(self.targets))), False
+        return int(self.rng.integers(0, len(self.train_views))), True
+
+    def losses(self, idx: int, is_train: bool, step: int, gt_cache: dict) -> dict[str, torch.Tensor]:
+        """The loss terms of one iteration (exposed for tests)."""
+        cfg = self.cfg
+        cam = self.train_views[idx].camera if is_train else self.targets.cameras[idx]
+        sh = self.params["shN"].shape[1]
+        sh_deg = int(round((sh + 1) ** 0.5)) - 1
+        if self.strategy is not None:
+            sh_deg = min(sh_deg, step // max(1, self.tcfg.at(self.tcfg.sh_degree_every, 1)))
+        out = render(self.scene(), stack_cameras([cam], self.device), sh_degree=sh_deg,
+                     background=self.background)
+        self._last_info = out.info
+        terms: dict[str, torch.Tensor] = {}
+        if is_train and cfg.lambda_gt > 0:
+            if idx not in gt_cache:
+                gt_cache[idx] = self.ds.image(self.train_views[idx]).to(self.device)
+            terms["gt"] = cfg.lambda_gt * photometric_loss(out.rgb, gt_cache[idx].unsqueeze(0), cfg.ssim_lambda)
+        if self.targets is not None and cfg.lambda_kd > 0:
+            tgt = self.targets.image(idx, self.device).unsqueeze(0)
+            terms["kd"] = cfg.lambda_kd * photometric_loss(out.rgb, tgt, cfg.ssim_lambda)
+        if self.struct is not None:
+            terms["struct"] = self.struct(self.params["means"])
+        terms["_mse"] = ((out.rgb.detach() - (gt_cache[idx].unsqueeze(0) if is_train and idx in gt_cache
+                                               else out.rgb.detach())) ** 2).mean()
+        return terms
+
+    def run(self) -> tuple[GaussianScene, float]:
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.out / "student_config.json", asdict(cfg))
+        t0 = time.perf_counter()
+        gt_cache: dict = {}
+        n_prune = len(self.prune_at)
+        gamma = (cfg.lr_means_final / cfg.lr_means) ** (1.0 / max(1, cfg.iterations))
+        bar = tqdm(range(cfg.iterations), desc="student", disable=not self.progress, dynamic_ncols=True)
+        with open(self.out / "train_log.jsonl", "w") as log:
+            for step in bar:
+                if step in self.prune_at:
+                    self._prune(self.prune_at[step], n_prune)
+                idx, is_train = self._pick()
+                terms = self.losses(idx, is_train, step, gt_cache)
+                mse = terms.pop("_mse")
+                loss = sum(terms.values())
+                if self.strategy is not None:
+                    self.strategy.step_pre_backward(self.params, self.optimizers, self.state, step, self._last_info)
+                loss.backward()
+                for o in self.optimizers.values():
+                    o.step()
+                    o.zero_grad(set_to_none=True)
+                self.optimizers["means"].param_groups[0]["lr"] = cfg.lr_means * self.extent * gamma ** (step + 1)
+                if self.strategy is not None:
+                    self.strategy.step_post_backward(self.params, self.optimizers, self.state, step,
+                                                     self._last_info, packed=False)
+                if (step + 1) % cfg.log_every == 0:
+                    rec = {"iteration": step + 1, "loss": float(loss.detach()), "num_gaussians": len(self.params["means"]),
+                           **{k: float(v.detach()) for k, v in terms.items()}}
+                    if is_train:
+                        rec["psnr"] = psnr_from_mse(float(mse))
+                    log.write(json.dumps(rec) + "\n")
+                    bar.set_postfix(loss=f"{float(loss):.4f}", n=len(self.params["means"]))
+        if len(self.params["means"]) > self.n_target:  # a from-scratch student may still be over budget
+            self._prune(n_prune - 1, n_prune)
+        scene = self.scene().detach().to("cpu")
+        write_ply(scene, self.out / "point_cloud.ply")
+        return scene, time.perf_counter() - t0

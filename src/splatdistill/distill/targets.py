@@ -1,0 +1,102 @@
+"""Soft targets: the (optionally weighted) mean of the teachers' renders of each view.
+
+Teachers are loaded and rendered one at a time, so they are never all in (GPU) memory together; the
+running mean lives in host memory, or in a memory-mapped file on disk when it would exceed the budget.
+Views: the training views and pseudo views (camera centres + N(0, (0.05 extent)^2) per axis,
+orientation kept, as LightGaussian and Distilled-3DGS do; and views interpolated between neighbouring
+training cameras).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..data.cameras import Camera, stack_cameras
+from ..data.views import interpolated_views, pseudo_views
+from ..render import render
+from ..scene.gaussians import GaussianScene
+
+
+def make_pseudo_cameras(train: Sequence[Camera], n: int, extent: float, seed: int = 0) -> list[Camera]:
+    """``n`` extra views: half jittered training cameras, half interpolated between neighbours."""
+    if n <= 0:
+        return []
+    n_jit = (n + 1) // 2
+    cams = pseudo_views(list(train), n_jit, sigma_fraction=0.05, extent=extent, seed=seed)
+    if len(train) > 1 and n - n_jit > 0:
+        cams += interpolated_views(list(train), n - n_jit, seed=seed + 1)
+    else:
+        cams += pseudo_views(list(train), n - n_jit, sigma_fraction=0.05, extent=extent, seed=seed + 1)
+    return cams
+
+
+@dataclass
+class SoftTargets:
+    cameras: list[Camera]
+    store: np.ndarray  # (V, H, W, 3) float16, in memory or memory-mapped
+    num_train: int  # the first num_train cameras are the training views, in dataset order
+
+    def __len__(self) -> int:
+        return len(self.cameras)
+
+    def image(self, i: int, device="cpu") -> torch.Tensor:
+        return torch.from_numpy(np.asarray(self.store[i], dtype=np.float32)).to(device)
+
+
+def build_soft_targets(
+    teachers: Sequence[GaussianScene | Path],
+    cameras: Sequence[Camera],
+    num_train: int,
+    background,
+    device,
+    weights: Sequence[float] | None = None,
+    memory_budget_mb: float = 2048.0,
+    spill_dir: Path | None = None,
+    backend: str = "auto",
+    progress: bool = True,
+) -> SoftTargets:
+    from ..info import load_model
+
+    if not teachers:
+        raise ValueError("soft targets need at least one teacher")
+    w = np.asarray(weights if weights is not None else [1.0] * len(teachers), dtype=np.float64)
+    w = w / w.sum()
+    h, wd = cameras[0].height, cameras[0].width
+    shape = (len(cameras), h, wd, 3)
+    nbytes = int(np.prod(shape)) * 2
+    if nbytes > memory_budget_mb * 2**20 and spill_dir is not None:
+        spill_dir.mkdir(parents=True, exist_ok=True)
+        store = np.lib.format.open_memmap(spill_dir / "soft_targets.npy", mode="w+", dtype=np.float16,
+                                          shape=shape)
+    else:
+        store = np.zeros(shape, dtype=np.float16)
+    acc = np.zeros((h, wd, 3), dtype=np.float32)
+    # accumulate per view over teachers: teachers outer (one in memory at a time), partial sums in fp32
+    partial = np.zeros(shape, dtype=np.float32) if nbytes * 2 <= memory_budget_mb * 2**20 else None
+    for t_idx, teacher in enumerate(teachers):
+        scene = load_model(teacher) if isinstance(teacher, (str, Path)) else teacher
+        scene = scene.detach().to(device)
+        for v, cam in enumerate(tqdm(cameras, desc=f"teacher {t_idx + 1}/{len(teachers)} renders",
+                                     disable=not progress, leave=False)):
+            with torch.no_grad():
+                img = render(scene, stack_cameras([cam], device), background=background,
+                             backend=backend).rgb[0].clamp(0, 1).cpu().numpy()
+            if partial is not None:
+                partial[v] += w[t_idx] * img
+            else:
+                acc[:] = store[v].astype(np.float32) + w[t_idx] * img
+                store[v] = acc
+        del scene
+        if device is not None and torch.device(device).type == "cuda":
+            torch.cuda.empty_cache()
+    if partial is not None:
+        store[:] = partial.astype(np.float16)
+    if isinstance(store, np.memmap):
+        store.flush()
+    return SoftTargets(list(cameras), store, num_train)
