@@ -171,6 +171,7 @@ def distill(
     target_gaussians: Optional[int] = None,
     iterations: int = 3000,
     teacher_iterations: int = 3000,
+    teacher_init_points: int = 20_000,
     student_init: Literal["teacher", "sfm"] = "teacher",
     struct: Literal["joint", "marginal", "none"] = "joint",
     lambda_struct: float = 0.01,
@@ -196,16 +197,20 @@ def distill(
                         struct=struct, lambda_struct=lambda_struct, lambda_kd=lambda_kd, lambda_gt=lambda_gt,
                         score=score, seed=seed)
     summary = run_distill(data, out, teachers=teachers, cfg=cfg, teacher_iterations=teacher_iterations,
-                          downscale=downscale, device=device, n_pseudo=pseudo_views, ablation=ablation)
+                          downscale=downscale, device=device, n_pseudo=pseudo_views, ablation=ablation,
+                          teacher_init_points=teacher_init_points)
     print(markdown_table(table_rows(summary)))
     print(f"report: {out / 'report.md'}")
 
 
-def demo(out: Path = Path("demo_out"), iterations: int = 2000, resolution: int = 128) -> None:
-    """Run the main job on the built-in scene: generate it, train a teacher, print its test metrics."""
+def demo(out: Path = Path("demo_out"), teacher_iterations: int = 1500, student_iterations: int = 1000,
+         resolution: int = 128) -> None:
+    """Run the main job on the built-in scene: generate it, train the three teachers, distil a student
+    with 12 % of the Gaussians, evaluate everything and print the table (report in OUT/distill)."""
     from .pipeline import run_demo
 
-    run_demo(out, iterations=iterations, resolution=resolution)
+    run_demo(out, teacher_iterations=teacher_iterations, student_iterations=student_iterations,
+             resolution=resolution)
 
 
 COMMANDS = {

@@ -190,7 +190,7 @@ class StudentTrainer:
                     if is_train:
                         rec["psnr"] = psnr_from_mse(float(mse))
                     log.write(json.dumps(rec) + "\n")
-                    bar.set_postfix(loss=f"{float(loss):.4f}", n=len(self.params["means"]))
+                    bar.set_postfix(loss=f"{float(loss.detach()):.4f}", n=len(self.params["means"]))
         if len(self.params["means"]) > self.n_target:  # a from-scratch student may still be over budget
             self._prune(n_prune - 1, n_prune)
         scene = self.scene().detach().to("cpu")

@@ -61,7 +61,9 @@ class TrainConfig:
     init_points: int = 20_000  # random init when the dataset has no SfM points
     init_box: float = 0.3  # random-init half-size, fraction of the scene extent
     init_opacity: float = 0.1
-    background: Literal["dataset", "black", "white"] = "dataset"
+    # "random": a random background colour each iteration, for datasets with transparent images
+    # (the ground truth is recomposited on it), which penalises floaters in empty space
+    background: Literal["dataset", "random", "black", "white"] = "dataset"
     # bookkeeping
     checkpoint_every: int = 500
     branch_points: tuple[int, ...] = ()  # iterations whose checkpoints are kept for --branch-from

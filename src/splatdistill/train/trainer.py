@@ -40,7 +40,7 @@ class TrainingDiverged(UserError):
 
 
 def background_for(dataset: Dataset, cfg: TrainConfig) -> tuple[float, float, float]:
-    if cfg.background == "dataset":
+    if cfg.background in ("dataset", "random"):
         return tuple(dataset.background)
     return (0.0, 0.0, 0.0) if cfg.background == "black" else (1.0, 1.0, 1.0)
 
@@ -145,16 +145,29 @@ class Trainer:
             perturb_candidates(self.params, self.optimizers, cand, v.noise_scale, self.torch_gen)
             self.noise_acc.reset(len(self.params["means"]), self.device)
 
+    def _images_of(self, view):
+        if self.cfg.background == "random":
+            return (self.dataset.image_on(view, (0.0, 0.0, 0.0)).to(self.device),
+                    self.dataset.image_on(view, (1.0, 1.0, 1.0)).to(self.device))
+        return self.dataset.image(view).to(self.device)
+
     def step(self, step: int, image_cache: dict) -> tuple[float, float]:
         cfg = self.cfg
         idx = self._next_view()
         view = self.views[idx]
         if idx not in image_cache:
-            image_cache[idx] = self.dataset.image(view).to(self.device)
-        gt = image_cache[idx].unsqueeze(0)
+            image_cache[idx] = self._images_of(view)
+        background = self.background
+        if cfg.background == "random":
+            black, white = image_cache[idx]
+            bg = torch.rand(3, generator=self.torch_gen, device=self.device)
+            gt = (black + (white - black) * bg).unsqueeze(0)  # white - black = 1 - alpha
+            background = bg
+        else:
+            gt = image_cache[idx].unsqueeze(0)
         cams = stack_cameras([view.camera], self.device)
         sh_now = min(cfg.sh_degree, step // max(1, cfg.at(cfg.sh_degree_every, 1)))
-        out = render(self.scene(), cams, sh_degree=sh_now, background=self.background,
+        out = render(self.scene(), cams, sh_degree=sh_now, background=background,
                      opacity_scale=self._opacity_scale(step))
         loss = photometric_loss(out.rgb, gt, cfg.ssim_lambda)
         if cfg.strategy == "mcmc":  # gsplat simple_trainer's MCMC regularisers

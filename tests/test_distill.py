@@ -1,0 +1,136 @@
+"""Distillation: every loss term reaches the student's parameters; importance; targets; pipeline."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from splatdistill.data.dataset import load_dataset
+from splatdistill.distill.importance import accumulated_weights, importance, top_k_mask
+from splatdistill.distill.student import StudentConfig, StudentTrainer, prune_schedule
+from splatdistill.distill.targets import build_soft_targets, make_pseudo_cameras
+from splatdistill.render import render
+from splatdistill.scene.gaussians import GaussianScene
+
+
+@pytest.fixture(scope="module")
+def dataset(demo_scene_dir):
+    return load_dataset(demo_scene_dir)
+
+
+def toy_teacher(n=600, seed=0, shift=0.0):
+    s = GaussianScene.random_in_box(n, [-0.6] * 3, [0.6] * 3, sh_degree=1, seed=seed, init_opacity=0.6)
+    s.params["means"] = s.means + shift
+    return s
+
+
+def test_accumulated_weights_equal_the_sum_of_alpha_times_transmittance(dataset):
+    """The gradient trick against the dense reference's explicit weights."""
+    from splatdistill.render.projection import project
+
+    scene = toy_teacher(40)
+    cam = dataset.split("train")[0].camera.with_size(24, 24)
+    w_grad = accumulated_weights(scene, [cam], backend="reference")
+    # explicit: render each Gaussian's weight as a one-hot feature
+    feats = torch.eye(40)
+    out = render(scene, [cam], features=feats, backend="reference")
+    w_explicit = out.features[0].sum(dim=(0, 1))
+    assert torch.allclose(w_grad, w_explicit, rtol=1e-4, atol=1e-6)
+    w_cpu = accumulated_weights(scene, [cam], backend="cpu")
+    assert torch.allclose(w_cpu, w_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_top_k_keeps_exactly_k_even_with_ties():
+    scores = torch.zeros(100)
+    scores[:3] = 1.0
+    m = top_k_mask(scores, 10)
+    assert int(m.sum()) == 10 and m[:3].all()
+
+
+def test_soft_targets_are_the_weighted_mean_of_teacher_renders(dataset, tmp_path):
+    cams = [v.camera for v in dataset.split("train")[:3]]
+    a, b = toy_teacher(seed=1), toy_teacher(seed=2)
+    t = build_soft_targets([a, b], cams, 3, (1.0, 1.0, 1.0), "cpu", weights=[3.0, 1.0], progress=False)
+    ra = render(a, [cams[1]], background=(1.0, 1.0, 1.0)).rgb[0].clamp(0, 1)
+    rb = render(b, [cams[1]], background=(1.0, 1.0, 1.0)).rgb[0].clamp(0, 1)
+    assert torch.allclose(t.image(1), 0.75 * ra + 0.25 * rb, atol=2e-3)  # fp16 storage
+    # spilled to disk when over the memory budget: same values
+    t2 = build_soft_targets([a, b], cams, 3, (1.0, 1.0, 1.0), "cpu", weights=[3.0, 1.0],
+                            memory_budget_mb=1e-3, spill_dir=tmp_path, progress=False)
+    assert isinstance(t2.store, np.memmap)
+    assert torch.allclose(t.image(2), t2.image(2), atol=2e-3)
+
+
+def test_pseudo_cameras_keep_orientation(dataset):
+    train = [v.camera for v in dataset.split("train")]
+    ps = make_pseudo_cameras(train, 10, dataset.extent)
+    assert len(ps) == 10
+    rots = {tuple(np.round(c.world_to_camera[:3, :3], 6).ravel()) for c in train}
+    jittered = ps[:5]
+    assert all(tuple(np.round(c.world_to_camera[:3, :3], 6).ravel()) in rots for c in jittered)
+
+
+def test_every_loss_term_passes_gradient_to_the_student(dataset):
+    teacher = toy_teacher(800)
+    train = [v.camera for v in dataset.split("train")]
+    targets = build_soft_targets([teacher, toy_teacher(800, seed=5)], train, len(train), dataset.background,
+                                 "cpu", progress=False)
+    cfg = StudentConfig(iterations=10, keep=0.5, struct="joint", lambda_struct=0.1)
+    st = StudentTrainer(dataset, targets, teacher, cfg, "/tmp/unused-student", "cpu", progress=False)
+    st.params["means"].data += 0.05  # the student differs from the teacher, so the structure term is live
+    terms = st.losses(0, True, 0, {})
+    terms.pop("_mse")
+    assert set(terms) == {"gt", "kd", "struct"}
+    expected = {"gt": ["means", "quats", "scales", "opacities", "sh0", "shN"],
+                "kd": ["means", "quats", "scales", "opacities", "sh0", "shN"],
+                "struct": ["means"]}
+    for name, term in terms.items():
+        grads = torch.autograd.grad(term, [st.params[k] for k in expected[name]], allow_unused=True,
+                                    retain_graph=True)
+        for k, g in zip(expected[name], grads):
+            assert g is not None and g.abs().sum() > 0, (name, k)
+
+
+def test_prune_schedule_reaches_target(dataset, tmp_path):
+    teacher = toy_teacher(1000)
+    cfg = StudentConfig(iterations=30, keep=0.1, struct="none", lambda_kd=0.0, prune_steps=3)
+    assert sorted(prune_schedule(cfg)) == [0, 4, 8]
+    st = StudentTrainer(dataset, None, teacher, cfg, tmp_path / "s", "cpu", progress=False)
+    scene, _ = st.run()
+    assert len(scene) == 100
+    assert (tmp_path / "s" / "point_cloud.ply").exists()
+
+
+def test_importance_scores(dataset):
+    scene = toy_teacher(300)
+    cams = [v.camera for v in dataset.split("train")[:4]]
+    for score in ("significance", "blend", "opacity"):
+        s = importance(scene, cams, score)
+        assert s.shape == (300,) and (s >= 0).all()
+    # a Gaussian moved far out of every view has zero blending weight
+    scene.params["means"][0] = torch.tensor([100.0, 100.0, 100.0])
+    assert importance(scene, cams, "blend")[0] == 0
+
+
+def test_distill_pipeline_end_to_end(demo_scene_dir, tmp_path, capsys):
+    from splatdistill.cli import main
+
+    code = main(["distill", str(demo_scene_dir), "--out", str(tmp_path / "d"), "--teacher-iterations", "60",
+                 "--iterations", "40", "--keep", "0.2", "--pseudo-views", "8", "--teacher-init-points", "1500"])
+    assert code == 0
+    s = json.loads((tmp_path / "d" / "summary.json").read_text())
+    assert [t["variant"] for t in s["teachers"]] == ["vanilla", "noise", "dropout"]
+    for t in s["teachers"]:
+        assert set(t) >= {"variant", "num_gaussians", "psnr", "ssim", "lpips_vgg"}
+    st = s["student"]
+    assert set(st) >= {"num_gaussians", "psnr", "ssim", "lpips_vgg", "wall_s"}
+    vanilla = s["teachers"][0]["num_gaussians"]
+    assert st["num_gaussians"] == round(0.2 * vanilla)
+    for f in ("student/point_cloud.ply", "report.md", "views.png", "psnr_vs_gaussians.png"):
+        assert (tmp_path / "d" / f).exists(), f
+    # the next call reuses the teachers
+    mtime = (tmp_path / "d" / "teachers" / "vanilla" / "point_cloud.ply").stat().st_mtime
+    main(["distill", str(demo_scene_dir), "--out", str(tmp_path / "d"), "--teacher-iterations", "60",
+          "--iterations", "20", "--keep", "0.2", "--pseudo-views", "8", "--teacher-init-points", "1500"])
+    assert (tmp_path / "d" / "teachers" / "vanilla" / "point_cloud.ply").stat().st_mtime == mtime
