@@ -216,3 +216,31 @@ def test_kernels_are_cached_on_disk(tmp_path):
     assert any(tmp_path.rglob("*.nbi"))
     hits = [int(r.stdout.strip().splitlines()[-1]) for r in runs]
     assert hits[0] == 0 and hits[1] >= 1
+
+
+def test_trained_model_renders_the_same_under_cpu_and_reference(demo_scene_dir, tmp_path):
+    """A model trained by our trainer (so: real, densified, optimised Gaussians) renders the same."""
+    from splatdistill.data.dataset import load_dataset
+    from splatdistill.scene.ply import read_ply
+    from splatdistill.train.config import TrainConfig
+    from splatdistill.train.trainer import Trainer
+
+    cfg = TrainConfig(iterations=120, checkpoint_every=1000, init_points=1500, refine_every_min=20)
+    Trainer(demo_scene_dir, tmp_path / "run", cfg, progress=False).run()
+    scene = read_ply(tmp_path / "run" / "point_cloud.ply")
+    ds = load_dataset(demo_scene_dir)
+    cams = [v.camera for v in ds.split("test")[:2]]
+    with torch.no_grad():
+        a = render(scene, cams, background=(1.0, 1.0, 1.0), backend="cpu")
+        b = render(scene, cams, background=(1.0, 1.0, 1.0), backend="reference")
+    assert (a.rgb - b.rgb).abs().max() <= 1e-4
+    assert (a.alpha - b.alpha).abs().max() <= 1e-4
+
+
+def test_mcmc_strategy_on_cpu_is_refused_clearly(demo_scene_dir, tmp_path):
+    from splatdistill.errors import UserError
+    from splatdistill.train.config import TrainConfig
+    from splatdistill.train.trainer import Trainer
+
+    with pytest.raises(UserError, match="mcmc needs a CUDA GPU"):
+        Trainer(demo_scene_dir, tmp_path / "r", TrainConfig(strategy="mcmc", device="cpu"), progress=False)
