@@ -87,6 +87,7 @@ def train(
     branch_from: Optional[Path] = None,
     checkpoint_every: int = 500,
     init_points: int = 20_000,
+    background: Literal["dataset", "random", "black", "white"] = "dataset",
     eval: bool = True,
 ) -> None:
     """Train a 3DGS teacher (vanilla, noise-augmented or dropout-regularised). Schedules scale with
@@ -96,7 +97,7 @@ def train(
 
     cfg = TrainConfig(iterations=iterations, variant=variant, downscale=downscale, device=device,
                       strategy=strategy, seed=seed, checkpoint_every=checkpoint_every,
-                      init_points=init_points)
+                      init_points=init_points, background=background)
     trainer = Trainer(data, out, cfg, resume=resume, branch_from=branch_from)
     result = trainer.run()
     print(f"trained {result.iterations} iterations in {result.wall_s:.1f} s: {len(result.scene)} Gaussians "
@@ -172,6 +173,7 @@ def distill(
     iterations: int = 3000,
     teacher_iterations: int = 3000,
     teacher_init_points: int = 20_000,
+    background: Literal["dataset", "random", "black", "white"] = "dataset",
     student_init: Literal["teacher", "sfm"] = "teacher",
     struct: Literal["joint", "marginal", "none"] = "joint",
     lambda_struct: float = 0.01,
@@ -198,7 +200,7 @@ def distill(
                         score=score, seed=seed)
     summary = run_distill(data, out, teachers=teachers, cfg=cfg, teacher_iterations=teacher_iterations,
                           downscale=downscale, device=device, n_pseudo=pseudo_views, ablation=ablation,
-                          teacher_init_points=teacher_init_points)
+                          teacher_init_points=teacher_init_points, teacher_background=background)
     print(markdown_table(table_rows(summary)))
     print(f"report: {out / 'report.md'}")
 

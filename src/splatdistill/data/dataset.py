@@ -68,9 +68,13 @@ class Dataset:
         return ImageSpec(path=Path(view.image_path), source_size=(w, h), size=(c.width, c.height),
                          background=tuple(self.background))
 
-    def image_uint8(self, view: View) -> np.ndarray:
-        """(H, W, 3) uint8, memoised."""
+    def image_uint8(self, view: View, background: tuple[float, float, float] | None = None) -> np.ndarray:
+        """(H, W, 3) uint8, memoised; composited on ``background`` (default: the dataset's)."""
         spec = self._spec(view)
+        if background is not None:
+            from dataclasses import replace as _replace
+
+            spec = _replace(spec, background=tuple(float(b) for b in background))
         arr = self._memo.get(spec)
         if arr is None:
             if self._cache is None:
@@ -82,21 +86,11 @@ class Dataset:
 
     def image(self, view: View) -> torch.Tensor:
         """(H, W, 3) float32 in [0, 1]: composited, undistorted, resized."""
-        return torch.from_numpy(self.image_uint8(view).astype(np.float32) / np.float32(255.0))
+        return self.image_on(view, None)
 
-    def image_on(self, view: View, background: tuple[float, float, float]) -> torch.Tensor:
-        """The view's image composited on another background (memoised per background)."""
-        from dataclasses import replace as _replace
-
-        spec = _replace(self._spec(view), background=tuple(float(b) for b in background))
-        arr = self._memo.get(spec)
-        if arr is None:
-            if self._cache is None:
-                self._cache = ImageCache(self.cache_dir)
-            arr = self._cache.load(spec)
-            arr.setflags(write=False)
-            self._memo[spec] = arr
-        return torch.from_numpy(arr.astype(np.float32) / np.float32(255.0))
+    def image_on(self, view: View, background: tuple[float, float, float] | None) -> torch.Tensor:
+        """The view's image composited on another background (for random-background training)."""
+        return torch.from_numpy(self.image_uint8(view, background).astype(np.float32) / np.float32(255.0))
 
     def images(self, name: str) -> torch.Tensor:
         """(N, H, W, 3) float32 of a whole split (all its views must share one size)."""

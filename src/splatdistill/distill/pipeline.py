@@ -29,10 +29,10 @@ METRICS = ("psnr", "ssim", "lpips_vgg", "lpips_alex")
 
 
 def train_teachers(dataset: Dataset, out: Path, iterations: int, device: str, seed: int = 0,
-                   progress: bool = True, init_points: int = 20_000) -> list[Path]:
+                   progress: bool = True, init_points: int = 20_000, background: str = "dataset") -> list[Path]:
     """The three teachers, the noise and dropout ones branched from the vanilla run at the start of
     their windows (until there the three are the same procedure). Finished teachers are reused."""
-    base = TrainConfig(iterations=iterations, device=device, seed=seed, init_points=init_points,
+    base = TrainConfig(iterations=iterations, device=device, seed=seed, init_points=init_points, background=background,
                        checkpoint_every=max(100, iterations // 10))
     b_it = base.branch_iteration()
     base.branch_points = (b_it,)
@@ -110,7 +110,7 @@ def train_student(dataset, teacher_plys: Sequence[Path], vanilla: Path, cfg: Stu
 def run_distill(data, out, teachers: Sequence[Path] | None = None, cfg: StudentConfig | None = None,
                 teacher_iterations: int = 3000, downscale: int = 1, device: str = "auto",
                 n_pseudo: int | None = None, ablation: bool = False, progress: bool = True,
-                teacher_init_points: int = 20_000) -> dict:
+                teacher_init_points: int = 20_000, teacher_background: str = "dataset") -> dict:
     cfg = cfg or StudentConfig()
     out = Path(out)
     dev = pick_device(device)
@@ -119,7 +119,7 @@ def run_distill(data, out, teachers: Sequence[Path] | None = None, cfg: StudentC
         plys = [resolve_teacher(t) for t in teachers]
     else:
         plys = train_teachers(dataset, out / "teachers", teacher_iterations, device, cfg.seed, progress,
-                              teacher_init_points)
+                              teacher_init_points, teacher_background)
     variants = [teacher_variant(p) for p in plys]
     vanilla = plys[variants.index("vanilla")] if "vanilla" in variants else plys[0]
     n_pseudo = len(dataset.split("train")) if n_pseudo is None else n_pseudo

@@ -1,0 +1,310 @@
+"""Pruning policies: which Gaussians to remove, and the learnable gates some of them train first.
+
+Three policies share one interface (``PrunePolicy``), so that compression (``compress/pipeline.py``)
+and, later, student training can pick one by name (``make_policy``):
+
+* ``significance`` — LightGaussian (Fan et al., ECCV 2024; METHODS.md §2): rank by global
+  significance (``distill.importance.importance(..., "significance")``) and keep the top
+  ``1 - prune`` (66 % removed by default in the paper). Nothing is learned.
+* ``mask`` — Compact-3DGS's learnable mask (Lee et al., CVPR 2024; METHODS.md §4): one logit
+  ``m_j`` per Gaussian, ``M = sg(1[σ(m) > 0.01] − σ(m)) + σ(m)`` (a hard 0/1 mask in the forward
+  pass, the gradient of σ(m) in the backward pass) multiplies both the scale and the opacity;
+  loss ``λ · mean(σ(m))`` with λ = 4e-3 (the paper's NeRF-synthetic value). Gaussians whose mask
+  is 0 are removed.
+* ``confidence`` — Confident Splatting (Razlighi et al. 2025; METHODS.md §3): a Beta(α, β)
+  confidence per splat, α = softplus(a) + 1e-6, β = softplus(b) + 1e-6, ``c = α / (α + β)``
+  multiplies the opacity. Loss ``λ_s · mean(c) + λ_H · mean(H(Beta(α, β)))`` (λ_s = λ_H = 2e-3;
+  the entropy is minimised), plus every 25 steps a ranking hinge
+  ``mean(relu(m + c_lo − c_hi))`` (m = 0.1) between the 2048 most and the 2048 least salient
+  splats, saliency = mean |∂L/∂SH| of the splat's SH coefficients. Prune ``c < τ`` (τ = 0.1) or
+  keep the top-k by c. The mean confidence is reported (the paper proposes it as a scene-quality
+  indicator; not validated by the authors).
+
+Baking. Whatever gates a Gaussian is folded into its stored parameters (``bake``):
+``opacity_logit ← logit(sigmoid(o) · gate)`` and, for the mask, ``log_scale ← log_scale + log(M)``,
+so that any viewer renders exactly the scene that was trained (Confident Splatting's release drops
+c at export, so viewers show another scene; METHODS.md §3).
+
+Our choices (not from the papers): the mask logits start at 1 (σ = 0.73) and the confidence at
+c₀ = 0.9 (a = softplus⁻¹(9 · softplus(−2)), b = −2) instead of the paper's a = b = 1 (c = 0.5):
+a pretrained scene whose every opacity is halved at the first step loses most of what the
+fine-tune is meant to keep; the opacities are divided by c₀ where that stays below 0.999 so the
+first render is (almost) unchanged. Gate learning rates: 0.01 (mask), 0.05 (confidence).
+Pruning to a target count (``keep_mask(n_keep=...)``) removes the gated-out Gaussians first, then
+the lowest gates, ties broken by the significance score when one is given.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from ..scene.gaussians import GaussianScene
+
+PolicyName = Literal["significance", "mask", "confidence"]
+POLICIES = ("significance", "mask", "confidence")
+_P_EPS = 1e-7  # opacity clamp when baking (a logit of 0 or 1 is infinite)
+_SCALE_GATE_MIN = 1e-6  # a mask of exactly 0 would give log(0) = -inf
+
+
+def bake_gates(scene: GaussianScene, opacity_gate: torch.Tensor | None = None,
+               scale_gate: torch.Tensor | None = None) -> GaussianScene:
+    """``scene`` with ``opacity_gate`` (N,) folded into the opacity logits and ``scale_gate`` (N,)
+    into the log-scales: the baked scene renders like ``scene`` rendered with the gates applied.
+
+    The logit is computed in float64, ``logit(p) = log p − log1p(−p)`` with ``p = sigmoid(o)·g``,
+    so a gate of 1 returns ``o`` to float32 precision; p is clamped to [1e-7, 1 − 1e-7]."""
+    params = {k: v.detach().clone() for k, v in scene.items()}
+    if opacity_gate is not None:
+        o = params["opacities"].double()
+        p = (torch.sigmoid(o) * opacity_gate.detach().double().to(o.device)).clamp(_P_EPS, 1.0 - _P_EPS)
+        params["opacities"] = (torch.log(p) - torch.log1p(-p)).to(scene.opacities.dtype)
+    if scale_gate is not None:
+        g = scale_gate.detach().to(params["scales"].device).clamp_min(_SCALE_GATE_MIN)
+        params["scales"] = params["scales"] + torch.log(g).unsqueeze(-1).to(params["scales"].dtype)
+    return GaussianScene(**params)
+
+
+def _topk_with_ties(primary: torch.Tensor, secondary: torch.Tensor | None, k: int) -> torch.Tensor:
+    """Bool mask of the ``k`` largest ``primary`` values, ties broken by ``secondary`` then index."""
+    n = primary.numel()
+    k = max(0, min(int(k), n))
+    mask = torch.zeros(n, dtype=torch.bool, device=primary.device)
+    if k == 0:
+        return mask
+    keys = primary.detach().double().cpu()
+    if secondary is not None:
+        order = torch.argsort(secondary.detach().double().cpu(), descending=True, stable=True)
+        keys = keys[order]
+        top = torch.argsort(keys, descending=True, stable=True)[:k]
+        mask[order[top].to(primary.device)] = True
+    else:
+        mask[torch.argsort(keys, descending=True, stable=True)[:k].to(primary.device)] = True
+    return mask
+
+
+class PrunePolicy:
+    """Interface. ``gates()`` gives the (opacity, scale) multipliers of the current step (None for
+    no gate); ``loss()`` the regulariser; ``after_backward`` may add gradients (ranking terms);
+    ``keep_mask`` says which Gaussians survive; ``subset`` follows a pruning of the scene."""
+
+    name: str = "base"
+    learnable: bool = False
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return []
+
+    def optimizer(self) -> torch.optim.Optimizer | None:
+        return None
+
+    def gates(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        return None, None
+
+    def render_inputs(self, scene: GaussianScene) -> tuple[GaussianScene, torch.Tensor | None]:
+        """(scene to render, ``opacity_scale`` for ``render``): the scale gate is folded into the
+        log-scales (differentiably), the opacity gate passed as ``opacity_scale``."""
+        og, sg = self.gates()
+        if sg is not None:
+            params = dict(scene.params)
+            params["scales"] = scene.scales + torch.log(sg.clamp_min(_SCALE_GATE_MIN)).unsqueeze(-1)
+            scene = GaussianScene(**params)
+        return scene, og
+
+    def loss(self) -> torch.Tensor | None:
+        return None
+
+    def after_backward(self, step: int, params) -> None:
+        pass
+
+    def keep_mask(self, n_keep: int | None = None, scores: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def subset(self, mask: torch.Tensor) -> None:
+        pass
+
+    def bake(self, scene: GaussianScene) -> GaussianScene:
+        og, sg = self.gates()
+        return bake_gates(scene, og, sg) if (og is not None or sg is not None) else scene.clone()
+
+    def stats(self) -> dict:
+        return {"policy": self.name}
+
+
+class SignificancePolicy(PrunePolicy):
+    """LightGaussian: keep the ``n_keep`` most significant Gaussians (``scores`` required)."""
+
+    name = "significance"
+
+    def __init__(self, n: int = 0, device="cpu"):
+        self.n = int(n)
+
+    def keep_mask(self, n_keep: int | None = None, scores: torch.Tensor | None = None) -> torch.Tensor:
+        if scores is None:
+            raise ValueError("the significance policy needs scores")
+        if n_keep is None:
+            raise ValueError("the significance policy needs a target count")
+        return _topk_with_ties(scores, None, n_keep)
+
+    def subset(self, mask: torch.Tensor) -> None:
+        self.n = int(mask.sum())
+
+
+class MaskPolicy(PrunePolicy):
+    """Compact-3DGS learnable mask on scale and opacity (METHODS.md §4)."""
+
+    name = "mask"
+    learnable = True
+
+    def __init__(self, n: int, device="cpu", lam: float = 4e-3, threshold: float = 0.01,
+                 init: float = 1.0, lr: float = 0.01):
+        self.lam, self.threshold, self.lr = float(lam), float(threshold), float(lr)
+        self.logits = torch.nn.Parameter(torch.full((int(n),), float(init), device=device))
+        self._opt = torch.optim.Adam([self.logits], lr=self.lr, eps=1e-15)
+
+    def parameters(self):
+        return [self.logits]
+
+    def optimizer(self):
+        return self._opt
+
+    def mask(self) -> torch.Tensor:
+        """M: hard 0/1 forward, gradient of sigmoid(m) backward (straight-through)."""
+        soft = torch.sigmoid(self.logits)
+        hard = (soft > self.threshold).to(soft.dtype)
+        return hard + (soft - soft.detach())  # = sg(hard − soft) + soft; forward value exactly hard
+
+    def gates(self):
+        m = self.mask()
+        return m, m
+
+    def loss(self):
+        return self.lam * torch.sigmoid(self.logits).mean()
+
+    def keep_mask(self, n_keep=None, scores=None):
+        soft = torch.sigmoid(self.logits.detach())
+        alive = soft > self.threshold
+        if n_keep is None:
+            return alive
+        # the masked-out ones go first, then the lowest sigmoid(m)
+        return _topk_with_ties(torch.where(alive, soft, soft - 2.0), scores, min(int(n_keep), int(alive.sum())))
+
+    def subset(self, mask):
+        self.logits = torch.nn.Parameter(self.logits.detach()[mask].clone())
+        self._opt = torch.optim.Adam([self.logits], lr=self.lr, eps=1e-15)
+
+    def stats(self):
+        soft = torch.sigmoid(self.logits.detach())
+        return {"policy": self.name, "lambda": self.lam, "masked_out": int((soft <= self.threshold).sum()),
+                "mean_mask_prob": float(soft.mean()) if soft.numel() else None}
+
+
+def _softplus_inv(y: float) -> float:
+    return y + math.log(-math.expm1(-y))
+
+
+class ConfidencePolicy(PrunePolicy):
+    """Confident Splatting Beta confidence gating the opacity (METHODS.md §3)."""
+
+    name = "confidence"
+    learnable = True
+
+    def __init__(self, n: int, device="cpu", lambda_s: float = 2e-3, lambda_h: float = 2e-3,
+                 rank_every: int = 25, rank_k: int = 2048, margin: float = 0.1, tau: float = 0.1,
+                 init_confidence: float = 0.9, b_init: float = -2.0, lr: float = 0.05):
+        self.lambda_s, self.lambda_h = float(lambda_s), float(lambda_h)
+        self.rank_every, self.rank_k, self.margin, self.tau = int(rank_every), int(rank_k), float(margin), float(tau)
+        self.lr = float(lr)
+        self.c0 = float(init_confidence)
+        beta0 = F.softplus(torch.tensor(float(b_init))).item()
+        a_init = _softplus_inv(beta0 * self.c0 / (1.0 - self.c0))  # alpha/(alpha+beta) = c0
+        self.a = torch.nn.Parameter(torch.full((int(n),), a_init, device=device))
+        self.b = torch.nn.Parameter(torch.full((int(n),), float(b_init), device=device))
+        self._opt = torch.optim.Adam([self.a, self.b], lr=self.lr, eps=1e-15)
+        self.last_rank_loss: float | None = None
+
+    def parameters(self):
+        return [self.a, self.b]
+
+    def optimizer(self):
+        return self._opt
+
+    def alpha_beta(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return F.softplus(self.a) + 1e-6, F.softplus(self.b) + 1e-6
+
+    def confidence(self) -> torch.Tensor:
+        al, be = self.alpha_beta()
+        return al / (al + be)
+
+    def gates(self):
+        return self.confidence(), None
+
+    def compensate_opacities(self, opacities: torch.Tensor) -> torch.Tensor:
+        """Opacity logits divided (in sigmoid space) by the initial confidence where the result
+        stays below 0.999, so that the gated scene starts out looking like the input."""
+        p = torch.sigmoid(opacities.detach().double())
+        q = torch.where(p / self.c0 < 0.999, p / self.c0, p)
+        return (torch.log(q) - torch.log1p(-q)).to(opacities.dtype)
+
+    def loss(self):
+        al, be = self.alpha_beta()
+        c = al / (al + be)
+        ent = torch.distributions.Beta(al, be).entropy()
+        return self.lambda_s * c.mean() + self.lambda_h * ent.mean()
+
+    def rank_loss(self, saliency: torch.Tensor) -> torch.Tensor:
+        """mean(relu(m + c_lo − c_hi)) over all pairs of the k most and k least salient splats."""
+        n = saliency.numel()
+        k = min(self.rank_k, n // 2)
+        c = self.confidence()
+        if k < 1:
+            return c.sum() * 0.0
+        order = torch.argsort(saliency.detach(), descending=True)
+        c_hi, c_lo = c[order[:k]], c[order[-k:]]
+        return F.relu(self.margin + c_lo.unsqueeze(0) - c_hi.unsqueeze(1)).mean()
+
+    def after_backward(self, step: int, params) -> None:
+        """Every ``rank_every`` steps: saliency from the SH gradients of this step's loss, then the
+        ranking hinge's gradient is added to a, b (it depends on nothing else)."""
+        if self.rank_every <= 0 or (step + 1) % self.rank_every:
+            return
+        g0, gN = params["sh0"].grad, params["shN"].grad
+        if g0 is None:
+            return
+        parts = [g0.detach().abs().flatten(1)]
+        if gN is not None and gN.numel():
+            parts.append(gN.detach().abs().flatten(1))
+        saliency = torch.cat(parts, dim=1).mean(dim=1)
+        loss = self.rank_loss(saliency)
+        loss.backward()
+        self.last_rank_loss = float(loss.detach())
+
+    def keep_mask(self, n_keep=None, scores=None):
+        c = self.confidence().detach()
+        if n_keep is None:
+            return c >= self.tau
+        return _topk_with_ties(c, scores, n_keep)
+
+    def subset(self, mask):
+        self.a = torch.nn.Parameter(self.a.detach()[mask].clone())
+        self.b = torch.nn.Parameter(self.b.detach()[mask].clone())
+        self._opt = torch.optim.Adam([self.a, self.b], lr=self.lr, eps=1e-15)
+
+    def stats(self):
+        c = self.confidence().detach()
+        return {"policy": self.name, "lambda_s": self.lambda_s, "lambda_h": self.lambda_h,
+                "mean_confidence": float(c.mean()) if c.numel() else None,
+                "below_tau": int((c < self.tau).sum()), "tau": self.tau,
+                "last_rank_loss": self.last_rank_loss}
+
+
+def make_policy(name: str, n: int, device="cpu", **kwargs) -> PrunePolicy:
+    if name == "significance":
+        return SignificancePolicy(n, device)
+    if name == "mask":
+        return MaskPolicy(n, device, **kwargs)
+    if name == "confidence":
+        return ConfidencePolicy(n, device, **kwargs)
+    raise ValueError(f"unknown prune policy '{name}' (choose {', '.join(POLICIES)})")
