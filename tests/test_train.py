@@ -21,7 +21,7 @@ def test_short_run_learns_and_writes_outputs(demo_scene_dir, tmp_path):
     tr = Trainer(demo_scene_dir, tmp_path / "run", cfg, progress=False)
     res = tr.run()
     log = [json.loads(l) for l in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
-    assert log[-1]["iteration"] == 300
+    assert log[-1]["iteration"] == 250
     early = np.mean([r["psnr"] for r in log[:3]])
     late = np.mean([r["psnr"] for r in log[-3:]])
     assert late > early + 3.0, (early, late)

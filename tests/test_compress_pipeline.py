@@ -1,0 +1,270 @@
+"""``compress``: the pipeline (data-free and with data), pruning policies with baked gates, SH
+reduction, the CLI and its one-line errors for corrupt containers. Small scenes, few iterations."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from splatdistill.cli import main
+from splatdistill.compress.codec import load_sdz
+from splatdistill.compress.pipeline import (CompressConfig, _adam, _fit, _lrs, _scene_of, compress_model,
+                                            prepare_targets, run_sweep)
+from splatdistill.compress.policies import ConfidencePolicy, MaskPolicy, bake_gates, make_policy
+from splatdistill.data.cameras import stack_cameras
+from splatdistill.errors import UserError
+from splatdistill.render import render
+from splatdistill.scene.gaussians import GaussianScene
+from splatdistill.scene.ply import read_ply, write_ply
+
+FAST = dict(iterations=6, views=8, eval_views=3, resolution=40, lpips=False, progress=False)
+
+
+def run_cli(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, *needles):
+    assert code == 2
+    lines = [l for l in err.strip().splitlines() if l.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+def random_scene(n=3000, degree=3, seed=0) -> GaussianScene:
+    g = torch.Generator().manual_seed(seed)
+    s = GaussianScene.random_in_box(n, [-1, -1, -1], [1, 1, 1], sh_degree=degree, seed=seed, init_opacity=0.5)
+    s.params["shN"] = 0.1 * torch.randn(s.shN.shape, generator=g)
+    return s
+
+
+@pytest.fixture(scope="module")
+def model_ply(tmp_path_factory):
+    p = tmp_path_factory.mktemp("model") / "scene.ply"
+    write_ply(random_scene(), p)
+    return p
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory):
+    from splatdistill.data.demo_scene import make_demo_scene
+
+    return make_demo_scene(tmp_path_factory.mktemp("demo48"), resolution=48, train_views=6, test_views=2, seed=0)
+
+
+@pytest.fixture(scope="module")
+def fitted_ply(demo_data, tmp_path_factory):
+    """A 2k-Gaussian scene fitted to the demo dataset for 80 steps (no densification; ~14 dB)."""
+    from splatdistill.data.dataset import load_dataset
+
+    ds = load_dataset(demo_data)
+    views = ds.split("train")
+    scene = GaussianScene.random_in_box(2000, [-0.2 * ds.extent] * 3, [0.2 * ds.extent] * 3, sh_degree=3,
+                                        init_opacity=0.3)
+    cfg = CompressConfig(**FAST)
+    t = prepare_targets(scene, demo_data, cfg, torch.device("cpu"))
+    params, opt = _adam(dict(scene.items()), _lrs(t.extent) | {"means": 1.6e-4 * t.extent, "sh0": 0.02,
+                                                               "opacities": 0.05})
+    _fit(lambda: _scene_of(params), params, opt, 80,
+         lambda i: (t.train_cams[i % len(views)], t.image(t.train_images, i % len(views))), t, t.extent, "fit", False)
+    p = tmp_path_factory.mktemp("fitted") / "fitted.ply"
+    write_ply(_scene_of(params).detach(), p)
+    return p
+
+
+# ---- pipeline ---------------------------------------------------------------------------------------------
+def test_data_free_compress(model_ply, tmp_path):
+    out = tmp_path / "c"
+    s = compress_model(model_ply, out, None, CompressConfig(**FAST))
+    for name in ("model.sdz", "model.ply", "model.spz", "summary.json"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["mode"] == "data-free"
+    assert summary["output_bytes"] == os.path.getsize(out / "model.sdz")
+    assert summary["input_bytes"] == os.path.getsize(model_ply)
+    assert summary["output_bytes"] < summary["input_bytes"] / 5
+    assert summary["ratio"] == pytest.approx(summary["input_bytes"] / summary["output_bytes"])
+    # balanced: 66 % pruned exactly, SH 3 -> 2
+    assert summary["num_gaussians"] == 3000 - round(0.66 * 3000)
+    assert summary["sh_degree"] == 2
+    assert np.isfinite(summary["psnr"]) and summary["psnr"] > 20
+    assert set(summary["timings_s"]) >= {"targets", "prune", "sh_distill", "vq", "encode", "evaluate", "total"}
+    assert summary["settings"]["prune"] == 0.66
+    decoded = load_sdz(out / "model.sdz")
+    assert len(decoded) == s["num_gaussians"] and decoded.sh_degree == 2
+    ply = read_ply(out / "model.ply")  # the decoded scene, bit for bit
+    for k, v in ply.items():
+        assert torch.equal(v, decoded.params[k]), k
+    gsply = pytest.importorskip("gsply")
+    assert len(gsply.read_spz(out / "model.spz").means) == s["num_gaussians"]
+
+
+def test_compress_with_data(fitted_ply, demo_data, tmp_path):
+    cfg = CompressConfig(**{**FAST, "quality": "small"})
+    s = compress_model(fitted_ply, tmp_path / "c", demo_data, cfg)
+    assert s["mode"] == "data" and s["evaluated_on"].startswith("2 dataset test views")
+    assert s["settings"]["sh_degree"] == 1 and s["num_gaussians"] == 2000 - round(0.8 * 2000)
+    assert np.isfinite(s["psnr"]) and np.isfinite(s["input_psnr"])
+    # a short fine-tune keeps the (poor) quality of this tiny input within a few dB
+    assert s["psnr"] > s["input_psnr"] - 3.0 and s["psnr"] > 10
+    assert s["output_bytes"] < s["input_bytes"] / 5
+
+
+def test_sh_reduction_3_to_1(model_ply, tmp_path):
+    s = compress_model(model_ply, tmp_path / "c", None,
+                       CompressConfig(**{**FAST, "sh_degree": 1, "prune": 0.5, "vq_ratio": 0.0}))
+    assert s["sh_degree"] == 1 and load_sdz(tmp_path / "c" / "model.sdz").sh_degree == 1
+    assert s["stages"]["sh_distill"]["to"] == 1 and s["stages"]["vq"].get("skipped")
+    assert s["num_gaussians"] == 1500 and s["psnr"] > 20
+
+
+def test_sh_degree_above_input_is_an_error(tmp_path, capsys):
+    p = tmp_path / "d1.ply"
+    write_ply(random_scene(200, degree=1), p)
+    with pytest.raises(UserError, match="higher than the input"):
+        compress_model(p, tmp_path / "c", None, CompressConfig(**{**FAST, "sh_degree": 2}))
+    code, _, err = run_cli(capsys, "compress", p, "--out", tmp_path / "c2", "--sh-degree", "3")
+    assert_one_line_error(code, err, "--sh-degree 3", "SH degree 1")
+    # a preset's degree is capped at the input's: no error
+    s = compress_model(p, tmp_path / "c3", None, CompressConfig(**{**FAST, "quality": "high", "iterations": 0}))
+    assert s["sh_degree"] == 1
+
+
+@pytest.mark.parametrize("policy", ["mask", "confidence"])
+def test_learned_policies_in_the_pipeline(model_ply, tmp_path, policy):
+    s = compress_model(model_ply, tmp_path / "c", None,
+                       CompressConfig(**{**FAST, "prune_policy": policy, "iterations": 8}))
+    stats = s["stages"]["prune"]["policy_stats"]
+    assert stats["policy"] == policy
+    if policy == "confidence":
+        assert 0.0 < stats["mean_confidence"] <= 1.0
+    assert s["num_gaussians"] <= 3000 - round(0.66 * 3000) and s["psnr"] > 20
+
+
+# ---- policies: gates are baked into what is exported -------------------------------------------------------
+def _cams(scene, n=3, res=32):
+    from splatdistill.compress.pipeline import sample_cameras
+
+    return sample_cameras(scene, CompressConfig(views=n, eval_views=n, resolution=res))[1]
+
+
+def _gated_vs_baked(scene, policy, keep):
+    cams = stack_cameras(_cams(scene))
+    with torch.no_grad():
+        gscene, oscale = policy.render_inputs(scene)
+        gated = render(gscene[keep], cams, opacity_scale=None if oscale is None else oscale[keep]).rgb
+        baked = render(policy.bake(scene)[keep], cams).rgb
+    return float((gated - baked).abs().max()), float(gated.abs().max())
+
+
+def test_mask_gate_is_baked():
+    scene = random_scene(600)
+    pol = MaskPolicy(len(scene))
+    with torch.no_grad():  # a trained-looking mask: some below the 0.01 threshold
+        pol.logits.copy_(torch.linspace(-8.0, 4.0, len(scene))[torch.randperm(len(scene))])
+    keep = pol.keep_mask()
+    assert 0 < int(keep.sum()) < len(scene)
+    # the whole scene (masked ones invisible) and the pruned scene both render like the gated scene
+    for k in (torch.ones(len(scene), dtype=torch.bool), keep):
+        err, peak = _gated_vs_baked(scene, pol, k)
+        assert peak > 0.05 and err <= 1e-5
+    # mask loss: lambda * mean(sigmoid(m)); M is exactly 0/1 in the forward pass
+    assert float(pol.loss().detach()) == pytest.approx(4e-3 * float(torch.sigmoid(pol.logits.detach()).mean()))
+    m = pol.mask()
+    assert set(torch.unique(m.detach()).tolist()) <= {0.0, 1.0}
+
+
+def test_confidence_gate_is_baked_and_losses():
+    scene = random_scene(600)
+    pol = ConfidencePolicy(len(scene))
+    assert float(pol.confidence().mean()) == pytest.approx(0.9, abs=1e-4)
+    with torch.no_grad():
+        pol.a.copy_(torch.randn(len(scene)) * 2)
+        pol.b.copy_(torch.randn(len(scene)) * 2)
+    keep = pol.keep_mask()  # c >= tau
+    assert bool((pol.confidence()[keep] >= 0.1).all())
+    for k in (torch.ones(len(scene), dtype=torch.bool), keep):
+        err, peak = _gated_vs_baked(scene, pol, k)
+        assert peak > 0.05 and err <= 1e-5
+    top = pol.keep_mask(100)
+    assert int(top.sum()) == 100
+    c = pol.confidence().detach()
+    assert float(c[top].min()) >= float(c[~top & keep].max())
+    # ranking hinge: salient splats with a lower confidence than non-salient ones are penalised
+    sal = torch.arange(len(scene), dtype=torch.float32)
+    with torch.no_grad():
+        pol.a.fill_(0.0)
+        pol.b.fill_(0.0)
+    assert float(pol.rank_loss(sal)) == pytest.approx(0.1, abs=1e-6)  # all c = 0.5: margin only
+    params = {"sh0": torch.nn.Parameter(torch.zeros(len(scene), 1, 3)),
+              "shN": torch.nn.Parameter(torch.zeros(len(scene), 15, 3))}
+    params["sh0"].grad = sal.view(-1, 1, 1).expand(-1, 1, 3).clone()
+    params["shN"].grad = torch.zeros(len(scene), 15, 3)
+    pol.after_backward(24, params)  # step 25: the hinge runs
+    assert pol.a.grad is not None and float(pol.a.grad[-1]) < 0 < float(pol.a.grad[0])
+
+
+def test_bake_gates_identity_and_make_policy():
+    scene = random_scene(50)
+    b = bake_gates(scene, torch.ones(50), torch.ones(50))
+    assert torch.allclose(b.opacities, scene.opacities, atol=1e-5) and torch.equal(b.scales, scene.scales)
+    assert make_policy("significance", 10).keep_mask(3, torch.zeros(10)).sum() == 3  # ties: exactly k
+    with pytest.raises(ValueError):
+        make_policy("nope", 3)
+
+
+# ---- CLI ----------------------------------------------------------------------------------------------
+def test_cli_compress_and_convert(model_ply, tmp_path, capsys):
+    out = tmp_path / "c"
+    code, stdout, err = run_cli(capsys, "compress", model_ply, "--out", out, "--iterations", "4", "--views", "6",
+                                "--resolution", "32", "--quality", "small", "--no-spz")
+    assert code == 0, err
+    assert "PSNR" in stdout and (out / "model.sdz").is_file() and not (out / "model.spz").exists()
+    code, stdout, err = run_cli(capsys, "convert", out / "model.sdz", tmp_path / "back.ply")
+    assert code == 0, err
+    assert len(read_ply(tmp_path / "back.ply")) == 600
+
+
+def test_sweep(model_ply, tmp_path):
+    cfg = CompressConfig(**{**FAST, "iterations": 0, "write_spz": False})
+    res = run_sweep(model_ply, tmp_path / "sw", None, cfg)
+    names = [r["name"] for r in res["runs"]]
+    assert names[:3] == ["high", "balanced", "small"] and len(names) == 5
+    sizes = {r["name"]: r["output_bytes"] for r in res["runs"]}
+    assert sizes["small"] < sizes["balanced"] < sizes["high"]
+    for f in ("sweep.json", "sweep.md", "rate_distortion.png"):
+        assert (tmp_path / "sw" / f).stat().st_size > 0
+    assert (tmp_path / "sw" / "rate_distortion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _corrupt_files(tmp_path):
+    from splatdistill.compress.codec import save_sdz
+    from splatdistill.compress.spz import write_spz
+
+    scene = random_scene(300)
+    sdz = save_sdz(scene, tmp_path / "ok.sdz").read_bytes()
+    spz = write_spz(scene, tmp_path / "ok.spz").read_bytes()
+    files = {
+        "trunc.sdz": sdz[: len(sdz) // 2],
+        "flip.sdz": sdz[:-40] + bytes([sdz[-40] ^ 0xFF]) + sdz[-39:],
+        "trunc.spz": spz[: len(spz) // 2],
+        "junk.spz": b"\x1f\x8b" + os.urandom(64),
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    return [tmp_path / n for n in files]
+
+
+def test_corrupt_inputs_exit_2_one_line(tmp_path, capsys):
+    for p in _corrupt_files(tmp_path):
+        for args in (("info", p), ("convert", p, tmp_path / "x.ply"),
+                     ("compress", p, "--out", tmp_path / "o", "--iterations", "0")):
+            code, _, err = run_cli(capsys, *args)
+            assert_one_line_error(code, err, p.name)
+        assert not (tmp_path / "x.ply").exists()
