@@ -19,7 +19,7 @@ from splatdistill.render import render
 from splatdistill.scene.gaussians import GaussianScene
 from splatdistill.scene.ply import read_ply, write_ply
 
-FAST = dict(iterations=6, views=8, eval_views=3, resolution=40, lpips=False, progress=False)
+FAST = dict(iterations=4, views=6, eval_views=2, resolution=32, lpips=False, progress=False)
 
 
 def run_cli(capsys, *args):
@@ -60,7 +60,7 @@ def demo_data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fitted_ply(demo_data, tmp_path_factory):
-    """A 2k-Gaussian scene fitted to the demo dataset for 80 steps (no densification; ~14 dB)."""
+    """A 2k-Gaussian scene fitted to the demo dataset for 50 steps (no densification; ~14 dB)."""
     from splatdistill.data.dataset import load_dataset
 
     ds = load_dataset(demo_data)
@@ -69,9 +69,9 @@ def fitted_ply(demo_data, tmp_path_factory):
                                         init_opacity=0.3)
     cfg = CompressConfig(**FAST)
     t = prepare_targets(scene, demo_data, cfg, torch.device("cpu"))
-    params, opt = _adam(dict(scene.items()), _lrs(t.extent) | {"means": 1.6e-4 * t.extent, "sh0": 0.02,
+    params, opt = _adam(dict(scene.items()), _lrs(t.extent) | {"means": 1.6e-4 * t.extent, "sh0": 0.03,
                                                                "opacities": 0.05})
-    _fit(lambda: _scene_of(params), params, opt, 80,
+    _fit(lambda: _scene_of(params), params, opt, 50,
          lambda i: (t.train_cams[i % len(views)], t.image(t.train_images, i % len(views))), t, t.extent, "fit", False)
     p = tmp_path_factory.mktemp("fitted") / "fitted.ply"
     write_ply(_scene_of(params).detach(), p)
@@ -109,6 +109,7 @@ def test_compress_with_data(fitted_ply, demo_data, tmp_path):
     cfg = CompressConfig(**{**FAST, "quality": "small"})
     s = compress_model(fitted_ply, tmp_path / "c", demo_data, cfg)
     assert s["mode"] == "data" and s["evaluated_on"].startswith("2 dataset test views")
+    assert s["stages"]["sh_distill"]["pseudo_views"] == 12  # 2 x the 6 training views
     assert s["settings"]["sh_degree"] == 1 and s["num_gaussians"] == 2000 - round(0.8 * 2000)
     assert np.isfinite(s["psnr"]) and np.isfinite(s["input_psnr"])
     # a short fine-tune keeps the (poor) quality of this tiny input within a few dB
@@ -139,7 +140,7 @@ def test_sh_degree_above_input_is_an_error(tmp_path, capsys):
 @pytest.mark.parametrize("policy", ["mask", "confidence"])
 def test_learned_policies_in_the_pipeline(model_ply, tmp_path, policy):
     s = compress_model(model_ply, tmp_path / "c", None,
-                       CompressConfig(**{**FAST, "prune_policy": policy, "iterations": 8}))
+                       CompressConfig(**{**FAST, "prune_policy": policy, "iterations": 6}))
     stats = s["stages"]["prune"]["policy_stats"]
     assert stats["policy"] == policy
     if policy == "confidence":
@@ -183,7 +184,7 @@ def test_mask_gate_is_baked():
 def test_confidence_gate_is_baked_and_losses():
     scene = random_scene(600)
     pol = ConfidencePolicy(len(scene))
-    assert float(pol.confidence().mean()) == pytest.approx(0.9, abs=1e-4)
+    assert float(pol.confidence().detach().mean()) == pytest.approx(0.9, abs=1e-4)
     with torch.no_grad():
         pol.a.copy_(torch.randn(len(scene)) * 2)
         pol.b.copy_(torch.randn(len(scene)) * 2)
@@ -201,7 +202,7 @@ def test_confidence_gate_is_baked_and_losses():
     with torch.no_grad():
         pol.a.fill_(0.0)
         pol.b.fill_(0.0)
-    assert float(pol.rank_loss(sal)) == pytest.approx(0.1, abs=1e-6)  # all c = 0.5: margin only
+    assert float(pol.rank_loss(sal).detach()) == pytest.approx(0.1, abs=1e-6)  # all c = 0.5: margin only
     params = {"sh0": torch.nn.Parameter(torch.zeros(len(scene), 1, 3)),
               "shN": torch.nn.Parameter(torch.zeros(len(scene), 15, 3))}
     params["sh0"].grad = sal.view(-1, 1, 1).expand(-1, 1, 3).clone()
@@ -222,8 +223,8 @@ def test_bake_gates_identity_and_make_policy():
 # ---- CLI ----------------------------------------------------------------------------------------------
 def test_cli_compress_and_convert(model_ply, tmp_path, capsys):
     out = tmp_path / "c"
-    code, stdout, err = run_cli(capsys, "compress", model_ply, "--out", out, "--iterations", "4", "--views", "6",
-                                "--resolution", "32", "--quality", "small", "--no-spz")
+    code, stdout, err = run_cli(capsys, "compress", model_ply, "--out", out, "--iterations", "2", "--views", "4",
+                                "--resolution", "24", "--quality", "small", "--no-spz", "--no-lpips")
     assert code == 0, err
     assert "PSNR" in stdout and (out / "model.sdz").is_file() and not (out / "model.spz").exists()
     code, stdout, err = run_cli(capsys, "convert", out / "model.sdz", tmp_path / "back.ply")
@@ -232,7 +233,7 @@ def test_cli_compress_and_convert(model_ply, tmp_path, capsys):
 
 
 def test_sweep(model_ply, tmp_path):
-    cfg = CompressConfig(**{**FAST, "iterations": 0, "write_spz": False})
+    cfg = CompressConfig(**{**FAST, "iterations": 0, "write_spz": False, "views": 4, "resolution": 24})
     res = run_sweep(model_ply, tmp_path / "sw", None, cfg)
     names = [r["name"] for r in res["runs"]]
     assert names[:3] == ["high", "balanced", "small"] and len(names) == 5

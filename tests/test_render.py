@@ -244,3 +244,38 @@ def test_mcmc_strategy_on_cpu_is_refused_clearly(demo_scene_dir, tmp_path):
 
     with pytest.raises(UserError, match="mcmc needs a CUDA GPU"):
         Trainer(demo_scene_dir, tmp_path / "r", TrainConfig(strategy="mcmc", device="cpu"), progress=False)
+
+
+def test_fused_projection_matches_torch_projection():
+    """The numba projection (values and hand-written gradients) against torch autograd."""
+    from splatdistill.data.cameras import stack_cameras
+    from splatdistill.render.api import project_cpu
+    from splatdistill.render.projection import project
+
+    cams = [make_camera(), make_camera(eye=(-2.5, 1.5, 1.9))]
+    scene = add_special_gaussians(random_scene(300, 0, seed=21), cams[0])
+    batch = stack_cameras(cams)
+    outs, grads = {}, {}
+    g = torch.Generator().manual_seed(4)
+    weights = None
+    for name, fn in (("torch", project), ("fused", project_cpu)):
+        means = scene.means.clone().requires_grad_(True)
+        quats = scene.quats.clone().requires_grad_(True)
+        scales = torch.exp(scene.scales).clone().requires_grad_(True)
+        opac = torch.sigmoid(scene.opacities)
+        p = fn(means, quats, scales, opac, batch.viewmats, batch.Ks, batch.width, batch.height)
+        valid = (p.radii > 0).all(dim=-1)
+        if weights is None:
+            weights = [torch.randn(t.shape, generator=g) for t in (p.means2d, p.conics, p.depths)]
+        loss = sum(((t * w)[valid]).sum() for t, w in zip((p.means2d, p.conics, p.depths), weights))
+        grads[name] = torch.autograd.grad(loss, [means, quats, scales])
+        outs[name] = (p, valid)
+    (pt, vt), (pf, vf) = outs["torch"], outs["fused"]
+    assert torch.equal(vt, vf)
+    assert torch.allclose(pt.means2d[vt], pf.means2d[vt], rtol=1e-5, atol=1e-3)
+    assert torch.allclose(pt.conics[vt], pf.conics[vt], rtol=1e-4, atol=1e-6)
+    assert torch.allclose(pt.depths, pf.depths, rtol=1e-6, atol=1e-6)
+    assert (pt.radii - pf.radii).abs().max() <= 1  # ceil() at a float32 boundary at most
+    for a, b, name in zip(grads["torch"], grads["fused"], ("means", "quats", "scales")):
+        err = (a - b).abs().max() / a.abs().max()
+        assert err <= 1e-3, (name, float(err))

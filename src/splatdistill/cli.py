@@ -231,6 +231,7 @@ def compress(
     views: int = 48,
     resolution: int = 192,
     spz: bool = True,
+    lpips: bool = True,
     device: Literal["auto", "cpu", "cuda"] = "auto",
     seed: int = 0,
 ) -> None:
@@ -245,7 +246,7 @@ def compress(
 
     cfg = CompressConfig(quality=quality, prune=prune, sh_degree=sh_degree, vq_size=vq_size, vq_ratio=vq_ratio,
                          prune_policy=prune_policy, iterations=iterations, downscale=downscale, device=device,
-                         views=views, resolution=resolution, write_spz=spz, seed=seed)
+                         views=views, resolution=resolution, write_spz=spz, lpips=lpips, seed=seed)
     if sweep:
         print(sweep_markdown(run_sweep(model, out, data, cfg)))
         print(f"wrote {out / 'sweep.json'}, {out / 'sweep.md'}, {out / 'rate_distortion.png'}")

@@ -1,6 +1,8 @@
 """Dense reference rasterizer: every Gaussian against every pixel, in plain torch with autograd.
 
-Short and obviously correct, slow; tests compare the fast backends against it. Same rules as gsplat's
+Short and obviously correct, slow; tests compare the fast backends against it. On CPU it composites
+the output of the same fused projection as the ``cpu`` backend (so threshold decisions agree bit for
+bit); the projection is tested separately against the plain torch one in ``projection.py``. Same rules as gsplat's
 tile rasterizer: pixel centres at +0.5, alpha = min(0.999, o * exp(-sigma)), sigma < 0 and
 alpha < 1/255 skipped, compositing stops before transmittance would drop to <= 1e-4, background
 added with the final transmittance.
