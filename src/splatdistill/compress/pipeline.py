@@ -232,10 +232,11 @@ def prepare_targets(scene: GaussianScene, data, cfg: CompressConfig, device: tor
             test = views
             eval_kind = "dataset training views (no test split)"
         bg = tuple(float(b) for b in (cfg.background if cfg.background is not None else ds.background))
+        # the images composited on the background the renders use
         t = Targets(
             mode="data", train_cams=[v.camera for v in views],
-            train_images=[(lambda v=v: ds.image(v)) for v in views],
-            eval_cams=[v.camera for v in test], eval_images=[(lambda v=v: ds.image(v)) for v in test],
+            train_images=[(lambda v=v: ds.image_on(v, bg)) for v in views],
+            eval_cams=[v.camera for v in test], eval_images=[(lambda v=v: ds.image_on(v, bg)) for v in test],
             eval_kind=eval_kind, background=bg, extent=float(ds.extent), teacher=teacher, device=device,
         )
     else:
@@ -389,6 +390,9 @@ def distill_sh_stage(scene: GaussianScene, targets: Targets, degree: int, n_iter
     if degree >= scene.sh_degree:
         return scene.with_sh_degree(degree), {"skipped": True}
     student = scene.detach().with_sh_degree(degree)
+    if n_iter <= 0:  # plain truncation
+        return student, {"skipped": False, "loss": None, "from": scene.sh_degree, "to": degree,
+                         "pseudo_views": len(targets.pseudo_cams)}
     train_imgs, pseudo_imgs = targets.teacher_images(progress)
     params, opt = _adam(dict(student.items()), _lrs(targets.extent))
     ti, pi = _cycler(len(targets.train_cams), seed + 1), _cycler(len(targets.pseudo_cams), seed + 2)
@@ -602,7 +606,9 @@ def compress_model(model_path, out_dir, data=None, cfg: CompressConfig | None = 
 
 # ---- sweep ------------------------------------------------------------------------------------------------
 def sweep_settings(cfg: CompressConfig) -> list[tuple[str, CompressConfig]]:
-    """The three presets, then the balanced preset at two more prune ratios."""
+    """The three presets, then the balanced preset at two more prune ratios. Explicit settings of
+    ``cfg`` (SH degree, VQ, policy, iterations, ...) apply to every run; the prune variants set
+    their own prune ratio."""
     runs = [(q, replace(cfg, quality=q)) for q in PRESETS]
     for p in (0.5, 0.8):
         runs.append((f"balanced_prune{int(round(p * 100))}", replace(cfg, quality="balanced", prune=p)))
