@@ -134,3 +134,13 @@ def test_distill_pipeline_end_to_end(demo_scene_dir, tmp_path, capsys):
     main(["distill", str(demo_scene_dir), "--out", str(tmp_path / "d"), "--teacher-iterations", "60",
           "--iterations", "20", "--keep", "0.2", "--pseudo-views", "8", "--teacher-init-points", "1500"])
     assert (tmp_path / "d" / "teachers" / "vanilla" / "point_cloud.ply").stat().st_mtime == mtime
+
+
+def test_student_from_scratch_densifies_then_prunes_to_target(dataset, tmp_path):
+    """--student-init sfm: trained from the dataset's initialisation, pruned by importance in training."""
+    teacher = toy_teacher(2000)
+    cfg = StudentConfig(iterations=60, keep=0.05, init="sfm", struct="none", lambda_kd=0.0, init_points=500)
+    assert sorted(prune_schedule(cfg)) == [24, 30]
+    st = StudentTrainer(dataset, None, teacher, cfg, tmp_path / "s", "cpu", progress=False)
+    scene, _ = st.run()
+    assert len(scene) == 100

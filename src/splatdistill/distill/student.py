@@ -53,6 +53,7 @@ class StudentConfig:
     lr_means: float = 1.6e-5  # fine-tuning from a trained teacher: a tenth of the 3DGS start value
     lr_means_final: float = 1.6e-6
     seed: int = 0
+    init_points: int = 20_000  # random init for --student-init sfm when the dataset has no points
     log_every: int = 10
 
     def target_count(self, n_teacher: int) -> int:
@@ -92,7 +93,8 @@ class StudentTrainer:
             scene = teacher.detach().clone()
             self.strategy = None
         else:
-            scene = initial_scene(dataset, TrainConfig(seed=cfg.seed, sh_degree=teacher.sh_degree))
+            scene = initial_scene(dataset, TrainConfig(seed=cfg.seed, sh_degree=teacher.sh_degree,
+                                                       init_points=cfg.init_points))
             self.tcfg = TrainConfig(iterations=cfg.iterations, seed=cfg.seed, refine_stop=cfg.prune_window * 0.75)
             self.strategy = make_strategy(self.tcfg, self.device)
         self._set_scene(scene)
