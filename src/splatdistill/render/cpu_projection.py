@@ -112,34 +112,12 @@ def project_forward(means, quats, scales, opacities, viewmat, fx, fy, cx, cy, wi
 
 @njit(cache=True, inline="always")
 def _mm(A, B, out, n, k, m):
-    """out[:n, :m] = A[:n, :k] @ B[:k, :m] (small matrices, no BLAS call)."""
+    """out[:n, :m] = A[:n, :k] @ B[:k, :m] (small matrices, no BLAS call; A, B may be transposed views)."""
     for a in range(n):
         for b in range(m):
             acc = 0.0
             for c in range(k):
                 acc += A[a, c] * B[c, b]
-            out[a, b] = acc
-
-
-@njit(cache=True, inline="always")
-def _mmt(A, B, out, n, k, m):
-    """out[:n, :m] = A[:k, :n]^T @ B[:k, :m]."""
-    for a in range(n):
-        for b in range(m):
-            acc = 0.0
-            for c in range(k):
-                acc += A[c, a] * B[c, b]
-            out[a, b] = acc
-
-
-@njit(cache=True, inline="always")
-def _mtm(A, B, out, n, k, m):
-    """out[:n, :m] = A[:n, :k] @ B[:m, :k]^T."""
-    for a in range(n):
-        for b in range(m):
-            acc = 0.0
-            for c in range(k):
-                acc += A[a, c] * B[b, c]
             out[a, b] = acc
 
 
@@ -187,9 +165,9 @@ def project_backward(means, quats, scales, viewmat, fx, fy, cx, cy, width, heigh
                 M[a, 0] = r[a * 3 + 0] * s0
                 M[a, 1] = r[a * 3 + 1] * s1
                 M[a, 2] = r[a * 3 + 2] * s2
-            _mtm(M, M, Sig, 3, 3, 3)  # Sigma = M M^T
+            _mm(M, M.T, Sig, 3, 3, 3)  # Sigma = M M^T
             _mm(Vr, Sig, T3, 3, 3, 3)
-            _mtm(T3, Vr, Sc, 3, 3, 3)  # Sigma_c = V Sigma V^T
+            _mm(T3, Vr.T, Sc, 3, 3, 3)  # Sigma_c = V Sigma V^T
             rz = 1.0 / z
             rz2 = rz * rz
             ux, uy = x * rz, y * rz
@@ -214,7 +192,7 @@ def project_backward(means, quats, scales, viewmat, fx, fy, cx, cy, width, heigh
             vS2[1, 0] = -(a10 * q00 + a11 * q01)
             vS2[1, 1] = -(a10 * q01 + a11 * q11)
             _mm(vS2, J, T23, 2, 2, 3)
-            _mmt(J, T23, vSc, 3, 2, 3)  # vSc = J^T vS2 J
+            _mm(J.T, T23, vSc, 3, 2, 3)  # vSc = J^T vS2 J
             _mm(T23, Sc, vJ, 2, 3, 3)  # vJ = 2 vS2 J Sc
             vx = fx * rz * v_m2d[i, 0]
             vy = fy * rz * v_m2d[i, 1]
@@ -234,7 +212,7 @@ def project_backward(means, quats, scales, viewmat, fx, fy, cx, cy, width, heigh
                 vy += vty
             for k in range(3):
                 g_means[i, k] = Vr[0, k] * vx + Vr[1, k] * vy + Vr[2, k] * vz
-            _mmt(Vr, vSc, T3, 3, 3, 3)
+            _mm(Vr.T, vSc, T3, 3, 3, 3)
             _mm(T3, Vr, vSig, 3, 3, 3)  # vSigma = V^T vSc V
             _mm(vSig, M, vM, 3, 3, 3)  # vM = 2 vSigma M (factor 2 below)
             for a in range(3):
