@@ -11,22 +11,9 @@ from splatdistill.cli import main
 from splatdistill.scene.gaussians import GaussianScene
 from splatdistill.scene.ply import read_ply, write_ply
 
-from conftest import shared_path
+from conftest import assert_one_line_error, run_cli, shared_path
 
 
-def run_cli(capsys, *args):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code, err, *needles):
-    assert code == 2
-    lines = [l for l in err.strip().splitlines() if l.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
 
 
 def test_info_lego(capsys):

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from splatdistill.cli import main
 from splatdistill.compress.codec import load_sdz
 from splatdistill.compress.pipeline import (CompressConfig, _adam, _fit, _lrs, _scene_of, compress_model,
                                             prepare_targets, run_sweep)
@@ -19,22 +18,11 @@ from splatdistill.render import render
 from splatdistill.scene.gaussians import GaussianScene
 from splatdistill.scene.ply import read_ply, write_ply
 
+from conftest import assert_one_line_error, run_cli  # noqa: E402
+
 FAST = dict(iterations=4, views=6, eval_views=2, resolution=32, lpips=False, progress=False)
 
 
-def run_cli(capsys, *args):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code, err, *needles):
-    assert code == 2
-    lines = [l for l in err.strip().splitlines() if l.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
 
 
 def random_scene(n=3000, degree=3, seed=0) -> GaussianScene:
