@@ -177,7 +177,7 @@ def distill(
     student_init: Literal["teacher", "sfm"] = "teacher",
     struct: Literal["joint", "marginal", "none"] = "joint",
     lambda_struct: float = 0.01,
-    lambda_kd: float = 1.0,
+    lambda_kd: float = 0.4,
     lambda_gt: float = 1.0,
     score: Literal["significance", "blend", "opacity"] = "significance",
     pseudo_views: Optional[int] = None,

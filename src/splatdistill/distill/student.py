@@ -45,7 +45,7 @@ class StudentConfig:
     prune_steps: int = 3
     prune_window: float = 0.4  # pruning happens in the first 40% of the run
     lambda_gt: float = 1.0
-    lambda_kd: float = 1.0
+    lambda_kd: float = 0.4  # the Distilled-3DGS release weights its teacher term by 0.4 (METHODS.md §1)
     pseudo_fraction: float = 0.5  # share of iterations spent on pseudo views (kd term only)
     struct: Literal["joint", "marginal", "none"] = "joint"
     lambda_struct: float = 0.01
