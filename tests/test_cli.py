@@ -160,3 +160,19 @@ def test_help_on_every_command(capsys):
         assert e.value.code == 0
         out = capsys.readouterr().out
         assert "usage" in out.lower()
+
+
+def test_outputs_get_ordinary_file_permissions(tmp_path):
+    import os
+    import stat
+
+    from splatdistill.fileio import write_bytes_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_bytes_atomic(tmp_path / "x.bin", b"abc")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "x.bin").stat().st_mode) == 0o644
+    assert (tmp_path / "x.bin").read_bytes() == b"abc"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.bin"]  # no temporary left behind
