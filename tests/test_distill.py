@@ -144,3 +144,16 @@ def test_student_from_scratch_densifies_then_prunes_to_target(dataset, tmp_path)
     st = StudentTrainer(dataset, None, teacher, cfg, tmp_path / "s", "cpu", progress=False)
     scene, _ = st.run()
     assert len(scene) == 100
+
+
+def test_demo_runs_the_whole_pipeline_small(tmp_path, capsys):
+    """What `make demo` runs, at a tiny size: scene, teachers, student, report, compressed package."""
+    from splatdistill.pipeline import run_demo
+
+    s = run_demo(tmp_path / "demo", teacher_iterations=30, student_iterations=20, resolution=24,
+                 compress_iterations=4, train_views=12, test_views=3, init_points=800)
+    out = capsys.readouterr().out
+    assert "| student |" in out and "compressed student" in out
+    assert s["student"]["num_gaussians"] == round(0.12 * s["teachers"][0]["num_gaussians"])
+    assert s["compressed"]["output_bytes"] < (tmp_path / "demo" / "distill" / "student" / "point_cloud.ply").stat().st_size
+    assert (tmp_path / "demo" / "compressed" / "model.sdz").exists()

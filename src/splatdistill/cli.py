@@ -206,13 +206,14 @@ def distill(
 
 
 def demo(out: Path = Path("demo_out"), teacher_iterations: int = 1500, student_iterations: int = 1000,
-         resolution: int = 128) -> None:
+         resolution: int = 128, compress_iterations: int = 300) -> None:
     """Run the main job on the built-in scene: generate it, train the three teachers, distil a student
-    with 12 % of the Gaussians, evaluate everything and print the table (report in OUT/distill)."""
+    with 12 % of the Gaussians, evaluate everything, print the table (report in OUT/distill) and
+    compress the student (OUT/compressed: model.sdz, viewer-ready model.ply and model.spz)."""
     from .pipeline import run_demo
 
     run_demo(out, teacher_iterations=teacher_iterations, student_iterations=student_iterations,
-             resolution=resolution)
+             resolution=resolution, compress_iterations=compress_iterations)
 
 
 def compress(

@@ -1,7 +1,8 @@
 """The main job on the built-in scene: ``splatdistill demo`` / ``make demo``.
 
 Generates the procedural scene, trains the three teachers (branched from one shared run), distils
-a student with 12 % of the vanilla teacher's Gaussians, evaluates all of them and writes the report.
+a student with 12 % of the vanilla teacher's Gaussians, evaluates all of them, writes the report,
+and compresses the student into a viewer-ready package.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from .data.demo_scene import make_demo_scene
 
 
 def run_demo(out: Path, teacher_iterations: int = 1500, student_iterations: int = 1000,
-             resolution: int = 128, keep: float = 0.12) -> dict:
+             resolution: int = 128, keep: float = 0.12, compress_iterations: int = 300,
+             train_views: int = 100, test_views: int = 20, init_points: int = 20_000) -> dict:
     from .distill.pipeline import run_distill
     from .distill.report import markdown_table, table_rows
     from .distill.student import StudentConfig
@@ -22,7 +24,8 @@ def run_demo(out: Path, teacher_iterations: int = 1500, student_iterations: int 
 
     out = Path(out)
     t0 = time.perf_counter()
-    scene_dir = make_demo_scene(out / "scene", resolution=resolution)
+    scene_dir = make_demo_scene(out / "scene", resolution=resolution, train_views=train_views,
+                                test_views=test_views)
     info = describe_dataset(scene_dir)
     print(f"demo scene: {info['num_train']} train / {info['num_test']} test views at "
           f"{info['width']}x{info['height']} in {scene_dir}", flush=True)
@@ -30,9 +33,19 @@ def run_demo(out: Path, teacher_iterations: int = 1500, student_iterations: int 
     # the demo scene has a transparent background: teachers train on random backgrounds (see
     # docs/benchmarks.md: it removes floaters that a constant background never penalises)
     summary = run_distill(scene_dir, out / "distill", cfg=cfg, teacher_iterations=teacher_iterations,
-                          teacher_background="random")
+                          teacher_background="random", teacher_init_points=init_points)
+    from .compress.pipeline import CompressConfig, compress_model
+
+    student_ply = out / "distill" / "student" / "point_cloud.ply"
+    comp = compress_model(student_ply, out / "compressed", data=scene_dir,
+                          cfg=CompressConfig(iterations=compress_iterations))
+    teacher_bytes = (out / "distill" / "teachers" / "vanilla" / "point_cloud.ply").stat().st_size
+    summary["compressed"] = {k: comp.get(k) for k in ("output_bytes", "num_gaussians", "psnr", "lpips_vgg")}
     summary["wall_s"] = time.perf_counter() - t0
     write_json_atomic(out / "summary.json", summary)
     print(markdown_table(table_rows(summary)))
+    print(f"compressed student: {out / 'compressed' / 'model.sdz'}, {comp['output_bytes'] / 1e6:.3f} MB "
+          f"({teacher_bytes / comp['output_bytes']:.0f}x smaller than the vanilla teacher's PLY), "
+          f"test PSNR {comp['psnr']:.2f} dB; viewer-ready: {out / 'compressed' / 'model.ply'}")
     print(f"done in {summary['wall_s']:.0f} s; report: {out / 'distill' / 'report.md'}")
     return summary
