@@ -71,13 +71,13 @@ def test_pseudo_cameras_keep_orientation(dataset):
     assert all(tuple(np.round(c.world_to_camera[:3, :3], 6).ravel()) in rots for c in jittered)
 
 
-def test_every_loss_term_passes_gradient_to_the_student(dataset):
+def test_every_loss_term_passes_gradient_to_the_student(dataset, tmp_path):
     teacher = toy_teacher(800)
     train = [v.camera for v in dataset.split("train")]
     targets = build_soft_targets([teacher, toy_teacher(800, seed=5)], train, len(train), dataset.background,
                                  "cpu", progress=False)
     cfg = StudentConfig(iterations=10, keep=0.5, struct="joint", lambda_struct=0.1)
-    st = StudentTrainer(dataset, targets, teacher, cfg, "/tmp/unused-student", "cpu", progress=False)
+    st = StudentTrainer(dataset, targets, teacher, cfg, tmp_path / "student", "cpu", progress=False)
     st.params["means"].data += 0.05  # the student differs from the teacher, so the structure term is live
     terms = st.losses(0, True, 0, {})
     terms.pop("_mse")
