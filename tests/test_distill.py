@@ -157,3 +157,45 @@ def test_demo_runs_the_whole_pipeline_small(tmp_path, capsys):
     assert s["student"]["num_gaussians"] == round(0.12 * s["teachers"][0]["num_gaussians"])
     assert s["compressed"]["output_bytes"] < (tmp_path / "demo" / "distill" / "student" / "point_cloud.ply").stat().st_size
     assert (tmp_path / "demo" / "compressed" / "model.sdz").exists()
+
+
+@pytest.mark.parametrize("policy", ["mask", "confidence"])
+def test_student_learned_gate_prunes_to_target_and_is_baked(dataset, tmp_path, policy):
+    """--prune-policy mask|confidence: the gate trains with the student (its regulariser reaches the
+    gate parameters), pruning ends at or below the target, and the exported PLY renders exactly the
+    gated scene that was trained."""
+    from splatdistill.scene.ply import read_ply
+
+    teacher = toy_teacher(1000)
+    cfg = StudentConfig(iterations=12, keep=0.2, struct="none", lambda_kd=0.0, prune_steps=2,
+                        prune_policy=policy)
+    st = StudentTrainer(dataset, None, teacher, cfg, tmp_path / "s", "cpu", progress=False)
+    st._prune(0, 2)  # the first pruning step creates the gate
+    assert st.policy is not None and st.policy.name == policy
+    terms = st.losses(0, True, 0, {})
+    assert "gate" in terms
+    for name in ("gt", "gate"):
+        grads = torch.autograd.grad(terms[name], st.policy.parameters(), retain_graph=True, allow_unused=True)
+        assert any(g is not None and g.abs().sum() > 0 for g in grads), name
+    st = StudentTrainer(dataset, None, teacher, cfg, tmp_path / "s", "cpu", progress=False)
+    scene, _ = st.run()
+    assert 0 < len(scene) <= 200
+    assert st.policy_stats["policy"] == policy
+    if policy == "confidence":
+        assert 0.0 < st.policy_stats["mean_confidence"] < 1.0
+    # the file holds the baked scene: it renders like the live scene with its gate applied
+    live, opacity_scale = st.policy.render_inputs(st.scene().detach())
+    cams = [v.camera for v in dataset.split("test")[:2]]
+    with torch.no_grad():
+        gated = render(live, cams, background=dataset.background, opacity_scale=opacity_scale).rgb
+        baked = render(read_ply(tmp_path / "s" / "point_cloud.ply"), cams, background=dataset.background).rgb
+    assert len(read_ply(tmp_path / "s" / "point_cloud.ply")) == len(scene)
+    assert (gated - baked).abs().max() < 1e-4
+
+
+def test_distill_cli_rejects_unknown_prune_policy(demo_scene_dir, tmp_path, capsys):
+    from splatdistill.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["distill", str(demo_scene_dir), "--out", str(tmp_path / "d"), "--prune-policy", "magic"])
+    assert e.value.code == 2

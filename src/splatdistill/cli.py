@@ -180,6 +180,7 @@ def distill(
     lambda_kd: float = 0.4,
     lambda_gt: float = 1.0,
     score: Literal["significance", "blend", "opacity"] = "significance",
+    prune_policy: Literal["significance", "mask", "confidence"] = "significance",
     pseudo_views: Optional[int] = None,
     downscale: int = 1,
     device: Literal["auto", "cpu", "cuda"] = "auto",
@@ -190,18 +191,23 @@ def distill(
     dropout teachers, average their renders into soft targets on training and pseudo views, and train
     a student with --keep of the vanilla teacher's Gaussians. Writes OUT/student/point_cloud.ply,
     OUT/summary.json and OUT/report.md; --ablation adds same-budget students (ground truth only, one
-    teacher, three teachers, three teachers + joint structural loss)."""
+    teacher, three teachers, three teachers + joint structural loss). --score ranks Gaussians for
+    pruning; --prune-policy mask|confidence adds a learned gate (Compact-3DGS mask, Confident-Splatting
+    Beta confidence) that is baked into the exported opacities; the mean confidence is reported."""
     from .distill.pipeline import run_distill
     from .distill.report import markdown_table, table_rows
     from .distill.student import StudentConfig
 
     cfg = StudentConfig(iterations=iterations, keep=keep, target_gaussians=target_gaussians, init=student_init,
                         struct=struct, lambda_struct=lambda_struct, lambda_kd=lambda_kd, lambda_gt=lambda_gt,
-                        score=score, seed=seed)
+                        score=score, prune_policy=prune_policy, seed=seed)
     summary = run_distill(data, out, teachers=teachers, cfg=cfg, teacher_iterations=teacher_iterations,
                           downscale=downscale, device=device, n_pseudo=pseudo_views, ablation=ablation,
                           teacher_init_points=teacher_init_points, teacher_background=background)
     print(markdown_table(table_rows(summary)))
+    stats = summary["student"].get("prune_policy") or {}
+    if stats.get("mean_confidence") is not None:
+        print(f"student mean confidence: {stats['mean_confidence']:.3f} (Confident Splatting's scene-quality indicator)")
     print(f"report: {out / 'report.md'}")
 
 
@@ -257,6 +263,9 @@ def compress(
     print(f"{s['num_gaussians_input']} -> {s['num_gaussians']} Gaussians, {s['input_bytes'] / 1e6:.2f} MB -> "
           f"{s['output_bytes'] / 1e6:.3f} MB ({s['ratio']:.1f}x); PSNR {s['psnr']:.2f} dB, LPIPS-VGG {lp} "
           f"on {s['evaluated_on']}")
+    conf = s["stages"]["prune"].get("policy_stats", {}).get("mean_confidence")
+    if conf is not None:
+        print(f"mean confidence {conf:.3f} (Confident Splatting's scene-quality indicator)")
     print(f"wrote {out / 'model.sdz'}, {out / 'model.ply'}, {out / 'summary.json'}")
 
 

@@ -37,8 +37,11 @@ def run_demo(out: Path, teacher_iterations: int = 1500, student_iterations: int 
     from .compress.pipeline import CompressConfig, compress_model
 
     student_ply = out / "distill" / "student" / "point_cloud.ply"
+    # the student is already pruned to 12 % by distillation: compress it without a second pruning
+    # (measured on the demo scene, 300 iterations: balanced preset 28.34 dB at 0.037 MB, the same
+    # with --prune 0 30.13 dB at 0.098 MB, against 30.34 dB uncompressed)
     comp = compress_model(student_ply, out / "compressed", data=scene_dir,
-                          cfg=CompressConfig(iterations=compress_iterations))
+                          cfg=CompressConfig(iterations=compress_iterations, prune=0.0))
     teacher_bytes = (out / "distill" / "teachers" / "vanilla" / "point_cloud.ply").stat().st_size
     summary["compressed"] = {k: comp.get(k) for k in ("output_bytes", "num_gaussians", "psnr", "lpips_vgg")}
     summary["wall_s"] = time.perf_counter() - t0

@@ -104,7 +104,8 @@ def train_student(dataset, teacher_plys: Sequence[Path], vanilla: Path, cfg: Stu
         targets = build_soft_targets(list(teacher_plys), cams, len(train_cams), dataset.background, device,
                                      spill_dir=out / "cache", progress=progress)
     st = StudentTrainer(dataset, targets, teacher0, cfg, out, device, progress=progress)
-    return st.run()
+    scene, _ = st.run()
+    return scene, st.policy_stats
 
 
 def run_distill(data, out, teachers: Sequence[Path] | None = None, cfg: StudentConfig | None = None,
@@ -146,13 +147,13 @@ def run_distill(data, out, teachers: Sequence[Path] | None = None, cfg: StudentC
     rows = {}
     for name, (c, tp) in runs.items():
         t0 = time.perf_counter()
-        scene, _ = train_student(dataset, tp, vanilla, c, out / name, dev, n_pseudo, progress)
+        scene, policy_stats = train_student(dataset, tp, vanilla, c, out / name, dev, n_pseudo, progress)
         wall = time.perf_counter() - t0
         m = evaluate_scene(scene.to(dev), dataset, "test", lpips_bank=bank, progress=progress,
                            model_path=out / name / "point_cloud.ply")
         write_json_atomic(out / name / "metrics.json", m)
         rows[name] = {**_metrics(m), "wall_s": round(wall, 1), "teachers": len(tp),
-                      "struct": c.struct if c.lambda_struct > 0 else "none"}
+                      "struct": c.struct if c.lambda_struct > 0 else "none", "prune_policy": policy_stats}
     summary["student"] = rows["student"]
     if ablation:
         labels = {"gt_only": "ground truth only", "one_teacher": "one teacher",

@@ -7,6 +7,13 @@ Loss = lambda_gt (0.8 L1 + 0.2 D-SSIM)(student, ground truth)           on train
 Initialisation: from the vanilla teacher, pruned by an importance score to the target count in a few
 steps with co-adaptation in between (``teacher``); or from the SfM points / a random box, densified,
 then pruned by importance during training (``sfm``, the paper's from-scratch variant).
+
+Pruning policy (``prune_policy``, the same classes as ``compress``; ``compress/policies.py``):
+``significance`` ranks by ``score`` alone; ``mask`` (Compact-3DGS) and ``confidence`` (Confident
+Splatting) add a learnable gate from the first pruning step on, trained with the student's loss plus
+the policy's regulariser. At each pruning step the gated-out Gaussians go, and of the rest the
+target count with the highest ``score`` *of the gated scene* stays; at the end the gates are baked
+into the exported opacities (and, for the mask, scales), so a viewer shows the scene that was trained.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from ..scene.ply import write_ply
 from ..train.config import TrainConfig
 from ..train.losses import photometric_loss, psnr_from_mse
 from ..train.setup import initial_scene, make_optimizers, make_params, make_strategy
+from ..compress.policies import POLICIES, PolicyName, PrunePolicy, make_policy
 from .importance import Score, importance, top_k_mask
 from .structure import StructuralLoss, StructuralLossConfig
 from .targets import SoftTargets
@@ -42,6 +50,7 @@ class StudentConfig:
     target_gaussians: int | None = None  # overrides keep
     init: Literal["teacher", "sfm"] = "teacher"
     score: Score = "significance"
+    prune_policy: PolicyName = "significance"  # or a learned gate: "mask" | "confidence"
     prune_steps: int = 3
     prune_window: float = 0.4  # pruning happens in the first 40% of the run
     lambda_gt: float = 1.0
@@ -103,6 +112,10 @@ class StudentTrainer:
             self.struct = StructuralLoss(self.teacher_means,
                                          StructuralLossConfig(kind=cfg.struct, weight=cfg.lambda_struct))
         self.prune_at = prune_schedule(cfg)
+        if cfg.prune_policy not in POLICIES:
+            raise ValueError(f"unknown prune policy '{cfg.prune_policy}' (choose {', '.join(POLICIES)})")
+        self.policy: PrunePolicy | None = None  # a learned gate, created at the first pruning step
+        self.policy_stats: dict = {"policy": cfg.prune_policy}
 
     def _set_scene(self, scene: GaussianScene) -> None:
         self.params = make_params(scene, self.device)
@@ -112,19 +125,50 @@ class StudentTrainer:
     def scene(self) -> GaussianScene:
         return GaussianScene(**dict(self.params))
 
+    def _start_policy(self) -> None:
+        """Create the learned gate for the current Gaussians (Confident Splatting: the opacities are
+        compensated for the initial confidence, so the gated scene starts out unchanged)."""
+        scene = self.scene().detach()
+        self.policy = make_policy(self.cfg.prune_policy, len(scene), self.device)
+        if self.cfg.prune_policy == "confidence":
+            params = dict(scene.items())
+            params["opacities"] = self.policy.compensate_opacities(params["opacities"])
+            scene = GaussianScene(**params)
+        self._set_scene(scene)
+
     def _prune(self, k: int, n_steps: int) -> None:
-        """Keep the most important Gaussians: geometric steps from the current count to the target."""
+        """Keep the most important Gaussians: geometric steps from the current count to the target.
+        With a learned gate, the gated-out Gaussians always go and the rest are ranked by the score
+        of the gated scene."""
+        if self.policy is None and self.cfg.prune_policy != "significance":
+            self._start_policy()
         n_now = len(self.params["means"])
         remaining = n_steps - k
         n_keep = self.n_target if remaining <= 1 else \
             int(round(n_now * (self.n_target / n_now) ** (1.0 / remaining)))
         n_keep = max(self.n_target, min(n_now, n_keep))
-        if n_keep >= n_now:
-            return
-        cams = [v.camera for v in self.train_views]
-        scores = importance(self.scene().detach(), cams, self.cfg.score)
-        keep = top_k_mask(scores, n_keep)
-        self._set_scene(self.scene().detach()[keep])
+        scene = self.scene().detach()
+        if self.policy is None:
+            if n_keep >= n_now:
+                return
+            keep = top_k_mask(importance(scene, [v.camera for v in self.train_views], self.cfg.score), n_keep)
+        else:
+            scores = None
+            if n_keep < n_now:
+                scores = importance(self.policy.bake(scene), [v.camera for v in self.train_views], self.cfg.score)
+            keep = self.policy.keep_mask(n_keep if n_keep < n_now else None, scores)
+            if bool(keep.all()):
+                return
+            self.policy.subset(keep)
+        self._set_scene(scene[keep])
+
+    def exported_scene(self) -> GaussianScene:
+        """The scene to write: with a learned gate, gated-out Gaussians removed and the gates baked."""
+        scene = self.scene().detach()
+        if self.policy is None:
+            return scene
+        self.policy_stats = self.policy.stats()
+        return self.policy.bake(scene)[self.policy.keep_mask(None, None)]
 
     def _pick(self) -> tuple[int, bool]:
         """(index into targets / train views, is_training_view)."""
@@ -142,8 +186,11 @@ class StudentTrainer:
         sh_deg = int(round((sh + 1) ** 0.5)) - 1
         if self.strategy is not None:
             sh_deg = min(sh_deg, step // max(1, self.tcfg.at(self.tcfg.sh_degree_every, 1)))
-        out = render(self.scene(), stack_cameras([cam], self.device), sh_degree=sh_deg,
-                     background=self.background)
+        scene, opacity_scale = self.scene(), None
+        if self.policy is not None:
+            scene, opacity_scale = self.policy.render_inputs(scene)
+        out = render(scene, stack_cameras([cam], self.device), sh_degree=sh_deg,
+                     background=self.background, opacity_scale=opacity_scale)
         self._last_info = out.info
         terms: dict[str, torch.Tensor] = {}
         if is_train and cfg.lambda_gt > 0:
@@ -155,6 +202,8 @@ class StudentTrainer:
             terms["kd"] = cfg.lambda_kd * photometric_loss(out.rgb, tgt, cfg.ssim_lambda)
         if self.struct is not None:
             terms["struct"] = self.struct(self.params["means"])
+        if self.policy is not None:
+            terms["gate"] = self.policy.loss()
         terms["_mse"] = ((out.rgb.detach() - (gt_cache[idx].unsqueeze(0) if is_train and idx in gt_cache
                                                else out.rgb.detach())) ** 2).mean()
         return terms
@@ -179,6 +228,10 @@ class StudentTrainer:
                 if self.strategy is not None:
                     self.strategy.step_pre_backward(self.params, self.optimizers, self.state, step, self._last_info)
                 loss.backward()
+                if self.policy is not None:
+                    self.policy.after_backward(step, self.params)
+                    self.policy.optimizer().step()
+                    self.policy.optimizer().zero_grad(set_to_none=True)
                 for o in self.optimizers.values():
                     o.step()
                     o.zero_grad(set_to_none=True)
@@ -195,6 +248,6 @@ class StudentTrainer:
                     bar.set_postfix(loss=f"{float(loss.detach()):.4f}", n=len(self.params["means"]))
         if len(self.params["means"]) > self.n_target:  # a from-scratch student may still be over budget
             self._prune(n_prune - 1, n_prune)
-        scene = self.scene().detach().to("cpu")
+        scene = self.exported_scene().to("cpu")
         write_ply(scene, self.out / "point_cloud.ply")
         return scene, time.perf_counter() - t0
