@@ -28,6 +28,8 @@ def test_short_run_learns_and_writes_outputs(demo_scene_dir, tmp_path):
     for name in ("point_cloud.ply", "config.json", "train_log.jsonl"):
         assert (tmp_path / "run" / name).exists()
     assert len(res.scene) != 1500  # densification changed the count
+    norm = json.loads((tmp_path / "run" / "config.json").read_text())["normalization"]
+    assert norm == tr.dataset.normalization.to_dict()  # maps the model back to the input frame
 
 
 def test_dropout_schedule_and_rescaling():

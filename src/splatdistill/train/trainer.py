@@ -199,7 +199,9 @@ class Trainer:
     def run(self) -> TrainResult:
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.out / "config.json", {"data": str(self.dataset.root), **cfg.to_dict()})
+        write_json_atomic(self.out / "config.json", {"data": str(self.dataset.root), **cfg.to_dict(),
+                                                      # world = model point * scale + center
+                                                      "normalization": self.dataset.normalization.to_dict()})
         log_path = self.out / "train_log.jsonl"
         self._truncate_log(log_path, self.start)
         t0 = time.perf_counter()
