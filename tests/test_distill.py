@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import assert_one_line_error, run_cli
 
 from splatdistill.data.dataset import load_dataset
 from splatdistill.distill.importance import accumulated_weights, importance, top_k_mask
@@ -199,3 +200,22 @@ def test_distill_cli_rejects_unknown_prune_policy(demo_scene_dir, tmp_path, caps
     with pytest.raises(SystemExit) as e:
         main(["distill", str(demo_scene_dir), "--out", str(tmp_path / "d"), "--prune-policy", "magic"])
     assert e.value.code == 2
+
+
+@pytest.mark.parametrize("flags,needle", [
+    (["--keep", "1.5"], "--keep"),
+    (["--keep", "0"], "--keep"),
+    (["--target-gaussians", "0"], "--target-gaussians"),
+    (["--iterations", "0"], "--iterations"),
+    (["--teacher-iterations", "0"], "--teacher-iterations"),
+    (["--lambda-gt", "0", "--lambda-kd", "0"], "nothing to fit"),
+])
+def test_distill_rejects_bad_settings_before_training(demo_scene_dir, tmp_path, capsys, flags, needle):
+    code, _, err = run_cli(capsys, "distill", demo_scene_dir, "--out", tmp_path / "d", *flags)
+    assert_one_line_error(code, err, needle)
+    assert not (tmp_path / "d" / "teachers").exists()  # nothing was trained
+
+
+def test_train_rejects_bad_settings(demo_scene_dir, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "train", demo_scene_dir, "--out", tmp_path / "t", "--iterations", "0")
+    assert_one_line_error(code, err, "--iterations")

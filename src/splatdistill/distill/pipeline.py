@@ -112,7 +112,9 @@ def run_distill(data, out, teachers: Sequence[Path] | None = None, cfg: StudentC
                 teacher_iterations: int = 3000, downscale: int = 1, device: str = "auto",
                 n_pseudo: int | None = None, ablation: bool = False, progress: bool = True,
                 teacher_init_points: int = 20_000, teacher_background: str = "dataset") -> dict:
-    cfg = cfg or StudentConfig()
+    cfg = (cfg or StudentConfig()).validate()
+    if teacher_iterations < 1:
+        raise UserError(f"--teacher-iterations must be at least 1, got {teacher_iterations}")
     out = Path(out)
     dev = pick_device(device)
     dataset = data if isinstance(data, Dataset) else load_dataset(data, downscale=downscale)

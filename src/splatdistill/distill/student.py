@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from ..data.cameras import stack_cameras
 from ..data.dataset import Dataset
+from ..errors import UserError
 from ..fileio import write_json_atomic
 from ..render import render
 from ..scene.gaussians import GaussianScene
@@ -65,6 +66,23 @@ class StudentConfig:
     init_points: int = 20_000  # random init for --student-init sfm when the dataset has no points
     log_every: int = 10
 
+    def validate(self) -> "StudentConfig":
+        """Reject settings a user can get wrong, with a one-line message (before any teacher trains)."""
+        checks = [(self.iterations >= 1, f"--iterations must be at least 1, got {self.iterations}"),
+                  (0.0 < self.keep <= 1.0, f"--keep must be in (0, 1], got {self.keep}"),
+                  (self.target_gaussians is None or self.target_gaussians >= 1,
+                   f"--target-gaussians must be at least 1, got {self.target_gaussians}"),
+                  (min(self.lambda_gt, self.lambda_kd, self.lambda_struct) >= 0, "loss weights must be >= 0"),
+                  (self.lambda_gt > 0 or self.lambda_kd > 0, "--lambda-gt and --lambda-kd are both 0: nothing to fit"),
+                  (self.prune_steps >= 1, f"prune steps must be at least 1, got {self.prune_steps}"),
+                  (self.init_points >= 1, f"init points must be at least 1, got {self.init_points}"),
+                  (self.prune_policy in POLICIES,
+                   f"unknown prune policy '{self.prune_policy}' (choose {', '.join(POLICIES)})")]
+        for ok, msg in checks:
+            if not ok:
+                raise UserError(msg)
+        return self
+
     def target_count(self, n_teacher: int) -> int:
         if self.target_gaussians is not None:
             return max(1, int(self.target_gaussians))
@@ -85,7 +103,7 @@ def prune_schedule(cfg: StudentConfig) -> dict[int, int]:
 class StudentTrainer:
     def __init__(self, dataset: Dataset, targets: SoftTargets | None, teacher: GaussianScene,
                  cfg: StudentConfig, out_dir: Path, device, progress: bool = True):
-        self.ds, self.targets, self.cfg, self.out = dataset, targets, cfg, Path(out_dir)
+        self.ds, self.targets, self.cfg, self.out = dataset, targets, cfg.validate(), Path(out_dir)
         self.device = torch.device(device)
         self.progress = progress
         self.train_views = dataset.split("train")
@@ -112,8 +130,6 @@ class StudentTrainer:
             self.struct = StructuralLoss(self.teacher_means,
                                          StructuralLossConfig(kind=cfg.struct, weight=cfg.lambda_struct))
         self.prune_at = prune_schedule(cfg)
-        if cfg.prune_policy not in POLICIES:
-            raise ValueError(f"unknown prune policy '{cfg.prune_policy}' (choose {', '.join(POLICIES)})")
         self.policy: PrunePolicy | None = None  # a learned gate, created at the first pruning step
         self.policy_stats: dict = {"policy": cfg.prune_policy}
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
+from ..errors import UserError
+
 # Inria defaults for 30,000 iterations, expressed as fractions of the run.
 REF_ITERS = 30_000
 
@@ -70,6 +72,18 @@ class TrainConfig:
     log_every: int = 10
     eval_every: int = 0  # 0: only at the end
     variant_cfg: VariantConfig = field(default_factory=VariantConfig)
+
+    def validate(self) -> "TrainConfig":
+        """Reject settings a user can get wrong, with a one-line message (before any work)."""
+        checks = [(self.iterations >= 1, f"--iterations must be at least 1, got {self.iterations}"),
+                  (0 <= self.sh_degree <= 3, f"SH degree must be in 0..3, got {self.sh_degree}"),
+                  (self.init_points >= 1, f"--init-points must be at least 1, got {self.init_points}"),
+                  (self.checkpoint_every >= 1, f"--checkpoint-every must be at least 1, got {self.checkpoint_every}"),
+                  (self.downscale >= 1, f"--downscale must be at least 1, got {self.downscale}")]
+        for ok, msg in checks:
+            if not ok:
+                raise UserError(msg)
+        return self
 
     def at(self, fraction: float, minimum: int = 0) -> int:
         """The iteration at ``fraction`` of the run."""

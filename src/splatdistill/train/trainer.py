@@ -50,7 +50,7 @@ class Trainer:
 
     def __init__(self, data, out_dir, cfg: TrainConfig, resume: bool = False, branch_from=None,
                  progress: bool = True):
-        self.cfg = cfg
+        self.cfg = cfg.validate()
         self.out = Path(out_dir)
         self.device = pick_device(cfg.device)
         self.dataset = data if isinstance(data, Dataset) else load_dataset(data, downscale=cfg.downscale)
