@@ -219,3 +219,14 @@ def test_distill_rejects_bad_settings_before_training(demo_scene_dir, tmp_path, 
 def test_train_rejects_bad_settings(demo_scene_dir, tmp_path, capsys):
     code, _, err = run_cli(capsys, "train", demo_scene_dir, "--out", tmp_path / "t", "--iterations", "0")
     assert_one_line_error(code, err, "--iterations")
+
+
+def test_teacher_wall_time_adds_up_resumed_segments(tmp_path):
+    from splatdistill.distill.pipeline import teacher_wall_s
+
+    ply = tmp_path / "point_cloud.ply"
+    assert teacher_wall_s(ply) is None  # no log
+    rows = [(10, 1.0), (20, 2.5), (30, 1.5), (40, 4.0)]  # killed after 2.5 s, resumed for 4.0 s
+    (tmp_path / "train_log.jsonl").write_text(
+        "\n".join(json.dumps({"iteration": i, "elapsed_s": e}) for i, e in rows) + "\n")
+    assert teacher_wall_s(ply) == pytest.approx(6.5)

@@ -77,6 +77,25 @@ def resolve_teacher(p: Path) -> Path:
     return p
 
 
+def teacher_wall_s(ply: Path) -> float | None:
+    """Training wall time of a teacher run from its ``train_log.jsonl`` (segments of a resumed run
+    added up; a branched run counts only its own iterations), or None without a log."""
+    total, last = 0.0, 0.0
+    try:
+        lines = (Path(ply).parent / "train_log.jsonl").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        try:
+            e = float(json.loads(line)["elapsed_s"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if e < last:  # the run was resumed: a new segment starts
+            total += last
+        last = e
+    return round(total + last, 1) if lines else None
+
+
 def _metrics(m: dict) -> dict:
     return {k: m.get(k) for k in (*METRICS, "num_gaussians")}
 
@@ -130,7 +149,7 @@ def run_distill(data, out, teachers: Sequence[Path] | None = None, cfg: StudentC
     teacher_rows = []
     for v, p in zip(variants, plys):
         m = evaluate_cached(load_model(p), dataset, p, bank, dev, progress)
-        teacher_rows.append({"variant": v, "path": str(p), **_metrics(m)})
+        teacher_rows.append({"variant": v, "path": str(p), **_metrics(m), "wall_s": teacher_wall_s(p)})
     summary = {"data": str(dataset.root), "teachers": teacher_rows, "student_config": cfg.__dict__}
 
     # label -> (config, teachers); the configured student is trained once, under "student"

@@ -85,12 +85,15 @@ def write_report(out: Path, dataset, summary: dict, teacher_ply: Path, student_p
     with atomic_path(out / "views.png") as tmp:
         Image.fromarray(img).save(tmp, format="PNG")
     _plot(out / "psnr_vs_gaussians.png", summary)
-    n_t = max(t["num_gaussians"] for t in summary["teachers"])
-    ratio = summary["student"]["num_gaussians"] / max(1, n_t)
+    n_s = summary["student"]["num_gaussians"]
+    n_max = max(t["num_gaussians"] for t in summary["teachers"])
+    vanilla = [t["num_gaussians"] for t in summary["teachers"] if t["variant"] == "vanilla"]
+    kept = f"{100 * n_s / max(1, vanilla[0]):.1f} % of the vanilla teacher's Gaussians and " if vanilla else ""
     text = "\n".join([
         "# Distillation report", "",
-        f"Data: `{summary['data']}`; test split. The student keeps {100 * ratio:.1f} % of the largest "
-        f"teacher's Gaussians.", "",
+        f"Data: `{summary['data']}`; test split. The student keeps {kept}{100 * n_s / max(1, n_max):.1f} % "
+        f"of the largest teacher's. A teacher's wall time counts only its own iterations (one branched "
+        f"from another run's checkpoint does not count the shared part).", "",
         markdown_table(table_rows(summary)), "",
         "Ground truth | vanilla teacher | student, on the first test views:", "",
         "![views](views.png)", "",
