@@ -230,3 +230,21 @@ def test_teacher_wall_time_adds_up_resumed_segments(tmp_path):
     (tmp_path / "train_log.jsonl").write_text(
         "\n".join(json.dumps({"iteration": i, "elapsed_s": e}) for i, e in rows) + "\n")
     assert teacher_wall_s(ply) == pytest.approx(6.5)
+
+
+def test_kd_on_pseudo_views_only(dataset, tmp_path):
+    """--kd-views pseudo: training views see the ground truth alone, pseudo views the teachers."""
+    teacher = toy_teacher(400)
+    train = [v.camera for v in dataset.split("train")]
+    cams = train + make_pseudo_cameras(train, 4, dataset.extent, seed=0)
+    targets = build_soft_targets([teacher], cams, len(train), dataset.background, "cpu", progress=False)
+    cfg = StudentConfig(iterations=5, keep=0.5, struct="none", kd_views="pseudo")
+    st = StudentTrainer(dataset, targets, teacher, cfg, tmp_path / "s", "cpu", progress=False)
+    on_train = st.losses(0, True, 0, {})
+    on_pseudo = st.losses(len(train) + 1, False, 0, {})
+    assert "kd" not in on_train and "gt" in on_train
+    assert "kd" in on_pseudo and "gt" not in on_pseudo
+    from splatdistill.errors import UserError
+
+    with pytest.raises(UserError, match="training views without a loss"):
+        StudentConfig(kd_views="pseudo", lambda_gt=0.0).validate()

@@ -179,6 +179,7 @@ def distill(
     lambda_struct: float = 0.01,
     lambda_kd: float = 0.4,
     lambda_gt: float = 1.0,
+    kd_views: Literal["all", "pseudo"] = "all",
     score: Literal["significance", "blend", "opacity"] = "significance",
     prune_policy: Literal["significance", "mask", "confidence"] = "significance",
     pseudo_views: Optional[int] = None,
@@ -191,7 +192,8 @@ def distill(
     dropout teachers, average their renders into soft targets on training and pseudo views, and train
     a student with --keep of the vanilla teacher's Gaussians. Writes OUT/student/point_cloud.ply,
     OUT/summary.json and OUT/report.md; --ablation adds same-budget students (ground truth only, one
-    teacher, three teachers, three teachers + joint structural loss). --score ranks Gaussians for
+    teacher, three teachers, three teachers + joint structural loss). --kd-views pseudo applies the
+    teacher term only on pseudo views (ground truth alone on the training views). --score ranks Gaussians for
     pruning; --prune-policy mask|confidence adds a learned gate (Compact-3DGS mask, Confident-Splatting
     Beta confidence) that is baked into the exported opacities; the mean confidence is reported."""
     from .distill.pipeline import run_distill
@@ -200,7 +202,7 @@ def distill(
 
     cfg = StudentConfig(iterations=iterations, keep=keep, target_gaussians=target_gaussians, init=student_init,
                         struct=struct, lambda_struct=lambda_struct, lambda_kd=lambda_kd, lambda_gt=lambda_gt,
-                        score=score, prune_policy=prune_policy, seed=seed)
+                        score=score, prune_policy=prune_policy, kd_views=kd_views, seed=seed)
     summary = run_distill(data, out, teachers=teachers, cfg=cfg, teacher_iterations=teacher_iterations,
                           downscale=downscale, device=device, n_pseudo=pseudo_views, ablation=ablation,
                           teacher_init_points=teacher_init_points, teacher_background=background)

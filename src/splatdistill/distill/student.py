@@ -2,6 +2,7 @@
 
 Loss = lambda_gt (0.8 L1 + 0.2 D-SSIM)(student, ground truth)           on training views
      + lambda_kd (0.8 L1 + 0.2 D-SSIM)(student, teacher mean)           on training and pseudo views
+                                                                        (``kd_views="pseudo"``: pseudo views only)
      + lambda_struct L_struct(student means, teacher means).
 
 Initialisation: from the vanilla teacher, pruned by an importance score to the target count in a few
@@ -57,6 +58,7 @@ class StudentConfig:
     lambda_gt: float = 1.0
     lambda_kd: float = 0.4  # the Distilled-3DGS release weights its teacher term by 0.4 (METHODS.md §1)
     pseudo_fraction: float = 0.5  # share of iterations spent on pseudo views (kd term only)
+    kd_views: Literal["all", "pseudo"] = "all"  # "pseudo": the teacher term only where there is no GT
     struct: Literal["joint", "marginal", "none"] = "joint"
     lambda_struct: float = 0.01
     ssim_lambda: float = 0.2
@@ -74,6 +76,8 @@ class StudentConfig:
                    f"--target-gaussians must be at least 1, got {self.target_gaussians}"),
                   (min(self.lambda_gt, self.lambda_kd, self.lambda_struct) >= 0, "loss weights must be >= 0"),
                   (self.lambda_gt > 0 or self.lambda_kd > 0, "--lambda-gt and --lambda-kd are both 0: nothing to fit"),
+                  (self.lambda_gt > 0 or self.kd_views == "all",
+                   "--kd-views pseudo with --lambda-gt 0 leaves the training views without a loss"),
                   (self.prune_steps >= 1, f"prune steps must be at least 1, got {self.prune_steps}"),
                   (self.init_points >= 1, f"init points must be at least 1, got {self.init_points}"),
                   (self.prune_policy in POLICIES,
@@ -213,7 +217,7 @@ class StudentTrainer:
             if idx not in gt_cache:
                 gt_cache[idx] = self.ds.image(self.train_views[idx]).to(self.device)
             terms["gt"] = cfg.lambda_gt * photometric_loss(out.rgb, gt_cache[idx].unsqueeze(0), cfg.ssim_lambda)
-        if self.targets is not None and cfg.lambda_kd > 0:
+        if self.targets is not None and cfg.lambda_kd > 0 and not (is_train and cfg.kd_views == "pseudo"):
             tgt = self.targets.image(idx, self.device).unsqueeze(0)
             terms["kd"] = cfg.lambda_kd * photometric_loss(out.rgb, tgt, cfg.ssim_lambda)
         if self.struct is not None:
