@@ -248,3 +248,34 @@ def test_kd_on_pseudo_views_only(dataset, tmp_path):
 
     with pytest.raises(UserError, match="training views without a loss"):
         StudentConfig(kd_views="pseudo", lambda_gt=0.0).validate()
+
+
+def test_student_resumes_after_a_crash_to_the_same_result(dataset, tmp_path, monkeypatch):
+    """A student killed mid-run continues from its newest checkpoint and ends where an uninterrupted
+    run ends; a finished run leaves no checkpoints behind."""
+    teacher = toy_teacher(600)
+    cfg = StudentConfig(iterations=30, keep=0.3, struct="none", lambda_kd=0.0, prune_steps=3,
+                        prune_policy="confidence", checkpoint_every=10)
+    ref, _ = StudentTrainer(dataset, None, teacher, cfg, tmp_path / "ref", "cpu", progress=False).run()
+    assert not (tmp_path / "ref" / "ckpt").exists()
+
+    calls = {"n": 0}
+    real = StudentTrainer.losses
+
+    def crashing(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 26:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(StudentTrainer, "losses", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        StudentTrainer(dataset, None, teacher, cfg, tmp_path / "s", "cpu", progress=False).run()
+    assert sorted(p.name for p in (tmp_path / "s" / "ckpt").iterdir()) == ["ckpt_0000010.pt", "ckpt_0000020.pt"]
+    monkeypatch.setattr(StudentTrainer, "losses", real)
+    st = StudentTrainer(dataset, None, teacher, cfg, tmp_path / "s", "cpu", progress=False)
+    scene, _ = st.run()
+    log = [json.loads(l)["iteration"] for l in (tmp_path / "s" / "train_log.jsonl").read_text().splitlines()]
+    assert log == [10, 20, 30]
+    for k in ("means", "opacities", "sh0"):
+        torch.testing.assert_close(scene.params[k], ref.params[k], rtol=1e-5, atol=1e-6)

@@ -20,6 +20,7 @@ into the exported opacities (and, for the mask, scales), so a viewer shows the s
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from ..fileio import write_json_atomic
 from ..render import render
 from ..scene.gaussians import GaussianScene
 from ..scene.ply import write_ply
+from ..train import checkpoint as ck
 from ..train.config import TrainConfig
 from ..train.losses import photometric_loss, psnr_from_mse
 from ..train.setup import initial_scene, make_optimizers, make_params, make_strategy
@@ -67,6 +69,7 @@ class StudentConfig:
     seed: int = 0
     init_points: int = 20_000  # random init for --student-init sfm when the dataset has no points
     log_every: int = 10
+    checkpoint_every: int = 500  # the student resumes from its newest checkpoint after a crash
 
     def validate(self) -> "StudentConfig":
         """Reject settings a user can get wrong, with a one-line message (before any teacher trains)."""
@@ -78,6 +81,7 @@ class StudentConfig:
                   (self.lambda_gt > 0 or self.lambda_kd > 0, "--lambda-gt and --lambda-kd are both 0: nothing to fit"),
                   (self.lambda_gt > 0 or self.kd_views == "all",
                    "--kd-views pseudo with --lambda-gt 0 leaves the training views without a loss"),
+                  (self.checkpoint_every >= 1, f"checkpoint interval must be at least 1, got {self.checkpoint_every}"),
                   (self.prune_steps >= 1, f"prune steps must be at least 1, got {self.prune_steps}"),
                   (self.init_points >= 1, f"init points must be at least 1, got {self.init_points}"),
                   (self.prune_policy in POLICIES,
@@ -115,6 +119,7 @@ class StudentTrainer:
         self.background = tuple(dataset.background)
         self.n_target = cfg.target_count(len(teacher))
         self.teacher_means = teacher.means.detach().to(self.device)
+        self._teacher_id = [len(teacher), float(teacher.means.detach().double().sum())]  # resume guard
         self.gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
         tcfg = TrainConfig(iterations=cfg.iterations, lr_means=cfg.lr_means, lr_means_final=cfg.lr_means_final,
@@ -228,6 +233,45 @@ class StudentTrainer:
                                                else out.rgb.detach())) ** 2).mean()
         return terms
 
+    # --- checkpoints: a crashed student resumes where it was (same config only) -------------------
+    def _payload(self) -> dict:
+        pol = None
+        if self.policy is not None:
+            pol = {"name": self.policy.name, "tensors": [t.detach().cpu() for t in self.policy.parameters()],
+                   "optimizer": self.policy.optimizer().state_dict()}
+        return {"config": asdict(self.cfg), "teacher": self._teacher_id,
+                "params": {k: v.detach().cpu() for k, v in self.params.items()},
+                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+                "strategy_state": None if self.state is None else
+                {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in self.state.items()},
+                "policy": pol, "rng": {"numpy": self.rng.bit_generator.state, "torch": self.gen.get_state()}}
+
+    def _resume(self) -> int:
+        """Load the newest checkpoint written with this config; returns the iteration to start at."""
+        found = ck.latest_checkpoint(self.out)
+        if found is None or found[1].get("config") != asdict(self.cfg) or found[1].get("teacher") != self._teacher_id:
+            if found is not None:
+                shutil.rmtree(ck.checkpoint_dir(self.out), ignore_errors=True)  # another config's
+            return 0
+        state = found[1]
+        scene = GaussianScene(**state["params"])
+        pol = state["policy"]
+        if pol is not None:
+            self.policy = make_policy(pol["name"], len(scene), self.device)
+            for t, v in zip(self.policy.parameters(), pol["tensors"]):
+                t.data = v.to(self.device)
+            self.policy.subset(torch.ones(len(scene), dtype=torch.bool, device=self.device))  # fresh optimizer
+            self.policy.optimizer().load_state_dict(pol["optimizer"])
+        self._set_scene(scene)
+        for k, o in self.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+        if state["strategy_state"] is not None:
+            self.state = {k: (v.to(self.device) if torch.is_tensor(v) else v)
+                          for k, v in state["strategy_state"].items()}
+        self.rng.bit_generator.state = state["rng"]["numpy"]
+        self.gen.set_state(state["rng"]["torch"])
+        return int(state["iteration"])
+
     def run(self) -> tuple[GaussianScene, float]:
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
@@ -236,8 +280,12 @@ class StudentTrainer:
         gt_cache: dict = {}
         n_prune = len(self.prune_at)
         gamma = (cfg.lr_means_final / cfg.lr_means) ** (1.0 / max(1, cfg.iterations))
-        bar = tqdm(range(cfg.iterations), desc="student", disable=not self.progress, dynamic_ncols=True)
-        with open(self.out / "train_log.jsonl", "w") as log:
+        start = self._resume()
+        log_path = self.out / "train_log.jsonl"
+        ck.truncate_log(log_path, start)
+        bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc="student",
+                   disable=not self.progress, dynamic_ncols=True)
+        with open(log_path, "a") as log:
             for step in bar:
                 if step in self.prune_at:
                     self._prune(self.prune_at[step], n_prune)
@@ -265,9 +313,13 @@ class StudentTrainer:
                     if is_train:
                         rec["psnr"] = psnr_from_mse(float(mse))
                     log.write(json.dumps(rec) + "\n")
+                    log.flush()
                     bar.set_postfix(loss=f"{float(loss.detach()):.4f}", n=len(self.params["means"]))
+                if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.iterations:
+                    ck.save_checkpoint(self.out, step + 1, self._payload())
         if len(self.params["means"]) > self.n_target:  # a from-scratch student may still be over budget
             self._prune(n_prune - 1, n_prune)
         scene = self.exported_scene().to("cpu")
         write_ply(scene, self.out / "point_cloud.ply")
+        shutil.rmtree(ck.checkpoint_dir(self.out), ignore_errors=True)  # finished: the PLY is the result
         return scene, time.perf_counter() - t0

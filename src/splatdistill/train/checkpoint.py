@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -78,3 +79,19 @@ def resolve_checkpoint(path: Path) -> Path:
     if not path.exists():
         raise UserError("checkpoint not found", path)
     return path
+
+
+def truncate_log(path: Path, upto: int) -> None:
+    """On resume, drop the JSON-lines log records past the iteration the run continues from."""
+    path = Path(path)
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["iteration"] <= upto:
+                keep.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(k + "\n" for k in keep))

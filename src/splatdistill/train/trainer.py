@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from tqdm.auto import tqdm
 from ..data.cameras import stack_cameras
 from ..data.dataset import Dataset, load_dataset
 from ..errors import UserError
-from ..fileio import atomic_path, write_json_atomic
+from ..fileio import write_json_atomic
 from ..render import render
 from ..scene.gaussians import GaussianScene
 from ..scene.ply import write_ply
@@ -203,7 +202,7 @@ class Trainer:
                                                       # world = model point * scale + center
                                                       "normalization": self.dataset.normalization.to_dict()})
         log_path = self.out / "train_log.jsonl"
-        self._truncate_log(log_path, self.start)
+        ck.truncate_log(log_path, self.start)
         t0 = time.perf_counter()
         cache: dict = {}
         bar = tqdm(range(self.start, cfg.iterations), initial=self.start, total=cfg.iterations,
@@ -227,21 +226,6 @@ class Trainer:
         scene = self.scene().detach().to("cpu")
         write_ply(scene, self.out / "point_cloud.ply")
         return TrainResult(self.out, scene, cfg.iterations, time.perf_counter() - t0, self.resumed_from)
-
-    @staticmethod
-    def _truncate_log(path: Path, upto: int) -> None:
-        """On resume, drop log lines past the checkpoint the run continues from."""
-        if not path.exists():
-            return
-        keep = []
-        for line in path.read_text().splitlines():
-            try:
-                if json.loads(line)["iteration"] <= upto:
-                    keep.append(line)
-            except (ValueError, KeyError):
-                continue
-        with atomic_path(path) as tmp:
-            tmp.write_text("".join(k + "\n" for k in keep))
 
 
 def train(data, out_dir, cfg: TrainConfig, resume=False, branch_from=None, progress=True) -> TrainResult:
