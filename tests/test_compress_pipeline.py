@@ -257,3 +257,22 @@ def test_corrupt_inputs_exit_2_one_line(tmp_path, capsys):
             code, _, err = run_cli(capsys, *args)
             assert_one_line_error(code, err, p.name)
         assert not (tmp_path / "x.ply").exists()
+
+
+@pytest.mark.parametrize("floor,collapses", [(1e-6, True), (1.0, False)])
+def test_confidence_entropy_term_does_not_collapse_the_betas(floor, collapses):
+    """The entropy of a Beta is unbounded below as a shape goes to 0: with the paper's 1e-6 floor,
+    its regulariser alone drives every confidence to a point mass (c frozen, no gradient left);
+    with our floor of 1 the confidences stay trainable."""
+    pol = ConfidencePolicy(256, shape_floor=floor)
+    for _ in range(400):
+        pol.optimizer().zero_grad()
+        pol.loss().backward()
+        pol.optimizer().step()
+    al, be = pol.alpha_beta()
+    c = al / (al + be)
+    grad_a, = torch.autograd.grad(c.sum(), pol.a)
+    frozen = bool((torch.minimum(al, be) < 1e-3).all()) and float(grad_a.abs().max()) < 1e-4
+    assert frozen == collapses
+    if not collapses:
+        assert 0.05 < float(c.detach().mean()) < 0.99
