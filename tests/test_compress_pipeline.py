@@ -276,3 +276,10 @@ def test_confidence_entropy_term_does_not_collapse_the_betas(floor, collapses):
     assert frozen == collapses
     if not collapses:
         assert 0.05 < float(c.detach().mean()) < 0.99
+
+
+def test_rate_distortion_minor_ticks_label_only_2_3_5():
+    from splatdistill.compress.pipeline import _minor_label
+
+    assert [_minor_label(x) for x in (0.02, 0.03, 0.05, 0.07, 0.09, 300.0, 400.0)] == \
+        ["0.02", "0.03", "0.05", "", "", "300", ""]

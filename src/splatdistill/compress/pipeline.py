@@ -655,11 +655,20 @@ def sweep_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _minor_label(x: float, _pos=None) -> str:
+    """Minor log-axis ticks: label 2, 3 and 5 times a power of ten only (the rest would collide)."""
+    if x <= 0:
+        return ""
+    lead = x / 10 ** math.floor(math.log10(x) + 1e-9)
+    return f"{x:g}" if round(lead) in (2, 3, 5) and abs(lead - round(lead)) < 1e-6 else ""
+
+
 def plot_rate_distortion(rows: list[dict], path: Path, title: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter, FuncFormatter
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, label in ((a1, "psnr", "PSNR (dB)"), (a2, "lpips_vgg", "LPIPS-VGG (lower is better)")):
@@ -670,6 +679,9 @@ def plot_rate_distortion(rows: list[dict], path: Path, title: str = "") -> None:
             for x, y, name in pts:
                 ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(_minor_label))
+        ax.tick_params(axis="x", which="minor", labelsize=7)
         ax.set_xlabel("size (MB)")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
