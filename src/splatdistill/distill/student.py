@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..compress.policies import POLICIES, PolicyName, PrunePolicy, make_policy
 from ..data.cameras import stack_cameras
 from ..data.dataset import Dataset
 from ..errors import UserError
@@ -41,7 +42,6 @@ from ..train import checkpoint as ck
 from ..train.config import TrainConfig
 from ..train.losses import photometric_loss, psnr_from_mse
 from ..train.setup import initial_scene, make_optimizers, make_params, make_strategy
-from ..compress.policies import POLICIES, PolicyName, PrunePolicy, make_policy
 from .importance import Score, importance, top_k_mask
 from .structure import StructuralLoss, StructuralLossConfig
 from .targets import SoftTargets
