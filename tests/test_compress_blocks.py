@@ -528,3 +528,31 @@ def test_sdz_file_round_trip_and_compression_ratio(tmp_path):
     with pytest.raises(UserError, match="not a splatdistill") as info:
         load_sdz(other)
     assert str(other) in str(info.value)
+
+
+def test_codec_residual_vq_of_scales_and_rotations():
+    """R-VQ'd attributes decode to the sums of their codewords, in storage order; the rest is as
+    without R-VQ; an index beyond the codebook or a missing section is a user error."""
+    scene = make_scene(900, degree=1, seed=3)
+    sb, si = residual_vq(scene.scales.numpy(), stages=3, k=16, seed=0)
+    qb, qi = residual_vq(canonical_quats(scene.quats.numpy()).astype(np.float32), stages=2, k=16, seed=0)
+    rvq = {"scales": (sb, si), "quats": (qb, qi)}
+    sections, meta = encode_scene(scene, rvq=rvq)
+    order = encode_order(scene.means.numpy())
+    assert sections["scales_rvq_index"].dtype == np.uint8 and sections["scales_rvq_index"].shape == (900, 3)
+    assert "scales" not in sections and "quats" not in sections
+    dec = decode_scene(sections, meta)
+    assert np.array_equal(dec.scales.numpy(), rvq_decode(sb, si)[order])
+    assert np.array_equal(dec.quats.numpy(), rvq_decode(qb, qi)[order])
+    plain_sections, plain_meta = encode_scene(scene)
+    plain = decode_scene(plain_sections, plain_meta)
+    for k in ("means", "opacities", "sh0", "shN"):
+        assert torch.equal(dec.params[k], plain.params[k]), k
+    bad = dict(sections, scales_rvq_index=np.full((900, 3), 16, dtype=np.uint8))
+    with pytest.raises(UserError, match="beyond its codebook"):
+        decode_scene(bad, meta)
+    missing = {k: v for k, v in sections.items() if k != "quats_rvq_codebooks"}
+    with pytest.raises(UserError, match="quats_rvq_codebooks"):
+        decode_scene(missing, meta)
+    with pytest.raises(ValueError, match="indices must be"):
+        encode_scene(scene, rvq={"scales": (sb, si[:10])})

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from splatdistill.compress.codec import load_sdz
+from splatdistill.compress.container import read_container
 from splatdistill.compress.pipeline import (CompressConfig, _adam, _fit, _lrs, _scene_of, compress_model,
                                             prepare_targets, run_sweep)
 from splatdistill.compress.policies import ConfidencePolicy, MaskPolicy, bake_gates, make_policy
@@ -283,3 +284,21 @@ def test_rate_distortion_minor_ticks_label_only_2_3_5():
 
     assert [_minor_label(x) for x in (0.02, 0.03, 0.05, 0.07, 0.09, 300.0, 400.0)] == \
         ["0.02", "0.03", "0.05", "", "", "300", ""]
+
+
+def test_compress_with_residual_vq_of_scales_and_rotations(model_ply, tmp_path):
+    """--rvq-stages: the .sdz stores scales and rotations as R-VQ indices, the fine-tune runs, and
+    the viewer-ready PLY is the decoded scene."""
+    s = compress_model(model_ply, tmp_path / "c", None,
+                       CompressConfig(**{**FAST, "prune": 0.5, "rvq_stages": 2, "rvq_size": 16}))
+    info = s["stages"]["rvq"]
+    assert info["stages"] == 2 and info["codebook_size_effective"] == 16 and info["loss"] is not None
+    sections, meta = read_container(tmp_path / "c" / "model.sdz")
+    assert meta["attributes"]["scales"]["encoding"] == "rvq" and "scales_rvq_index" in sections
+    assert sections["quats_rvq_index"].shape == (1500, 2)
+    decoded = load_sdz(tmp_path / "c" / "model.sdz")
+    for k, v in read_ply(tmp_path / "c" / "model.ply").items():
+        assert torch.equal(v, decoded.params[k]), k
+    assert np.isfinite(s["psnr"]) and s["psnr"] > 20
+    with pytest.raises(UserError, match="rvq"):
+        CompressConfig(rvq_stages=-1).settings(3)

@@ -234,6 +234,8 @@ def compress(
     vq_size: Optional[int] = None,
     vq_ratio: Optional[float] = None,
     prune_policy: Literal["significance", "mask", "confidence"] = "significance",
+    rvq_stages: int = 0,
+    rvq_size: int = 64,
     sweep: bool = False,
     downscale: int = 1,
     iterations: int = 1000,
@@ -249,12 +251,14 @@ def compress(
     OUT/model.spz and OUT/summary.json (sizes, PSNR/LPIPS of the decoded model). With --data the
     dataset's views are the targets; without, views sampled around the model and its own renders.
     Presets --quality high|balanced|small (prune/SH/VQ: 0.5/3/0.4, 0.66/2/0.6, 0.8/1/0.8); explicit
-    flags override them. --sweep runs the presets and two prune ratios: OUT/sweep.json, sweep.md,
+    flags override them. --rvq-stages S (Compact-3DGS: 6, with --rvq-size 64) stores scales and
+    rotations as residual-VQ indices after a short fine-tune of the codebooks. --sweep runs the presets and two prune ratios: OUT/sweep.json, sweep.md,
     rate_distortion.png."""
     from .compress.pipeline import CompressConfig, compress_model, run_sweep, sweep_markdown
 
     cfg = CompressConfig(quality=quality, prune=prune, sh_degree=sh_degree, vq_size=vq_size, vq_ratio=vq_ratio,
-                         prune_policy=prune_policy, iterations=iterations, downscale=downscale, device=device,
+                         prune_policy=prune_policy, rvq_stages=rvq_stages, rvq_size=rvq_size,
+                         iterations=iterations, downscale=downscale, device=device,
                          views=views, resolution=resolution, write_spz=spz, lpips=lpips, seed=seed)
     if sweep:
         print(sweep_markdown(run_sweep(model, out, data, cfg)))

@@ -39,6 +39,12 @@ own colours (fp16, section ``color_kept``, as in LightGaussian; or, with
 says); the others store an index (uint8 / uint16 / uint32,
 the smallest that holds the codebook size; section ``color_index``) into the codebook (fp16,
 ``color_codebook``). A codebook built for a higher SH degree is truncated to the stored degree.
+
+Residual VQ of scales and rotations (``rvq={"scales": (codebooks, indices), "quats": ...}``,
+Compact-3DGS; ``vq.residual_vq``): the attribute (log-scales; canonical quaternions) is stored as
+``S`` codeword indices per Gaussian (section ``<name>_rvq_index``, (N, S), the smallest unsigned
+type for the codebook size) into ``S`` codebooks (``<name>_rvq_codebooks``, (S, K, D), float32:
+they are tiny and the decoded values are then exactly the sums the fine-tune trained).
 """
 
 from __future__ import annotations
@@ -133,6 +139,35 @@ def _encode_array(name: str, x: np.ndarray, kind: str, bits: int | None, section
     return {"encoding": "quant", "bits": bits, "lo": lo.tolist(), "hi": hi.tolist()}
 
 
+_RVQ_DIMS = {"scales": 3, "quats": 4}
+
+
+def _validate_rvq(rvq: dict | None, n: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    out = {}
+    for name, value in (rvq or {}).items():
+        if name not in _RVQ_DIMS:
+            raise ValueError(f"rvq: only scales and quats, got {name!r}")
+        books = np.asarray(value[0], dtype=np.float32)
+        idx = np.asarray(value[1])
+        if books.ndim != 3 or books.shape[2] != _RVQ_DIMS[name] or books.shape[0] < 1 or books.shape[1] < 1:
+            raise ValueError(f"rvq {name}: codebooks must be (stages, K, {_RVQ_DIMS[name]}), got {books.shape}")
+        if idx.shape != (n, books.shape[0]):
+            raise ValueError(f"rvq {name}: indices must be ({n}, {books.shape[0]}), got {idx.shape}")
+        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= books.shape[1]):
+            raise ValueError(f"rvq {name}: an index is outside the codebook")
+        if not np.isfinite(books).all():
+            raise UserError(f"rvq {name}: non-finite codewords")
+        out[name] = (books, idx)
+    return out
+
+
+def _encode_rvq(name: str, books: np.ndarray, idx: np.ndarray, order: np.ndarray, sections: dict) -> dict:
+    stages, k = books.shape[:2]
+    sections[f"{name}_rvq_codebooks"] = np.ascontiguousarray(books, dtype=np.float32)
+    sections[f"{name}_rvq_index"] = np.ascontiguousarray(idx[order], dtype=_index_dtype(k))
+    return {"encoding": "rvq", "stages": int(stages), "codebook_size": int(k)}
+
+
 def _validate_vq(vq: dict, n: int, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     missing = {"codebook", "assign", "keep_mask"} - set(vq)
     if missing:
@@ -168,6 +203,7 @@ def encode_scene(
     bits: dict | None = None,
     position: str | int = DEFAULT_POSITION,
     extra_meta: dict | None = None,
+    rvq: dict | None = None,
 ) -> tuple[dict[str, np.ndarray], dict]:
     """Encode ``scene`` into ``(sections, meta)`` for ``container.write_container``.
 
@@ -179,6 +215,8 @@ def encode_scene(
     (alias opacity), sh0, shN; values an int 1..16, "fp16" or "fp32"). With ``vq``, sh0 / shN
     apply only to the kept Gaussians and only if ``vq["kept_encoding"] == "bits"``.
     ``position``: "fp16" (default), "fp32", or a bit count for uniform quantisation.
+    ``rvq``: None, or ``{"scales" | "quats": (codebooks (S, K, D), indices (N, S))}`` in the
+    scene's order: those attributes are stored as residual-VQ indices (their ``bits`` are unused).
     ``extra_meta``: JSON-serialisable metadata stored as ``meta["extra"]`` (e.g. the
     normalisation back to the original world frame).
     Raises ``UserError`` for non-finite parameters or values that overflow float16.
@@ -203,6 +241,7 @@ def encode_scene(
     keep = None
     if vq is not None:
         cb, assign_vq, keep, kept_encoding = _validate_vq(vq, n, 3 * num_sh_coeffs(degree))
+    rvq = _validate_rvq(rvq, n)
     order = encode_order(p["means"], keep)
     p = {k: v[order] for k, v in p.items()}
 
@@ -222,13 +261,18 @@ def encode_scene(
 
     # rotations
     kind, b = parsed["quats"]
-    if kind == "fp32":
+    if "quats" in rvq:
+        attrs["quats"] = _encode_rvq("quats", *rvq["quats"], order, sections)
+    elif kind == "fp32":
         attrs["quats"] = _encode_array("quats", p["quats"], kind, b, sections)
     else:
         attrs["quats"] = _encode_array("quats", canonical_quats(p["quats"]), kind, b, sections)
         attrs["quats"]["canonical"] = True
 
-    attrs["scales"] = _encode_array("scales", p["scales"], *parsed["scales"], sections)
+    if "scales" in rvq:
+        attrs["scales"] = _encode_rvq("scales", *rvq["scales"], order, sections)
+    else:
+        attrs["scales"] = _encode_array("scales", p["scales"], *parsed["scales"], sections)
 
     kind, b = parsed["opacities"]
     if kind == "quant":
@@ -294,6 +338,20 @@ def _decode_array(sections: dict, name: str, info, shape: tuple) -> np.ndarray:
     if not isinstance(info, dict):
         _fail(f"no encoding recorded for '{name}'")
     enc = info.get("encoding")
+    if enc == "rvq":
+        st, k = info.get("stages"), info.get("codebook_size")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (st, k)):
+            _fail(f"'{name}' has an invalid residual-VQ description")
+        books = _section(sections, f"{name}_rvq_codebooks", (st, k, shape[1]), [np.float32])
+        idx = _section(sections, f"{name}_rvq_index", (shape[0], st), [_index_dtype(k)])
+        if idx.size and int(idx.max()) >= k:
+            _fail(f"'{name}' has a residual-VQ index beyond its codebook")
+        if not np.isfinite(books).all():
+            _fail(f"'{name}' has non-finite residual-VQ codewords")
+        out = np.zeros(shape, dtype=np.float32)
+        for s_ in range(st):
+            out += books[s_][idx[:, s_].astype(np.int64)]
+        return out
     if enc == "fp32":
         return _section(sections, name, shape, [np.float32]).astype(np.float32, copy=True)
     if enc == "fp16":
