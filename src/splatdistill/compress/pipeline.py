@@ -28,7 +28,7 @@ post-processing (Lee et al., CVPR 2024; METHODS.md §4) in the codec:
    residual, then a fine-tune of the codebooks, positions and opacities (``iterations // 2``).
    Measured on the demo scene's student (4,331 Gaussians, balanced, ``--prune 0``, 300 iterations):
    8-bit per-channel codes 98.6 kB at 30.19 dB; R-VQ 6 × 64 119.6 kB (+21 %: six 6-bit indices in
-   bytes cost more than 3 + 4 one-byte codes), 3 × 64 95 kB, 2 × 256 101 kB, all at 30.19 dB —
+   bytes cost more than 3 + 4 one-byte codes), 3 × 64 95.0 kB, 2 × 256 101.3 kB, all at 30.19 dB —
    hence off by default.
 5. **Encode**: per-attribute quantisation, Morton order and zstd (``codec.save_sdz``) →
    ``OUT/model.sdz``; the decoded scene → ``OUT/model.ply`` (any 3DGS viewer) and, optionally,
