@@ -176,3 +176,29 @@ def test_outputs_get_ordinary_file_permissions(tmp_path):
     assert stat.S_IMODE((tmp_path / "x.bin").stat().st_mode) == 0o644
     assert (tmp_path / "x.bin").read_bytes() == b"abc"
     assert [p.name for p in tmp_path.iterdir()] == ["x.bin"]  # no temporary left behind
+
+
+@pytest.mark.parametrize("exc", [MemoryError(), RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+                                 RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1"),
+                                 type("OutOfMemoryError", (RuntimeError,), {})("boom")])
+def test_out_of_memory_is_one_line(capsys, monkeypatch, exc):
+    import splatdistill.info as info_mod
+
+    def boom(*a, **k):
+        raise exc
+
+    monkeypatch.setattr(info_mod, "describe", boom)
+    code, _, err = run_cli(capsys, "info", "anything")
+    assert_one_line_error(code, err, "out of memory")
+
+
+def test_other_errors_are_not_hidden(monkeypatch):
+    import splatdistill.info as info_mod
+    from splatdistill.cli import main
+
+    def boom(*a, **k):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(info_mod, "describe", boom)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["info", "anything"])

@@ -299,12 +299,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("splatdistill: interrupted", file=sys.stderr)
         return 130
-    except MemoryError:
-        if debug:
+    except Exception as e:  # out of memory (host or GPU) is the user's to fix; anything else is a bug
+        if debug or not _is_out_of_memory(e):
             raise
-        print("splatdistill: error: out of memory (try --downscale or fewer Gaussians)", file=sys.stderr)
+        print("splatdistill: error: out of memory (try --downscale, fewer Gaussians or --device cpu)",
+              file=sys.stderr)
         return 2
     return 0
+
+
+def _is_out_of_memory(e: BaseException) -> bool:
+    """MemoryError, torch's (CUDA) OutOfMemoryError, or the CPU allocator's failure message."""
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
+        return True
+    msg = str(e)
+    return isinstance(e, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
 
 
 if __name__ == "__main__":
