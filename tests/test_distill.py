@@ -279,3 +279,31 @@ def test_student_resumes_after_a_crash_to_the_same_result(dataset, tmp_path, mon
     assert log == [10, 20, 30]
     for k in ("means", "opacities", "sh0"):
         torch.testing.assert_close(scene.params[k], ref.params[k], rtol=1e-5, atol=1e-6)
+
+
+def test_ablation_trains_same_budget_students_and_writes_the_table(dataset, tmp_path):
+    """--ablation: ground truth only, one teacher, three teachers, + joint structural loss, and the
+    teacher term on pseudo views only; each at the configured student's budget, in summary.json
+    and report.md (the configured student is one of them and is trained once)."""
+    from splatdistill.distill.pipeline import run_distill
+    from splatdistill.scene.ply import write_ply
+
+    plys = []
+    for i, variant in enumerate(("vanilla", "noise", "dropout")):
+        run = tmp_path / "teachers" / variant
+        run.mkdir(parents=True)
+        write_ply(toy_teacher(500, seed=i), run / "point_cloud.ply")
+        (run / "config.json").write_text(json.dumps({"variant": variant, "iterations": 1}))
+        plys.append(run / "point_cloud.ply")
+    cfg = StudentConfig(iterations=6, keep=0.2, prune_steps=2)
+    s = run_distill(dataset, tmp_path / "d", teachers=plys, cfg=cfg, n_pseudo=4, ablation=True, progress=False)
+    assert set(s["ablation"]) == {"ground truth only", "one teacher", "three teachers",
+                                  "three teachers + joint (student)", "three teachers, pseudo views only"}
+    budget = round(0.2 * 500)
+    for row in [*s["ablation"].values(), s["student"]]:
+        assert row["num_gaussians"] == budget and np.isfinite(row["psnr"])
+    assert s["ablation"]["ground truth only"]["teachers"] == 0 and s["ablation"]["one teacher"]["teachers"] == 1
+    assert s["ablation"]["three teachers + joint (student)"] == s["student"]
+    report = (tmp_path / "d" / "report.md").read_text()
+    for label in s["ablation"]:
+        assert f"| student: {label} |" in report

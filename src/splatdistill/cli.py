@@ -192,7 +192,7 @@ def distill(
     dropout teachers, average their renders into soft targets on training and pseudo views, and train
     a student with --keep of the vanilla teacher's Gaussians. Writes OUT/student/point_cloud.ply,
     OUT/summary.json and OUT/report.md; --ablation adds same-budget students (ground truth only, one
-    teacher, three teachers, three teachers + joint structural loss). --kd-views pseudo applies the
+    teacher, three teachers, three teachers + joint structural loss, three teachers on pseudo views only). --kd-views pseudo applies the
     teacher term only on pseudo views (ground truth alone on the training views). --score ranks Gaussians for
     pruning; --prune-policy mask|confidence adds a learned gate (Compact-3DGS mask, Confident-Splatting
     Beta confidence) that is baked into the exported opacities; the mean confidence is reported."""

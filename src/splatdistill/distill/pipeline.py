@@ -160,6 +160,7 @@ def run_distill(data, out, teachers: Sequence[Path] | None = None, cfg: StudentC
             "one_teacher": (replace(cfg, struct="none"), [vanilla]),
             "three_teachers": (replace(cfg, struct="none"), plys),
             "three_teachers_joint": (replace(cfg, struct="joint"), plys),
+            "three_teachers_pseudo": (replace(cfg, struct="none", kd_views="pseudo"), plys),
         }
         same = [k for k, (c, tp) in runs.items() if c == cfg and list(tp) == list(plys)]
         runs = {("student" if k in same else k): v for k, v in runs.items()}
@@ -178,7 +179,8 @@ def run_distill(data, out, teachers: Sequence[Path] | None = None, cfg: StudentC
     summary["student"] = rows["student"]
     if ablation:
         labels = {"gt_only": "ground truth only", "one_teacher": "one teacher",
-                  "three_teachers": "three teachers", "three_teachers_joint": "three teachers + joint"}
+                  "three_teachers": "three teachers", "three_teachers_joint": "three teachers + joint",
+                  "three_teachers_pseudo": "three teachers, pseudo views only"}
         summary["ablation"] = {labels.get(k, k): v for k, v in rows.items() if k != "student"}
         if same:
             summary["ablation"][labels[same[0]] + " (student)"] = rows["student"]
