@@ -1,6 +1,7 @@
 """Distillation: every loss term reaches the student's parameters; importance; targets; pipeline."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -307,3 +308,30 @@ def test_ablation_trains_same_budget_students_and_writes_the_table(dataset, tmp_
     report = (tmp_path / "d" / "report.md").read_text()
     for label in s["ablation"]:
         assert f"| student: {label} |" in report
+
+
+def test_interrupted_branched_teacher_resumes_its_own_run(demo_scene_dir, tmp_path, monkeypatch):
+    """A noise teacher killed after its branch continues from its own checkpoint on the next
+    `distill` call instead of starting again from the branch point."""
+    from splatdistill.distill.pipeline import train_teachers
+    from splatdistill.train import checkpoint as ck
+    from splatdistill.train import trainer as trainer_mod
+
+    ds = load_dataset(demo_scene_dir)
+    out = tmp_path / "teachers"
+    train_teachers(ds, out, 60, "cpu", progress=False, init_points=300)
+    noise = out / "noise"
+    own = ck.list_checkpoints(noise)
+    assert own, "the noise teacher writes checkpoints of its own"
+    (noise / "point_cloud.ply").unlink()  # as if it had been killed before finishing
+    seen = {}
+    real_init = trainer_mod.Trainer.__init__
+
+    def spy(self, *a, **k):
+        real_init(self, *a, **k)
+        seen[Path(a[1]).name] = self.resumed_from
+
+    monkeypatch.setattr(trainer_mod.Trainer, "__init__", spy)
+    train_teachers(ds, out, 60, "cpu", progress=False, init_points=300)
+    assert seen == {"noise": int(own[-1].stem.split("_")[1])}  # its newest checkpoint, not the branch
+    assert (noise / "point_cloud.ply").exists()

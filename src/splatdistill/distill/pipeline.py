@@ -47,8 +47,8 @@ def train_teachers(dataset: Dataset, out: Path, iterations: int, device: str, se
         branch = None if variant == "vanilla" else branch_point(out / "vanilla", b_it)
         if branch is not None and not branch.exists():
             raise UserError("the vanilla teacher has no branch checkpoint; delete it and run again", branch)
-        Trainer(dataset, run, cfg, resume=True if branch is None else False, branch_from=branch,
-                progress=progress).run()
+        # an interrupted teacher continues from its own newest checkpoint; a new one starts (or branches)
+        Trainer(dataset, run, cfg, resume=True, branch_from=branch, progress=progress).run()
         paths.append(ply)
     return paths
 
