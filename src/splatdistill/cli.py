@@ -192,10 +192,11 @@ def distill(
     dropout teachers, average their renders into soft targets on training and pseudo views, and train
     a student with --keep of the vanilla teacher's Gaussians. Writes OUT/student/point_cloud.ply,
     OUT/summary.json and OUT/report.md; --ablation adds same-budget students (ground truth only, one
-    teacher, three teachers, three teachers + joint structural loss, three teachers on pseudo views only). --kd-views pseudo applies the
-    teacher term only on pseudo views (ground truth alone on the training views). --score ranks Gaussians for
-    pruning; --prune-policy mask|confidence adds a learned gate (Compact-3DGS mask, Confident-Splatting
-    Beta confidence) that is baked into the exported opacities; the mean confidence is reported."""
+    teacher, three teachers, three teachers + joint structural loss, three teachers on pseudo views
+    only). --kd-views pseudo applies the teacher term only on pseudo views (ground truth alone on the
+    training views). --score ranks Gaussians for pruning; --prune-policy mask|confidence adds a
+    learned gate (Compact-3DGS mask, Confident-Splatting Beta confidence) that is baked into the
+    exported opacities; the mean confidence is reported."""
     from .distill.pipeline import run_distill
     from .distill.report import markdown_table, table_rows
     from .distill.student import StudentConfig
@@ -252,8 +253,8 @@ def compress(
     dataset's views are the targets; without, views sampled around the model and its own renders.
     Presets --quality high|balanced|small (prune/SH/VQ: 0.5/3/0.4, 0.66/2/0.6, 0.8/1/0.8); explicit
     flags override them. --rvq-stages S (Compact-3DGS: 6, with --rvq-size 64) stores scales and
-    rotations as residual-VQ indices after a short fine-tune of the codebooks. --sweep runs the presets and two prune ratios: OUT/sweep.json, sweep.md,
-    rate_distortion.png."""
+    rotations as residual-VQ indices after a short fine-tune of the codebooks. --sweep runs the
+    presets and two prune ratios: OUT/sweep.json, sweep.md, rate_distortion.png."""
     from .compress.pipeline import CompressConfig, compress_model, run_sweep, sweep_markdown
 
     cfg = CompressConfig(quality=quality, prune=prune, sh_degree=sh_degree, vq_size=vq_size, vq_ratio=vq_ratio,

@@ -340,6 +340,17 @@ def _cycler(n: int, seed: int):
     return nxt
 
 
+def _train_picker(targets: "Targets", seed: int):
+    """``pick(step) -> (camera, ground-truth target)`` cycling through the training views in a
+    seeded random order (the fine-tunes' view sampler)."""
+    nxt = _cycler(len(targets.train_cams), seed)
+
+    def pick(step):
+        i = nxt()
+        return targets.train_cams[i], targets.image(targets.train_images, i)
+    return pick
+
+
 def _scene_of(params) -> GaussianScene:
     return GaussianScene(**{k: params[k] for k in ("means", "quats", "scales", "opacities", "sh0", "shN")})
 
@@ -360,11 +371,7 @@ def prune_stage(scene: GaussianScene, targets: Targets, prune: float, policy_nam
     n_keep = max(1, n_keep)
     info: dict = {"input": n, "target": n_keep, "policy": policy_name}
     lrs = _lrs(targets.extent)
-    pick_idx = _cycler(len(targets.train_cams), seed)
-
-    def pick(step):
-        i = pick_idx()
-        return targets.train_cams[i], targets.image(targets.train_images, i)
+    pick = _train_picker(targets, seed)
 
     if policy_name == "significance":
         if n_keep < n:
@@ -457,12 +464,7 @@ def vq_stage(scene: GaussianScene, targets: Targets, k: int, ratio: float, n_ite
                              torch.cat([params["sh0"], params["cb0"][assign]]),
                              torch.cat([params["shN"], params["cbN"][assign]]))
 
-    train_imgs = targets.train_images
-    ti = _cycler(len(targets.train_cams), seed + 3)
-
-    def pick(step):
-        i = ti()
-        return targets.train_cams[i], targets.image(train_imgs, i)
+    pick = _train_picker(targets, seed + 3)
 
     info["loss"] = _fit(build, params, opt, n_iter, pick, targets, targets.extent, "VQ fine-tune", progress)
     out = build().detach()
@@ -510,11 +512,7 @@ def rvq_stage(scene: GaussianScene, targets: Targets, stages: int, k: int, n_ite
     def build() -> GaussianScene:
         return GaussianScene(params["means"], decode("quats"), decode("scales"), params["opacities"], sh0, shN)
 
-    ti = _cycler(len(targets.train_cams), seed + 4)
-
-    def pick(step):
-        i = ti()
-        return targets.train_cams[i], targets.image(targets.train_images, i)
+    pick = _train_picker(targets, seed + 4)
 
     info = {"stages": int(stages), "codebook_size": int(k), "codebook_size_effective": k_eff}
     info["loss"] = _fit(build, params, opt, n_iter, pick, targets, targets.extent, "R-VQ fine-tune", progress)

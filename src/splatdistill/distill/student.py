@@ -173,14 +173,15 @@ class StudentTrainer:
             int(round(n_now * (self.n_target / n_now) ** (1.0 / remaining)))
         n_keep = max(self.n_target, min(n_now, n_keep))
         scene = self.scene().detach()
+        cams = [v.camera for v in self.train_views]
         if self.policy is None:
             if n_keep >= n_now:
                 return
-            keep = top_k_mask(importance(scene, [v.camera for v in self.train_views], self.cfg.score), n_keep)
+            keep = top_k_mask(importance(scene, cams, self.cfg.score), n_keep)
         else:
             scores = None
             if n_keep < n_now:
-                scores = importance(self.policy.bake(scene), [v.camera for v in self.train_views], self.cfg.score)
+                scores = importance(self.policy.bake(scene), cams, self.cfg.score)
             keep = self.policy.keep_mask(n_keep if n_keep < n_now else None, scores)
             if bool(keep.all()):
                 return
