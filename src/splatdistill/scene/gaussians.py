@@ -8,6 +8,10 @@ Parameter names and layouts follow gsplat, so its densification strategies work 
 - ``opacities`` (N,)        opacity logits (opacity = sigmoid)
 - ``sh0``       (N, 1, 3)   SH DC coefficient
 - ``shN``       (N, K-1, 3) higher SH coefficients, K = (degree+1)^2 (K-1 = 0 for degree 0)
+
+Besides the tensors a scene carries one flag: ``antialiased`` — the model was trained with the
+Mip-Splatting style 2D filter (gsplat's ``rasterize_mode="antialiased"``) and must be rendered that way.
+Structural operations (``map``, indexing, ``clone``, ``to``, ``with_sh_degree``) keep it.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ def sh_degree_from_coeffs(k: int) -> int:
 class GaussianScene:
     """A set of 3D Gaussians. Holds tensors (optionally ``nn.Parameter``s) under ``PARAM_NAMES``."""
 
-    def __init__(self, means, quats, scales, opacities, sh0, shN):
+    def __init__(self, means, quats, scales, opacities, sh0, shN, antialiased: bool = False):
+        self.antialiased = bool(antialiased)
         n = means.shape[0]
         shapes = {
             "means": (n, 3), "quats": (n, 4), "scales": (n, 3), "opacities": (n,), "sh0": (n, 1, 3),
@@ -95,7 +100,7 @@ class GaussianScene:
 
     # --- structural operations -------------------------------------------------------------------
     def map(self, fn) -> "GaussianScene":
-        return GaussianScene(**{k: fn(v) for k, v in self.items()})
+        return GaussianScene(**{k: fn(v) for k, v in self.items()}, antialiased=self.antialiased)
 
     def to(self, device) -> "GaussianScene":
         return self.map(lambda t: t.to(device))
@@ -121,7 +126,7 @@ class GaussianScene:
             new = torch.cat([shN, pad], dim=1)
         params = dict(self.params)
         params["shN"] = new
-        return GaussianScene(**params)
+        return GaussianScene(**params, antialiased=self.antialiased)
 
     @staticmethod
     def concat(scenes: "list[GaussianScene]") -> "GaussianScene":
@@ -129,7 +134,11 @@ class GaussianScene:
             raise ValueError("concat needs at least one scene")
         deg = max(s.sh_degree for s in scenes)
         scenes = [s.with_sh_degree(deg) for s in scenes]
-        return GaussianScene(**{k: torch.cat([s.params[k] for s in scenes]) for k in PARAM_NAMES})
+        aa = {s.antialiased for s in scenes}
+        if len(aa) > 1:
+            raise ValueError("cannot concatenate antialiased and non-antialiased scenes")
+        return GaussianScene(**{k: torch.cat([s.params[k] for s in scenes]) for k in PARAM_NAMES},
+                             antialiased=aa.pop())
 
     def numpy(self) -> dict[str, np.ndarray]:
         return {k: v.detach().cpu().numpy() for k, v in self.items()}
