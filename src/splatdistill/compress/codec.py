@@ -99,7 +99,7 @@ def color_features(scene: GaussianScene, sh_degree: int | None = None) -> np.nda
     if sh_degree is not None:
         scene = scene.with_sh_degree(sh_degree)
     sh = scene.sh_coeffs().detach().cpu().to(torch.float32).numpy()
-    return np.ascontiguousarray(sh.reshape(sh.shape[0], -1))
+    return np.ascontiguousarray(sh.reshape(sh.shape[0], sh.shape[1] * sh.shape[2]))
 
 
 def canonical_quats(q: np.ndarray) -> np.ndarray:
@@ -298,7 +298,8 @@ def encode_scene(
     else:
         n_keep = int(keep.sum())
         if kept_encoding == "fp16":
-            feats = np.concatenate([p["sh0"][:n_keep].reshape(n_keep, -1), p["shN"][:n_keep].reshape(n_keep, -1)], axis=1)
+            feats = np.concatenate([p["sh0"][:n_keep].reshape(n_keep, 3),
+                                    p["shN"][:n_keep].reshape(n_keep, 3 * (num_sh_coeffs(degree) - 1))], axis=1)
             _encode_array("color_kept", feats, "fp16", None, sections)
         else:  # the kept Gaussians' sh0 / shN encoded as configured in ``bits``
             attrs["sh0"] = _encode_array("sh0", p["sh0"][:n_keep], *parsed["sh0"], sections)
@@ -366,6 +367,10 @@ def _decode_array(sections: dict, name: str, info, shape: tuple) -> np.ndarray:
             hi = np.asarray(info["hi"], dtype=np.float64)
         except (KeyError, TypeError, ValueError):
             _fail(f"'{name}' has no valid quantisation range")
+        chan = tuple(shape[1:])
+        if math.prod(chan) == 0:  # no channels (shN at SH degree 0): JSON keeps [] for every empty shape
+            lo = lo.reshape(chan) if lo.size == 0 else lo
+            hi = hi.reshape(chan) if hi.size == 0 else hi
         if lo.shape != tuple(shape[1:]) or hi.shape != tuple(shape[1:]) or not (
             np.isfinite(lo).all() and np.isfinite(hi).all()
         ):
@@ -429,7 +434,7 @@ def decode_scene(sections: dict[str, np.ndarray], meta: dict) -> GaussianScene:
         elif kenc == "bits":
             k0 = _decode_array(sections, "sh0", attrs.get("sh0"), (n_keep, 1, 3))
             kN = _decode_array(sections, "shN", attrs.get("shN"), (n_keep, k_rest, 3))
-            kept = np.concatenate([k0.reshape(n_keep, 3), kN.reshape(n_keep, -1)], axis=1)
+            kept = np.concatenate([k0.reshape(n_keep, 3), kN.reshape(n_keep, 3 * k_rest)], axis=1)
         else:
             _fail(f"unknown encoding {kenc!r} of the kept colours")
         cb = from_fp16(_section(sections, "color_codebook", (kcb, dim), [np.float16]))
