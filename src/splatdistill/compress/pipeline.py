@@ -351,8 +351,14 @@ def _train_picker(targets: "Targets", seed: int):
     return pick
 
 
-def _scene_of(params) -> GaussianScene:
-    return GaussianScene(**{k: params[k] for k in ("means", "quats", "scales", "opacities", "sh0", "shN")})
+def _scene_of(params, antialiased: bool = False) -> GaussianScene:
+    return GaussianScene(**{k: params[k] for k in ("means", "quats", "scales", "opacities", "sh0", "shN")},
+                         antialiased=antialiased)
+
+
+def pruned_count(n: int, prune: float) -> int:
+    """Gaussians left after removing ``round(prune · n)`` of ``n`` (at least one)."""
+    return max(1, n - int(round(prune * n)))
 
 
 def _significance(scene: GaussianScene, targets: Targets) -> torch.Tensor:
@@ -367,8 +373,8 @@ def prune_stage(scene: GaussianScene, targets: Targets, prune: float, policy_nam
     """Remove ``round(prune · N)`` Gaussians by the policy, co-adapting for ``n_iter`` steps on the
     training targets (learned gates: the first half with the gates, then baked)."""
     n = len(scene)
-    n_keep = n - int(round(prune * n))
-    n_keep = max(1, n_keep)
+    n_keep = pruned_count(n, prune)
+    aa = scene.antialiased
     info: dict = {"input": n, "target": n_keep, "policy": policy_name}
     lrs = _lrs(targets.extent)
     pick = _train_picker(targets, seed)
@@ -378,10 +384,10 @@ def prune_stage(scene: GaussianScene, targets: Targets, prune: float, policy_nam
             keep = make_policy("significance", n).keep_mask(n_keep, _significance(scene, targets))
             scene = scene.detach()[keep]
         params, opt = _adam(dict(scene.items()), lrs)
-        info["loss"] = _fit(lambda: _scene_of(params), params, opt, n_iter, pick, targets, targets.extent,
+        info["loss"] = _fit(lambda: _scene_of(params, aa), params, opt, n_iter, pick, targets, targets.extent,
                             "co-adapt", progress)
         info.update(kept=len(scene), policy_stats={"policy": "significance"})
-        return _scene_of(params).detach(), info
+        return _scene_of(params, aa).detach(), info
 
     policy = make_policy(policy_name, n, targets.device)
     start = dict(scene.detach().items())
@@ -389,18 +395,18 @@ def prune_stage(scene: GaussianScene, targets: Targets, prune: float, policy_nam
         start["opacities"] = policy.compensate_opacities(start["opacities"])
     params, opt = _adam(start, lrs)
     n_gate = n_iter // 2
-    info["gate_loss"] = _fit(lambda: _scene_of(params), params, opt, n_gate, pick, targets, targets.extent,
+    info["gate_loss"] = _fit(lambda: _scene_of(params, aa), params, opt, n_gate, pick, targets, targets.extent,
                              f"{policy_name} gates", progress, policy=policy)
     info["policy_stats"] = policy.stats()
-    baked = policy.bake(_scene_of(params).detach())
+    baked = policy.bake(_scene_of(params, aa).detach())
     scores = _significance(baked, targets) if n_keep < n else None  # significance of the gated scene
     keep = policy.keep_mask(n_keep if n_keep < n else None, scores)
     baked = baked[keep]
     info["kept"] = int(keep.sum())
     params, opt = _adam(dict(baked.items()), lrs)
-    info["loss"] = _fit(lambda: _scene_of(params), params, opt, n_iter - n_gate, pick, targets, targets.extent,
+    info["loss"] = _fit(lambda: _scene_of(params, aa), params, opt, n_iter - n_gate, pick, targets, targets.extent,
                         "co-adapt", progress)
-    return _scene_of(params).detach(), info
+    return _scene_of(params, aa).detach(), info
 
 
 def distill_sh_stage(scene: GaussianScene, targets: Targets, degree: int, n_iter: int, seed: int = 0,
@@ -424,9 +430,10 @@ def distill_sh_stage(scene: GaussianScene, targets: Targets, degree: int, n_iter
         i = ti()
         return targets.train_cams[i], targets.image(train_imgs, i)
 
-    loss = _fit(lambda: _scene_of(params), params, opt, n_iter, pick, targets, targets.extent,
+    aa = scene.antialiased
+    loss = _fit(lambda: _scene_of(params, aa), params, opt, n_iter, pick, targets, targets.extent,
                 f"SH {scene.sh_degree}->{degree}", progress)
-    return _scene_of(params).detach(), {"skipped": False, "loss": loss, "from": scene.sh_degree, "to": degree,
+    return _scene_of(params, aa).detach(), {"skipped": False, "loss": loss, "from": scene.sh_degree, "to": degree,
                                         "pseudo_views": len(targets.pseudo_cams)}
 
 
@@ -436,11 +443,12 @@ def vq_stage(scene: GaussianScene, targets: Targets, k: int, ratio: float, n_ite
     None, info)."""
     from .codec import build_color_vq
 
+    from .outputs import vq_layout
+
     n = len(scene)
-    n_vq = int(math.floor(ratio * n))
-    k_eff = min(int(k), max(1, n_vq // _VQ_POINTS_PER_CODEWORD))
+    n_vq, k_eff, skipped = vq_layout(n, k, ratio, _VQ_POINTS_PER_CODEWORD)
     info = {"vq_size": int(k), "vq_size_effective": k_eff, "vq_gaussians": n_vq}
-    if n_vq < 2 * _VQ_POINTS_PER_CODEWORD:
+    if skipped:
         info["skipped"] = True
         return scene, None, info
     sig = _significance(scene, targets)
@@ -462,7 +470,7 @@ def vq_stage(scene: GaussianScene, targets: Targets, k: int, ratio: float, n_ite
     def build() -> GaussianScene:
         return GaussianScene(params["means"], params["quats"], params["scales"], params["opacities"],
                              torch.cat([params["sh0"], params["cb0"][assign]]),
-                             torch.cat([params["shN"], params["cbN"][assign]]))
+                             torch.cat([params["shN"], params["cbN"][assign]]), antialiased=scene.antialiased)
 
     pick = _train_picker(targets, seed + 3)
 
@@ -510,7 +518,8 @@ def rvq_stage(scene: GaussianScene, targets: Targets, stages: int, k: int, n_ite
         return out
 
     def build() -> GaussianScene:
-        return GaussianScene(params["means"], decode("quats"), decode("scales"), params["opacities"], sh0, shN)
+        return GaussianScene(params["means"], decode("quats"), decode("scales"), params["opacities"], sh0, shN,
+                             antialiased=scene.antialiased)
 
     pick = _train_picker(targets, seed + 4)
 
@@ -567,10 +576,12 @@ def load_input(model_path) -> GaussianScene:
 def compress_model(model_path, out_dir, data=None, cfg: CompressConfig | None = None, *,
                    scene: GaussianScene | None = None, targets: Targets | None = None) -> dict:
     """Compress the model at ``model_path`` into ``out_dir`` (model.sdz, model.ply, model.spz,
-    summary.json); returns the summary. ``scene`` / ``targets`` may be passed to reuse them (sweeps)."""
-    from ..scene.ply import write_ply
-    from .codec import load_sdz, save_sdz
-    from .spz import write_spz
+    summary.json); returns the summary. ``scene`` / ``targets`` may be passed to reuse them (sweeps).
+
+    Before any optimisation the output folder and every writer are checked on the input model
+    (``outputs.preflight``); the outputs are written under temporary names and renamed into place
+    together at the end (``outputs.StagedOutputs``), so a failure leaves no final-named file behind."""
+    from .outputs import StagedOutputs, preflight
 
     cfg = cfg or CompressConfig()
     model_path, out = Path(model_path), Path(out_dir)
@@ -581,12 +592,15 @@ def compress_model(model_path, out_dir, data=None, cfg: CompressConfig | None = 
     t0 = time.perf_counter()
     scene = scene if scene is not None else load_input(model_path)
     s = cfg.settings(scene.sh_degree)
+    preflight_info = preflight(scene, out, s, pruned_count(len(scene), s["prune"]), cfg.write_spz,
+                               _VQ_POINTS_PER_CODEWORD)
+    timings["preflight"] = time.perf_counter() - t0
     device = _device(cfg.device)
     torch.manual_seed(cfg.seed)
+    t0 = time.perf_counter()
     if targets is None:
         targets = prepare_targets(scene, data, cfg, device)
     timings["targets"] = time.perf_counter() - t0
-    out.mkdir(parents=True, exist_ok=True)
     n_in = len(scene)
     work = scene.to(device)
 
@@ -609,22 +623,46 @@ def compress_model(model_path, out_dir, data=None, cfg: CompressConfig | None = 
                                     cfg.progress)
     timings["rvq"] = time.perf_counter() - t0
 
+    with StagedOutputs(out) as staged:
+        try:
+            summary = _finish(model_path, data, cfg, s, scene, work, vq, rvq, targets, staged, n_in, device,
+                              timings, t_all)
+            summary["stages"] = {"preflight": preflight_info, "prune": prune_info, "sh_distill": sh_info,
+                                 "vq": vq_info, "rvq": rvq_info}
+            write_json_atomic(staged.path("summary.json"), summary)
+        except UserError as e:
+            raise staged.final_name(e) from None
+        staged.commit()
+    return summary
+
+
+def _finish(model_path, data, cfg, s, scene, work, vq, rvq, targets, staged, n_in, device, timings,
+            t_all) -> dict:
+    """Encode, read back and evaluate the result into ``staged``'s temporary files; the summary."""
+    from ..scene.ply import read_ply, write_ply
+    from .codec import load_sdz, save_sdz
+    from .spz import read_spz, write_spz
+
     t0 = time.perf_counter()
     final = work.detach().to("cpu")
     if vq is not None:
         vq = dict(vq, kept_encoding=s["kept_encoding"])
     extra = {"source": model_path.name, "settings": {k: v for k, v in s.items() if k != "bits"}}
-    sdz = save_sdz(final, out / "model.sdz", vq=vq, bits=s["bits"], position=s["position"], extra_meta=extra,
-                   rvq=rvq)
+    sdz = save_sdz(final, staged.path("model.sdz"), vq=vq, bits=s["bits"], position=s["position"],
+                   extra_meta=extra, rvq=rvq)
     decoded = load_sdz(sdz)
-    write_ply(decoded, out / "model.ply")
+    decoded.antialiased = final.antialiased
+    ply = write_ply(decoded, staged.path("model.ply"))
+    read_ply(ply)
     spz_bytes, spz_error = None, None
     if cfg.write_spz:
         try:
-            write_spz(final, out / "model.spz")
-            spz_bytes = os.path.getsize(out / "model.spz")
+            spz = write_spz(final, staged.path("model.spz"), antialiased=final.antialiased)
+            read_spz(spz)
+            spz_bytes = os.path.getsize(spz)
         except UserError as e:
             spz_error = e.message
+            staged.drop("model.spz")
     timings["encode"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -638,7 +676,7 @@ def compress_model(model_path, out_dir, data=None, cfg: CompressConfig | None = 
     timings["total"] = time.perf_counter() - t_all
 
     in_bytes, out_bytes = os.path.getsize(model_path), os.path.getsize(sdz)
-    summary = {
+    return {
         "input": str(model_path),
         "mode": targets.mode,
         "data": None if data is None else str(data),
@@ -649,6 +687,7 @@ def compress_model(model_path, out_dir, data=None, cfg: CompressConfig | None = 
         "num_gaussians": len(decoded),
         "sh_degree_input": scene.sh_degree,
         "sh_degree": decoded.sh_degree,
+        "antialiased": bool(final.antialiased),
         "psnr": metrics["psnr"],
         "ssim": metrics["ssim"],
         "lpips_vgg": metrics["lpips_vgg"],
@@ -656,19 +695,16 @@ def compress_model(model_path, out_dir, data=None, cfg: CompressConfig | None = 
         "psnr_before_quantization": pre["psnr"],
         "input_psnr": None if input_metrics is None else input_metrics["psnr"],
         "evaluated_on": f"{len(targets.eval_cams)} {targets.eval_kind}",
-        "ply_bytes": os.path.getsize(out / "model.ply"),
+        "ply_bytes": os.path.getsize(ply),
         "spz_bytes": spz_bytes,
         **({"spz_error": spz_error} if spz_error else {}),
         "settings": s,
         "data_free_views": None if targets.mode == "data" else {
             "train": len(targets.train_cams), "eval": len(targets.eval_cams), "resolution": cfg.resolution,
             "fov_deg": cfg.fov_deg, "background": list(targets.background)},
-        "stages": {"prune": prune_info, "sh_distill": sh_info, "vq": vq_info, "rvq": rvq_info},
         "timings_s": timings,
         "device": str(device),
     }
-    write_json_atomic(out / "summary.json", summary)
-    return summary
 
 
 # ---- sweep ------------------------------------------------------------------------------------------------

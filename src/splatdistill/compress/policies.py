@@ -76,7 +76,7 @@ def bake_gates(scene: GaussianScene, opacity_gate: torch.Tensor | None = None,
     if scale_gate is not None:
         g = scale_gate.detach().to(params["scales"].device).clamp_min(_SCALE_GATE_MIN)
         params["scales"] = params["scales"] + torch.log(g).unsqueeze(-1).to(params["scales"].dtype)
-    return GaussianScene(**params)
+    return GaussianScene(**params, antialiased=scene.antialiased)
 
 
 def _topk_with_ties(primary: torch.Tensor, secondary: torch.Tensor | None, k: int) -> torch.Tensor:
@@ -133,7 +133,7 @@ class PrunePolicy:
         if sg is not None:
             params = dict(scene.params)
             params["scales"] = scene.scales + torch.log(sg.clamp_min(_SCALE_GATE_MIN)).unsqueeze(-1)
-            scene = GaussianScene(**params)
+            scene = GaussianScene(**params, antialiased=scene.antialiased)
         return scene, og
 
     def loss(self) -> torch.Tensor | None:

@@ -119,6 +119,7 @@ class StudentTrainer:
         self.background = tuple(dataset.background)
         self.n_target = cfg.target_count(len(teacher))
         self.teacher_means = teacher.means.detach().to(self.device)
+        self.antialiased = teacher.antialiased  # rendered (and so trained) the way the teacher was
         self._teacher_id = [len(teacher), float(teacher.means.detach().double().sum())]  # resume guard
         self.gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
@@ -148,7 +149,7 @@ class StudentTrainer:
         self.state = self.strategy.initialize_state(scene_scale=self.extent) if self.strategy else None
 
     def scene(self) -> GaussianScene:
-        return GaussianScene(**dict(self.params))
+        return GaussianScene(**dict(self.params), antialiased=self.antialiased)
 
     def _start_policy(self) -> None:
         """Create the learned gate for the current Gaussians (Confident Splatting: the opacities are
@@ -158,7 +159,7 @@ class StudentTrainer:
         if self.cfg.prune_policy == "confidence":
             params = dict(scene.items())
             params["opacities"] = self.policy.compensate_opacities(params["opacities"])
-            scene = GaussianScene(**params)
+            scene = GaussianScene(**params, antialiased=self.antialiased)
         self._set_scene(scene)
 
     def _prune(self, k: int, n_steps: int) -> None:
@@ -255,7 +256,7 @@ class StudentTrainer:
                 shutil.rmtree(ck.checkpoint_dir(self.out), ignore_errors=True)  # another config's
             return 0
         state = found[1]
-        scene = GaussianScene(**state["params"])
+        scene = GaussianScene(**state["params"], antialiased=self.antialiased)
         pol = state["policy"]
         if pol is not None:
             self.policy = make_policy(pol["name"], len(scene), self.device)

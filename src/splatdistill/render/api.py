@@ -53,14 +53,15 @@ def _background(background, n_cams: int, dims: int, device) -> torch.Tensor:
 
 
 def project_cpu(means, quats, scales, opacities, viewmats, Ks, width, height, eps2d=0.3,
-                near_plane=0.01, far_plane=1e10) -> Projection:
+                near_plane=0.01, far_plane=1e10, antialiased: bool = False) -> Projection:
     """The fused numba projection (same results as :func:`.projection.project`), camera by camera."""
     from .cpu_projection import ProjectCPU
 
     outs = [ProjectCPU.apply(means, quats, scales, opacities, viewmats[c], Ks[c], width, height,
-                             eps2d, near_plane, far_plane) for c in range(viewmats.shape[0])]
-    m2d, con, dep, rad = (torch.stack(t) for t in zip(*outs))
-    return Projection(m2d, con, dep, rad, opacities.unsqueeze(0).expand(dep.shape))
+                             eps2d, near_plane, far_plane, bool(antialiased)) for c in range(viewmats.shape[0])]
+    m2d, con, dep, rad, comp = (torch.stack(t) for t in zip(*outs))
+    opac = opacities.unsqueeze(0).expand(dep.shape)
+    return Projection(m2d, con, dep, rad, opac * comp if antialiased else opac)
 
 
 def render(
@@ -75,6 +76,7 @@ def render(
     far_plane: float = 1e10,
     opacity_scale: torch.Tensor | None = None,
     features: torch.Tensor | None = None,
+    antialiased: bool | None = None,
 ) -> RenderOutput:
     """Render ``scene`` from ``cameras`` (all of one size).
 
@@ -82,6 +84,8 @@ def render(
     if None). ``opacity_scale`` (N,) multiplies the activated opacities (masks, confidences, dropout).
     ``features`` ((N, D) or (C, N, D)) replaces the SH colour: the output holds them composited in
     ``features`` (no clamp, no background beyond the first three channels).
+    ``antialiased`` (default: ``scene.antialiased``) renders with gsplat's ``rasterize_mode="antialiased"``
+    (Mip-Splatting's 2D filter: opacities compensated for the ``eps2d`` low-pass) on every backend.
     """
     device = scene.device
     cams = cameras if isinstance(cameras, CameraBatch) else stack_cameras(
@@ -92,6 +96,7 @@ def render(
     if not 0 <= sh_degree <= scene.sh_degree:
         raise ValueError(f"sh_degree {sh_degree} exceeds the scene's degree {scene.sh_degree}")
     name = resolve_backend(backend, device)
+    aa = scene.antialiased if antialiased is None else bool(antialiased)
     opacities = torch.sigmoid(scene.opacities)
     if opacity_scale is not None:
         opacities = opacities * opacity_scale
@@ -100,7 +105,8 @@ def render(
 
         feats, alpha, _ = rasterization(scene.means, scene.quats, torch.exp(scene.scales), opacities,
                                         features, cams.viewmats, cams.Ks, cams.width, cams.height,
-                                        packed=False, eps2d=eps2d, near_plane=near_plane, far_plane=far_plane)
+                                        packed=False, eps2d=eps2d, near_plane=near_plane, far_plane=far_plane,
+                                        rasterize_mode="antialiased" if aa else "classic")
         return RenderOutput(feats[..., :3], alpha[..., 0], None, {}, features=feats)
     if name == "gsplat":
         from .gsplat_backend import rasterize_gsplat
@@ -109,10 +115,10 @@ def render(
         if opacity_scale is not None:  # fold the scale into the logits gsplat activates itself
             params = dict(scene.params)
             params["opacities"] = torch.logit(opacities.clamp(1e-7, 1 - 1e-7))
-            scaled = GaussianScene(**params)
+            scaled = GaussianScene(**params, antialiased=scene.antialiased)
         bg = None if background is None else _background(background, len(cams), 3, device)
         feats, alpha, info = rasterize_gsplat(
-            scaled, cams, sh_degree, bg, render_depth, eps2d, near_plane, far_plane
+            scaled, cams, sh_degree, bg, render_depth, eps2d, near_plane, far_plane, antialiased=aa
         )
         depth = feats[..., 3] if render_depth else None
         return RenderOutput(feats[..., :3], alpha, depth, info)
@@ -123,7 +129,7 @@ def render(
     project_fn = project_cpu if device.type == "cpu" and name in ("cpu", "reference") else project
     proj = project_fn(
         scene.means, scene.quats, torch.exp(scene.scales), opacities, cams.viewmats, cams.Ks,
-        cams.width, cams.height, eps2d=eps2d, near_plane=near_plane, far_plane=far_plane,
+        cams.width, cams.height, eps2d=eps2d, near_plane=near_plane, far_plane=far_plane, antialiased=aa,
     )
     if proj.means2d.requires_grad:
         proj.means2d.retain_grad()

@@ -4,6 +4,12 @@ The same maths and culling rules as :mod:`.projection` (the torch version, which
 backend uses and which the tests compare this one against); written as one pass per Gaussian so a
 projection of 100k Gaussians costs a few milliseconds instead of a few hundred torch ops.
 
+Antialiased mode (gsplat's ``rasterize_mode="antialiased"``, Mip-Splatting's 2D filter): the opacity is
+multiplied by the compensation ``rho = sqrt(max(0, det(Sigma2) / det(Sigma2 + eps2d I)))`` (gsplat 1.5.3
+``add_blur``; Sigma2 before the low-pass), and the culling / bounding box use the compensated opacity, as
+gsplat's projection does. Its vector-Jacobian product w.r.t. Sigma2 is
+``(0.5 / rho) ((1 - rho^2) Q - eps2d det(Q) I)`` with Q the (blurred) conic.
+
 Backward (vector-Jacobian products), per Gaussian, with Q the conic and G its upstream gradient as a
 symmetric matrix: dSigma2 = -Q G Q; dSigma_c = J^T dSigma2 J; dJ = 2 dSigma2 J Sigma_c; then through the
 perspective Jacobian (with gsplat's clamped tx, ty), the rigid transform, Sigma = M M^T with M = R S,
@@ -33,7 +39,8 @@ def _rotmat(qw, qx, qy, qz):
 
 @njit(cache=True, parallel=True)
 def project_forward(means, quats, scales, opacities, viewmat, fx, fy, cx, cy, width, height,
-                    eps2d, near, far, out_m2d, out_conics, out_depths, out_radii, out_cov2d):
+                    eps2d, near, far, out_m2d, out_conics, out_depths, out_radii, out_cov2d, antialiased,
+                    out_comp):
     n = means.shape[0]
     tan_x, tan_y = 0.5 * width / fx, 0.5 * height / fy
     lxp, lxn = (width - cx) / fx + 0.3 * tan_x, cx / fx + 0.3 * tan_x
@@ -45,6 +52,7 @@ def project_forward(means, quats, scales, opacities, viewmat, fx, fy, cx, cy, wi
         for i in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
             out_radii[i, 0] = 0
             out_radii[i, 1] = 0
+            out_comp[i] = 0.0
             mx, my, mz = means[i, 0], means[i, 1], means[i, 2]
             x = V[0, 0] * mx + V[0, 1] * my + V[0, 2] * mz + V[0, 3]
             y = V[1, 0] * mx + V[1, 1] * my + V[1, 2] * mz + V[1, 3]
@@ -84,9 +92,13 @@ def project_forward(means, quats, scales, opacities, viewmat, fx, fy, cx, cy, wi
             det = a_ * c_ - c01 * c01
             if not det > 0:
                 continue
+            comp = 1.0
+            if antialiased:
+                comp = math.sqrt(max(0.0, (c00 * c11 - c01 * c01) / det))
+            out_comp[i] = comp
             px = fx * x * rz + cx
             py = fy * y * rz + cy
-            op = opacities[i]
+            op = opacities[i] * comp
             if op < ALPHA_THRESHOLD:
                 continue
             ext = min(3.33, math.sqrt(2.0 * math.log(op / ALPHA_THRESHOLD)))
@@ -123,7 +135,7 @@ def _mm(A, B, out, n, k, m):
 
 @njit(cache=True, parallel=True)
 def project_backward(means, quats, scales, viewmat, fx, fy, cx, cy, width, height, radii, conics,
-                     v_m2d, v_conics, v_depths, g_means, g_quats, g_scales):
+                     v_m2d, v_conics, v_depths, g_means, g_quats, g_scales, eps2d, comps, v_comps):
     n = means.shape[0]
     tan_x, tan_y = 0.5 * width / fx, 0.5 * height / fy
     lxp, lxn = (width - cx) / fx + 0.3 * tan_x, cx / fx + 0.3 * tan_x
@@ -191,6 +203,14 @@ def project_backward(means, quats, scales, viewmat, fx, fy, cx, cy, width, heigh
             vS2[0, 1] = -(a00 * q01 + a01 * q11)
             vS2[1, 0] = -(a10 * q00 + a11 * q01)
             vS2[1, 1] = -(a10 * q01 + a11 * q11)
+            rho = comps[i]
+            if v_comps[i] != 0.0 and rho > 0.0:  # antialiased: the compensation's dependence on Sigma2
+                f = 0.5 * v_comps[i] / rho
+                det_q = q00 * q11 - q01 * q01
+                vS2[0, 0] += f * ((1.0 - rho * rho) * q00 - eps2d * det_q)
+                vS2[0, 1] += f * (1.0 - rho * rho) * q01
+                vS2[1, 0] += f * (1.0 - rho * rho) * q01
+                vS2[1, 1] += f * ((1.0 - rho * rho) * q11 - eps2d * det_q)
             _mm(vS2, J, T23, 2, 2, 3)
             _mm(J.T, T23, vSc, 3, 2, 3)  # vSc = J^T vS2 J
             _mm(T23, Sc, vJ, 2, 3, 3)  # vJ = 2 vS2 J Sc
@@ -239,11 +259,13 @@ def _np(t: torch.Tensor, dtype=np.float32) -> np.ndarray:
 
 
 class ProjectCPU(torch.autograd.Function):
-    """One camera: (means, quats, activated scales, activated opacities) -> means2d, conics, depths.
-    ``radii`` (int32) comes back as a non-differentiable output."""
+    """One camera: (means, quats, activated scales, activated opacities) -> means2d, conics, depths,
+    radii (int32, non-differentiable) and the antialiasing compensation (1 unless ``antialiased``;
+    0 for culled Gaussians)."""
 
     @staticmethod
-    def forward(ctx, means, quats, scales, opacities, viewmat, K, width, height, eps2d, near, far):
+    def forward(ctx, means, quats, scales, opacities, viewmat, K, width, height, eps2d, near, far,
+                antialiased=False):
         n = means.shape[0]
         mu, q, s, o = _np(means), _np(quats), _np(scales), _np(opacities)
         V = _np(viewmat, np.float64)
@@ -254,22 +276,25 @@ class ProjectCPU(torch.autograd.Function):
         dep = np.empty(n, np.float32)
         rad = np.empty((n, 2), np.int32)
         cov = np.zeros((n, 3), np.float32)
+        comp = np.empty(n, np.float32)
         project_forward(mu, q, s, o, V, fx, fy, cx, cy, width, height, eps2d, near, far,
-                        m2d, con, dep, rad, cov)
-        ctx.saved = (mu, q, s, V, fx, fy, cx, cy, width, height, rad, con)
+                        m2d, con, dep, rad, cov, bool(antialiased), comp)
+        ctx.saved = (mu, q, s, V, fx, fy, cx, cy, width, height, rad, con, float(eps2d), comp)
         radii = torch.from_numpy(rad)
         ctx.mark_non_differentiable(radii)
-        return torch.from_numpy(m2d), torch.from_numpy(con), torch.from_numpy(dep), radii
+        return torch.from_numpy(m2d), torch.from_numpy(con), torch.from_numpy(dep), radii, torch.from_numpy(comp)
 
     @staticmethod
-    def backward(ctx, v_m2d, v_con, v_dep, _v_rad):
-        mu, q, s, V, fx, fy, cx, cy, width, height, rad, con = ctx.saved
+    def backward(ctx, v_m2d, v_con, v_dep, _v_rad, v_comp):
+        mu, q, s, V, fx, fy, cx, cy, width, height, rad, con, eps2d, comp = ctx.saved
         n = mu.shape[0]
         z2 = lambda k: np.zeros((n, k), np.float32)  # noqa: E731
         vm = _np(v_m2d) if v_m2d is not None else z2(2)
         vc = _np(v_con) if v_con is not None else z2(3)
         vd = _np(v_dep) if v_dep is not None else np.zeros(n, np.float32)
+        vcomp = _np(v_comp) if v_comp is not None else np.zeros(n, np.float32)
         gm, gq, gs = np.empty((n, 3), np.float32), np.empty((n, 4), np.float32), np.empty((n, 3), np.float32)
-        project_backward(mu, q, s, V, fx, fy, cx, cy, width, height, rad, con, vm, vc, vd, gm, gq, gs)
+        project_backward(mu, q, s, V, fx, fy, cx, cy, width, height, rad, con, vm, vc, vd, gm, gq, gs,
+                         eps2d, comp, vcomp)
         return (torch.from_numpy(gm), torch.from_numpy(gq), torch.from_numpy(gs),
-                None, None, None, None, None, None, None, None)
+                None, None, None, None, None, None, None, None, None)

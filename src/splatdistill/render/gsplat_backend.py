@@ -7,7 +7,7 @@ import torch
 from ..errors import UserError
 
 
-def rasterize_gsplat(scene, cams, sh_degree, background, render_depth, eps2d, near, far):
+def rasterize_gsplat(scene, cams, sh_degree, background, render_depth, eps2d, near, far, antialiased=None):
     if scene.device.type != "cuda":
         # gsplat would try to JIT-compile its CUDA extension for CPU tensors and fail with a
         # misleading message; refuse clearly instead.
@@ -34,5 +34,7 @@ def rasterize_gsplat(scene, cams, sh_degree, background, render_depth, eps2d, ne
         eps2d=eps2d,
         near_plane=near,
         far_plane=far,
+        # Mip-Splatting-trained models: the 2D filter with opacity compensation
+        rasterize_mode="antialiased" if (scene.antialiased if antialiased is None else antialiased) else "classic",
     )
     return renders, alphas[..., 0], info

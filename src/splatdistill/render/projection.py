@@ -6,6 +6,10 @@ Conventions (Zwicker et al. 2001 EWA splatting; Kerbl et al. 2023; gsplat ``full
 - Camera-space covariance W Sigma W^T; 2D covariance J W Sigma W^T J^T with the perspective Jacobian,
   the point's x/z and y/z clamped to 1.3x the field of view (as gsplat does, for stability at the edges).
 - A low-pass of ``eps2d`` = 0.3 px^2 on the diagonal of the 2D covariance.
+- ``antialiased`` (gsplat's ``rasterize_mode="antialiased"``, Mip-Splatting's 2D filter): the opacity is
+  multiplied by ``sqrt(max(0, det(Sigma2) / det(Sigma2 + eps2d I)))`` (gsplat 1.5.3 ``add_blur``), which keeps
+  the filtered Gaussian's integral that of the unfiltered one; culling and the bounding box use the
+  compensated opacity (as gsplat's projection does).
 - Culled (radius 0): depth <= near or >= far, det <= 0, opacity < 1/255, bounding box off the image.
 - Opacity-aware bounding box: extend = min(3.33, sqrt(2 ln(255 o))) standard deviations per axis
   (gsplat 1.5.3, after Radl et al. 2024 "StopThePop", sec. B.2): outside it alpha < 1/255, so culling
@@ -62,6 +66,7 @@ def project(
     eps2d: float = 0.3,
     near_plane: float = 0.01,
     far_plane: float = 1e10,
+    antialiased: bool = False,
 ) -> Projection:
     """Project N Gaussians into C cameras. ``scales`` and ``opacities`` are activated values."""
     R = viewmats[:, :3, :3]  # (C, 3, 3)
@@ -95,6 +100,12 @@ def project(
     means2d = torch.stack([fx * x * rz + cx, fy * y * rz + cy], dim=-1)
 
     opac = opacities.unsqueeze(0).expand(z.shape)
+    if antialiased:
+        det_orig = cov2d[..., 0, 0] * cov2d[..., 1, 1] - b * b
+        ratio = det_orig / det_safe
+        pos = (det > 0) & (ratio > 0)
+        comp = torch.where(pos, torch.sqrt(torch.where(pos, ratio, torch.ones_like(ratio))), torch.zeros_like(ratio))
+        opac = opac * comp
     with torch.no_grad():
         valid = (det > 0) & (z > near_plane) & (z < far_plane) & (opac >= ALPHA_THRESHOLD)
         extend = torch.sqrt(2.0 * torch.log(opac.clamp_min(ALPHA_THRESHOLD) / ALPHA_THRESHOLD))

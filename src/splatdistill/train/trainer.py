@@ -66,6 +66,7 @@ class Trainer:
         self.order: list[int] = []
         self.noise_acc = GradientAccumulator()
         self.strategy = make_strategy(cfg, self.device)
+        self.antialiased = False  # trained with the classic rasterizer (a resumed run keeps its mode)
         state = None
         if resume and (found := ck.latest_checkpoint(self.out)) is not None:
             state = found[1]
@@ -97,11 +98,13 @@ class Trainer:
                     "order": list(self.order)},
             "config": self.cfg.to_dict(),
             "extent": self.extent,
+            "antialiased": self.antialiased,
         }
 
     def _load_state(self, state: dict) -> None:
         self.start = int(state["iteration"])
-        self.params = make_params(GaussianScene(**state["params"]), self.device)
+        self.antialiased = bool(state.get("antialiased", False))
+        self.params = make_params(GaussianScene(**state["params"], antialiased=self.antialiased), self.device)
         self.optimizers = make_optimizers(self.params, self.cfg, self.extent)
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
@@ -112,7 +115,7 @@ class Trainer:
         self.order = list(state["rng"]["order"])
 
     def scene(self) -> GaussianScene:
-        return GaussianScene(**dict(self.params))
+        return GaussianScene(**dict(self.params), antialiased=self.antialiased)
 
     # --- one iteration -------------------------------------------------------------------------
     def _next_view(self) -> int:
