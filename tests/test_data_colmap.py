@@ -207,3 +207,85 @@ def test_sparse_directly_and_camera_reference(tmp_path):
     colmap.write_images_binary(ims, tmp_path / "ds" / "sparse" / "images.bin")
     with pytest.raises(UserError, match="camera 99"):
         load_dataset(tmp_path / "ds")
+
+
+# ---- LLFF layout: images_N/ named image000.png, ... while the model names IMG_4026.JPG, ... ---------------
+def _llff_colour(k: int) -> np.ndarray:
+    return np.array([(40 * k + 20) % 256, 255 - (25 * k) % 200, (90 + 55 * k) % 256], dtype=np.uint8)
+
+
+def _write_llff(root: Path, n: int = 8, size=(256, 192), factors=(4, 8), seed: int = 1):
+    """The layout of the LLFF captures (fern, flower, ...): COLMAP names ``IMG_40xx.JPG`` (in
+    ``images/`` at full size), ``images_4/`` and ``images_8/`` hold ``image000.png``, ... in the same
+    sorted order. The model's images are listed in a shuffled order; each image is one flat colour
+    (its sorted position's), so the test can tell which file a camera got."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    cam = colmap.ColmapCamera(1, "PINHOLE", w, h, [0.8 * w, 0.8 * w, w / 2, h / 2])
+    names = [f"IMG_{4026 + 3 * i}.JPG" for i in range(n)]
+    images = []
+    for i, name in enumerate(names):
+        ang = 2 * np.pi * i / n
+        eye = np.array([4 * np.cos(ang), 4 * np.sin(ang), 1.0])
+        z = -eye / np.linalg.norm(eye)
+        x = np.cross(z, [0, 0, 1.0])
+        x /= np.linalg.norm(x)
+        R = np.stack([x, np.cross(z, x), z])
+        images.append(colmap.ColmapImage(100 + i, colmap.rotmat_to_qvec(R), -R @ eye, 1, name))
+    for d in ["images"] + [f"images_{f}" for f in factors]:
+        (root / d).mkdir(parents=True)
+    for k, name in enumerate(sorted(names)):
+        Image.fromarray(np.broadcast_to(_llff_colour(k), (h, w, 3)).copy()).save(root / "images" / name, quality=95)
+        for f in factors:
+            Image.fromarray(np.broadcast_to(_llff_colour(k), (h // f, w // f, 3)).copy()).save(
+                root / f"images_{f}" / f"image{k:03d}.png")
+    order = rng.permutation(n)
+    pts = colmap.ColmapPoints.from_arrays(rng.normal(0, 0.5, (200, 3)), rng.integers(0, 256, (200, 3)))
+    colmap.write_model(root / "sparse" / "0", [cam], [images[i] for i in order], pts, binary=True)
+    return names
+
+
+@pytest.mark.parametrize("factor", [4, 8])
+def test_llff_layout_matches_images_n_by_sorted_order(tmp_path, capsys, factor):
+    from conftest import run_cli
+
+    names = _write_llff(tmp_path / "ds")
+    ds = load_dataset(tmp_path / "ds", downscale=factor, test_every=4)
+    err = capsys.readouterr().err
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("splatdistill: warning: ") and "sorted order" in lines[0]
+    assert f"images_{factor}" in lines[0] and "image000.png = IMG_4026.JPG" in lines[0]
+    rank = {nm: k for k, nm in enumerate(sorted(names))}
+    views = ds.split("train") + ds.split("test")
+    assert len(views) == len(names)
+    for v in views:
+        k = rank[v.camera.image_name]
+        assert v.image_path == tmp_path / "ds" / f"images_{factor}" / f"image{k:03d}.png"
+        assert (v.camera.width, v.camera.height) == (256 // factor, 192 // factor)
+        assert v.camera.fx == pytest.approx(0.8 * 256 / factor)
+        img = ds.image(v).numpy()
+        assert np.abs(img * 255 - _llff_colour(k)).max() <= 0.51  # the camera's own image
+    # ... and the whole training command on it
+    code, out, err = run_cli(capsys, "train", tmp_path / "ds", "--out", tmp_path / f"run{factor}",
+                             "--downscale", factor, "--iterations", 6, "--init-points", 200,
+                             "--checkpoint-every", 1000, "--no-eval")
+    assert code == 0, err
+    assert (tmp_path / f"run{factor}" / "point_cloud.ply").is_file()
+
+
+def test_llff_layout_mismatches_fail_in_one_line(tmp_path, capsys):
+    from conftest import assert_one_line_error, run_cli
+
+    _write_llff(tmp_path / "ds", factors=(8,))
+    (tmp_path / "ds" / "images_8" / "image003.png").unlink()  # 7 files for 8 cameras
+    code, _, err = run_cli(capsys, "info", tmp_path / "ds")  # full size: images/ is complete
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "train", tmp_path / "ds", "--out", tmp_path / "run", "--downscale", 8)
+    assert_one_line_error(code, err, "images_8", "holds 7 images, not 8", "sorted order")
+    assert not (tmp_path / "run").exists()
+    # as many files, but not the 1/8-size images of these cameras
+    Image.fromarray(np.zeros((96, 128, 3), np.uint8)).save(tmp_path / "ds" / "images_8" / "image003.png")
+    for p in (tmp_path / "ds" / "images_8").iterdir():
+        Image.fromarray(np.zeros((96, 128, 3), np.uint8)).save(p)
+    code, _, err = run_cli(capsys, "train", tmp_path / "ds", "--out", tmp_path / "run", "--downscale", 8)
+    assert_one_line_error(code, err, "image000.png", "is 128x96", "32x24")

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import UserError
+from ..errors import UserError, warn
 from . import colmap as colmap_io
 from .blender import load_blender
 from .cameras import Camera, Normalization
@@ -177,6 +177,45 @@ def _split_indices(names: list[str], test_every: int, test_names, root: Path) ->
     return [i for i in range(n) if i not in tset], test
 
 
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
+
+
+def _image_files(directory: Path) -> list[str]:
+    """The image files under ``directory`` (relative POSIX paths, hidden ones skipped), sorted."""
+    out = []
+    for p in directory.rglob("*"):
+        rel = p.relative_to(directory)
+        if p.suffix.lower() in _IMAGE_SUFFIXES and not any(part.startswith(".") for part in rel.parts) and p.is_file():
+            out.append(rel.as_posix())
+    return sorted(out)
+
+
+def match_scaled_images(names: list[str], root: Path, scaled_dir: Path) -> dict[str, Path] | None:
+    """The file in ``scaled_dir`` (``images_N/``) for each COLMAP image name, or None when every
+    name is there as it is.
+
+    When the names differ (LLFF scenes: the model names ``IMG_4026.JPG``, ``images_8/`` holds
+    ``image000.png``, ...) the files are matched by sorted order, the convention of gsplat's and
+    nerfstudio's COLMAP parsers: the sorted files of ``images/`` (when it holds every model name
+    and as many files) to the sorted files of ``images_N/``, else the sorted model names to them
+    when the counts agree. Different counts: a ``UserError``."""
+    if all((scaled_dir / nm).is_file() for nm in names):
+        return None
+    scaled = _image_files(scaled_dir)
+    missing = [nm for nm in names if not (scaled_dir / nm).is_file()]
+    full_dir = root / "images"
+    full = _image_files(full_dir) if full_dir.is_dir() else []
+    if full and len(full) == len(scaled) and set(names) <= set(full):
+        by_full = dict(zip(full, scaled))
+        return {nm: scaled_dir / by_full[nm] for nm in names}
+    if len(scaled) == len(names):
+        return {nm: scaled_dir / f for nm, f in zip(sorted(names), scaled)}
+    raise UserError(
+        f"{len(missing)} of the COLMAP model's {len(names)} image names (e.g. {missing[0]}) are not in "
+        f"{scaled_dir.name}/, and it holds {len(scaled)} images, not {len(names)}: cannot match its files to the "
+        f"cameras by sorted order", scaled_dir)
+
+
 def _colmap_views(root: Path, downscale: int, background) -> tuple[list, np.ndarray | None, np.ndarray | None]:
     model_dir = colmap_io.find_model_dir(root)
     assert model_dir is not None
@@ -190,13 +229,29 @@ def _colmap_views(root: Path, downscale: int, background) -> tuple[list, np.ndar
     if not images_dir.is_dir():
         raise UserError(f"COLMAP dataset has no {images_dir.name}/ folder", root)
     listed_in = model_dir / ("images.bin" if (model_dir / "images.bin").is_file() else "images.txt")
+    ordered = sorted(model.images.values(), key=lambda im: im.name)
+    matched = None
+    if images_dir.name != "images":
+        matched = match_scaled_images([im.name for im in ordered], root, images_dir)
+    if matched is not None:
+        im = ordered[0]
+        cc = model.cameras[im.camera_id]
+        first = matched[im.name]
+        sw, sh = read_image_size(first)
+        ew, eh = cc.width / downscale, cc.height / downscale
+        if abs(sw - ew) > 1 or abs(sh - eh) > 1:
+            raise UserError(
+                f"is {sw}x{sh}, but its camera ({im.name}, {cc.width}x{cc.height}) at 1/{downscale} is "
+                f"{ew:g}x{eh:g}: {images_dir.name}/ does not hold the COLMAP images in sorted order", first)
+        warn(f"file names differ from the COLMAP model's; matched its {len(ordered)} images to the cameras by "
+             f"sorted order ({first.relative_to(images_dir).as_posix()} = {im.name}, ...)", images_dir)
     views = []
-    for im in sorted(model.images.values(), key=lambda im: im.name):
+    for im in ordered:
         cc = model.cameras[im.camera_id]
         fx, fy, cx, cy, dist = cc.pinhole_and_distortion()
         cam = Camera(fx=fx, fy=fy, cx=cx, cy=cy, width=cc.width, height=cc.height,
                      world_to_camera=im.world_to_camera(), image_name=im.name, model=cc.model)
-        path = images_dir / im.name
+        path = images_dir / im.name if matched is None else matched[im.name]
         size = read_image_size(path, listed_in=listed_in)
         views.append(prepare_view(cam, dist, path, size, factor, background))
     pts = cols = None
