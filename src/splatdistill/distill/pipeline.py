@@ -101,15 +101,21 @@ def _metrics(m: dict) -> dict:
 
 
 def evaluate_cached(scene, dataset, ply: Path, bank, device, progress) -> dict:
-    """Evaluate on the test split; teacher metrics are cached next to the model."""
-    cache = ply.parent / "metrics.json"
-    if cache.exists() and cache.stat().st_mtime >= ply.stat().st_mtime:
+    """Evaluate on the test split; the metrics of a training run's model (``RUN/point_cloud.ply``) are
+    cached beside it as ``RUN/metrics.json`` (used when newer than the model and about the same model:
+    Gaussian count and file size). Other model files (several may share a folder) are not cached."""
+    ply = Path(ply)
+    cache = ply.parent / "metrics.json" if ply.name == "point_cloud.ply" else None
+    if cache is not None and cache.exists() and cache.stat().st_mtime >= ply.stat().st_mtime:
         try:
-            return json.loads(cache.read_text())
-        except ValueError:
+            m = json.loads(cache.read_text())
+            if m.get("num_gaussians") == len(scene) and m.get("bytes") in (None, ply.stat().st_size):
+                return m
+        except (ValueError, AttributeError):
             pass
     m = evaluate_scene(scene.to(device), dataset, "test", lpips_bank=bank, progress=progress, model_path=ply)
-    write_json_atomic(cache, m)
+    if cache is not None:
+        write_json_atomic(cache, m)
     return m
 
 
@@ -139,6 +145,9 @@ def run_distill(data, out, teachers: Sequence[Path] | None = None, cfg: StudentC
     dataset = data if isinstance(data, Dataset) else load_dataset(data, downscale=downscale)
     if teachers:
         plys = [resolve_teacher(t) for t in teachers]
+        for p in plys:  # before any work: a teacher must have Gaussians to render soft targets from
+            if len(load_model(p)) == 0:
+                raise UserError("the teacher model has no Gaussians", p)
     else:
         plys = train_teachers(dataset, out / "teachers", teacher_iterations, device, cfg.seed, progress,
                               teacher_init_points, teacher_background)

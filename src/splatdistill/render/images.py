@@ -69,6 +69,9 @@ def render_to_folder(model, out, data=None, split="test", orbit=None, cameras_fi
     elif orbit is not None:
         if orbit < 1:
             raise UserError("--orbit needs a positive number of views")
+        if len(scene) == 0:
+            raise UserError("the model has no Gaussians to place an orbit around (--cameras or --data render it)",
+                            model)
         cams = orbit_for_scene(scene, orbit, width or 512, height or width or 512)
     else:
         from ..data.dataset import load_dataset
