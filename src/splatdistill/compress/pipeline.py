@@ -632,6 +632,8 @@ def compress_model(model_path, out_dir, data=None, cfg: CompressConfig | None = 
             write_json_atomic(staged.path("summary.json"), summary)
         except UserError as e:
             raise staged.final_name(e) from None
+        except OSError as e:  # e.g. the disk filled up during the run
+            raise UserError(f"cannot write the outputs ({e.strerror or e})", out) from None
         staged.commit()
     return summary
 

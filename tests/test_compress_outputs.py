@@ -1,0 +1,127 @@
+"""``compress`` fails before the work, never after: the output folder and every writer are checked on
+the input model first, and a failure at the end leaves no file under a final name."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from conftest import assert_one_line_error, run_cli
+from splatdistill.scene.gaussians import GaussianScene
+from splatdistill.scene.ply import write_ply
+
+FAST = ["--iterations", 2, "--views", 2, "--resolution", 16, "--no-lpips", "--device", "cpu"]
+FINAL = ("model.sdz", "model.ply", "model.spz", "summary.json")
+
+
+def tiny(tmp_path, n=300, degree=1, far=False):
+    s = GaussianScene.random_in_box(n, [-0.7] * 3, [0.7] * 3, sh_degree=degree, seed=3, init_opacity=0.6)
+    if far:  # one Gaussian 10^6 away: positions relative to the median overflow float16
+        s.params["means"][0] = torch.tensor([1e6, 0.0, 0.0])
+    p = tmp_path / ("far.ply" if far else "m.ply")
+    write_ply(s, p)
+    return p
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Fail the test if ``compress`` gets as far as rendering targets or pruning."""
+    import splatdistill.compress.pipeline as pl
+
+    def boom(*a, **k):
+        raise AssertionError("compress started the work before finding the problem")
+
+    monkeypatch.setattr(pl, "prepare_targets", boom)
+    monkeypatch.setattr(pl, "prune_stage", boom)
+
+
+def test_codec_problem_is_found_before_the_work(tmp_path, capsys, no_work):
+    code, _, err = run_cli(capsys, "compress", tiny(tmp_path, far=True), "--out", tmp_path / "out", *FAST)
+    assert_one_line_error(code, err, "model.sdz", "float16")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []  # not even a temporary file
+
+
+def test_output_path_problems_are_found_before_the_work(tmp_path, capsys, no_work):
+    model = tiny(tmp_path)
+    (tmp_path / "a_file").write_text("x")
+    code, _, err = run_cli(capsys, "compress", model, "--out", tmp_path / "a_file" / "out", *FAST)
+    assert_one_line_error(code, err, "a_file")
+    code, _, err = run_cli(capsys, "compress", model, "--out", tmp_path / "a_file", *FAST)
+    assert_one_line_error(code, err, "a_file", "not a directory")
+    (tmp_path / "out" / "model.ply").mkdir(parents=True)
+    code, _, err = run_cli(capsys, "compress", model, "--out", tmp_path / "out", *FAST)
+    assert_one_line_error(code, err, "model.ply", "is a directory")
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root can write in read-only folders")
+def test_read_only_output_folder_is_found_before_the_work(tmp_path, capsys, no_work):
+    model = tiny(tmp_path)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        code, _, err = run_cli(capsys, "compress", model, "--out", ro / "out", *FAST)
+        assert_one_line_error(code, err, "out")
+        code, _, err = run_cli(capsys, "compress", model, "--out", ro, *FAST)
+        assert_one_line_error(code, err, "ro", "cannot write")
+    finally:
+        ro.chmod(0o755)
+
+
+def _fail_on_call(monkeypatch, module, name, n_ok: int, exc: BaseException):
+    real = getattr(module, name)
+    calls = []
+
+    def wrapper(*a, **k):
+        calls.append(1)
+        if len(calls) > n_ok:
+            raise exc
+        return real(*a, **k)
+
+    monkeypatch.setattr(module, name, wrapper)
+    return calls
+
+
+@pytest.mark.parametrize("where", ["ply writer", "spz writer", "evaluation", "summary"])
+def test_a_failure_at_the_end_leaves_no_final_file(tmp_path, capsys, monkeypatch, where):
+    """The pre-flight passes (each writer's first call), the work runs, then something fails: no
+    model.* or summary.json appears (a user's own file in the folder stays), no temporary is left."""
+    import splatdistill.compress.pipeline as pl
+    import splatdistill.compress.spz as spz
+    import splatdistill.scene.ply as ply
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    if where == "ply writer":
+        calls = _fail_on_call(monkeypatch, ply, "write_ply", 1, OSError(28, "No space left on device"))
+    elif where == "spz writer":  # not a UserError (those become spz_error in the summary)
+        calls = _fail_on_call(monkeypatch, spz, "write_spz", 1, RuntimeError("encoder bug"))
+    elif where == "evaluation":
+        calls = _fail_on_call(monkeypatch, pl, "evaluate", 0, RuntimeError("renderer bug"))
+    else:
+        calls = _fail_on_call(monkeypatch, pl, "write_json_atomic", 0, OSError(28, "No space left on device"))
+    if where in ("ply writer", "summary"):  # a full disk is the user's to fix: one line
+        code, _, err = run_cli(capsys, "compress", tiny(tmp_path), "--out", out, *FAST)
+        last = err.replace("\r", "\n").strip().splitlines()[-1]  # after the progress bars
+        assert code == 2 and "Traceback" not in err
+        assert last.startswith("splatdistill: error: ") and "out" in last and "No space left on device" in last
+    else:  # a bug: the traceback
+        with pytest.raises(RuntimeError, match="bug"):
+            run_cli(capsys, "compress", tiny(tmp_path), "--out", out, *FAST)
+    assert len(calls) >= 1  # it failed where it was meant to: at the end
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_a_successful_run_replaces_an_old_one_completely(tmp_path, capsys):
+    model = tiny(tmp_path, degree=0)
+    out = tmp_path / "out"
+    for quality in ("high", "small"):
+        code, _, err = run_cli(capsys, "compress", model, "--out", out, "--quality", quality, *FAST)
+        assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == sorted(FINAL)
+    import json
+
+    assert json.loads((out / "summary.json").read_text())["settings"]["quality"] == "small"
