@@ -125,3 +125,53 @@ def test_a_successful_run_replaces_an_old_one_completely(tmp_path, capsys):
     import json
 
     assert json.loads((out / "summary.json").read_text())["settings"]["quality"] == "small"
+
+
+# ---- antialiased models stay antialiased ------------------------------------------------------------------
+@pytest.mark.parametrize("policy", ["significance", "mask", "confidence"])
+def test_compress_keeps_the_antialiased_flag(tmp_path, policy):
+    """Every stage rebuilds the scene from its parameters; each keeps ``antialiased``, so the
+    result (and the SPZ written from it) is still an antialiased model."""
+    import json
+
+    from splatdistill.compress.pipeline import CompressConfig, compress_model
+    from splatdistill.compress.spz import read_spz_header
+
+    s = GaussianScene.random_in_box(300, [-0.7] * 3, [0.7] * 3, sh_degree=2, seed=4, init_opacity=0.6)
+    aa = GaussianScene(**dict(s.items()), antialiased=True)
+    cfg = CompressConfig(quality="small", prune_policy=policy, iterations=4, views=2, resolution=16, lpips=False,
+                         rvq_stages=1, rvq_size=4, device="cpu", progress=False)
+    model = tmp_path / "aa.ply"
+    write_ply(aa, model)
+    summary = compress_model(model, tmp_path / "out", cfg=cfg, scene=aa)
+    assert summary["antialiased"] is True
+    assert summary["stages"]["vq"].get("skipped") is not True and summary["stages"]["rvq"].get("skipped") is not True
+    assert read_spz_header(tmp_path / "out" / "model.spz").antialiased
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["antialiased"] is True
+
+
+def test_policies_student_and_trainer_keep_the_antialiased_flag(demo_scene_dir, tmp_path):
+    from splatdistill.compress.policies import bake_gates, make_policy
+    from splatdistill.data.dataset import load_dataset
+    from splatdistill.distill.student import StudentConfig, StudentTrainer
+    from splatdistill.train.config import TrainConfig
+    from splatdistill.train.trainer import Trainer
+
+    s = GaussianScene.random_in_box(60, [-0.7] * 3, [0.7] * 3, sh_degree=1, seed=5)
+    aa = GaussianScene(**dict(s.items()), antialiased=True)
+    for name in ("mask", "confidence"):
+        pol = make_policy(name, len(aa))
+        assert pol.render_inputs(aa)[0].antialiased and pol.bake(aa).antialiased
+    assert bake_gates(aa, torch.full((60,), 0.5), torch.full((60,), 0.9)).antialiased
+    ds = load_dataset(demo_scene_dir)
+    st = StudentTrainer(ds, None, aa, StudentConfig(iterations=2, keep=0.5), tmp_path / "st", "cpu",
+                        progress=False)
+    assert st.scene().antialiased
+    scene, _ = st.run()
+    assert scene.antialiased and len(scene) == 30
+    tr = Trainer(ds, tmp_path / "t", TrainConfig(iterations=2, init_points=100, checkpoint_every=1), progress=False)
+    tr.antialiased = True  # e.g. a run that trains with the 2D filter: checkpoints and the export keep it
+    assert tr.run().scene.antialiased
+    again = Trainer(ds, tmp_path / "t", TrainConfig(iterations=2, init_points=100, checkpoint_every=1),
+                    resume=True, progress=False)
+    assert again.antialiased and again.scene().antialiased
