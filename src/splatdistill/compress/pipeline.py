@@ -3,6 +3,10 @@
 The stages follow LightGaussian (Fan et al., ECCV 2024; METHODS.md §2), with Compact-3DGS's
 post-processing (Lee et al., CVPR 2024; METHODS.md §4) in the codec:
 
+0. **Pre-flight** (``outputs.preflight``, the first seconds): the output folder is created and
+   written to, and the input model goes once through every writer the run will use (``.sdz`` with
+   the run's SH degree, bit depths and colour-VQ / R-VQ layout, ``.ply``, ``.spz``), so a path or
+   codec problem is a one-line error before any optimisation.
 1. **Targets.** With ``data``: the dataset's training views (ground truth) for the fine-tunes,
    its test views for the final metrics. Without (**data-free**): cameras sampled around the
    model — a Fibonacci sphere and an orbit (``data/views.py``) around the robust bounding sphere
@@ -32,7 +36,9 @@ post-processing (Lee et al., CVPR 2024; METHODS.md §4) in the codec:
    hence off by default.
 5. **Encode**: per-attribute quantisation, Morton order and zstd (``codec.save_sdz``) →
    ``OUT/model.sdz``; the decoded scene → ``OUT/model.ply`` (any 3DGS viewer) and, optionally,
-   ``OUT/model.spz``.
+   ``OUT/model.spz``. Each is written under a temporary name and read back; all of them (with
+   ``summary.json``) are renamed into place only at the very end (``outputs.StagedOutputs``), so a
+   failure leaves nothing under a final name.
 6. **Evaluate** the *decoded* ``.sdz`` scene: PSNR, SSIM, LPIPS-VGG against the evaluation targets;
    ``OUT/summary.json`` holds them with the sizes, counts, per-stage timings and settings.
 
