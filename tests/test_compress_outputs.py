@@ -175,3 +175,29 @@ def test_policies_student_and_trainer_keep_the_antialiased_flag(demo_scene_dir, 
     again = Trainer(ds, tmp_path / "t", TrainConfig(iterations=2, init_points=100, checkpoint_every=1),
                     resume=True, progress=False)
     assert again.antialiased and again.scene().antialiased
+
+
+def test_stages_and_codecs_handle_no_gaussians_left(tmp_path):
+    """0 Gaussians after a prune (e.g. a learned gate that switched every one off): each later stage,
+    the .sdz codec (with residual VQ), the SPZ and PLY writers and the evaluation still work."""
+    from splatdistill.compress import pipeline as pl
+    from splatdistill.compress.codec import load_sdz, save_sdz
+    from splatdistill.compress.spz import read_spz, write_spz
+    from splatdistill.scene.ply import read_ply
+
+    s = GaussianScene.random_in_box(200, [-0.7] * 3, [0.7] * 3, sh_degree=3, seed=1, init_opacity=0.6)
+    cfg = pl.CompressConfig(views=2, resolution=16, lpips=False, progress=False, device="cpu")
+    t = pl.prepare_targets(s, None, cfg, torch.device("cpu"))
+    for policy in ("significance", "mask", "confidence"):
+        assert len(pl.prune_stage(s[:0], t, 0.5, policy, 2, progress=False)[0]) == 0
+    w, _ = pl.distill_sh_stage(s[:0], t, 1, 2, progress=False)
+    assert (len(w), w.sh_degree) == (0, 1)
+    w, vq, info = pl.vq_stage(w, t, 64, 0.6, 2, progress=False)
+    assert vq is None and info["skipped"]
+    w, rvq, _ = pl.rvq_stage(w, t, 2, 4, 1, progress=False)
+    back = load_sdz(save_sdz(w, tmp_path / "e.sdz", rvq=rvq, bits={"opacities": 10, "shN": 6}))
+    assert (len(back), back.sh_degree) == (0, 1)
+    write_spz(back, tmp_path / "e.spz")
+    write_ply(back, tmp_path / "e.ply")
+    assert len(read_spz(tmp_path / "e.spz")) == 0 and len(read_ply(tmp_path / "e.ply")) == 0
+    assert pl.evaluate(back, t, False, progress=False)["psnr"] is not None
