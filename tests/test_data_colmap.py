@@ -214,7 +214,7 @@ def _llff_colour(k: int) -> np.ndarray:
     return np.array([(40 * k + 20) % 256, 255 - (25 * k) % 200, (90 + 55 * k) % 256], dtype=np.uint8)
 
 
-def _write_llff(root: Path, n: int = 8, size=(256, 192), factors=(4, 8), seed: int = 1):
+def _write_llff(root: Path, n: int = 8, size=(256, 192), factors=(4, 8), seed: int = 1, unregistered=None):
     """The layout of the LLFF captures (fern, flower, ...): COLMAP names ``IMG_40xx.JPG`` (in
     ``images/`` at full size), ``images_4/`` and ``images_8/`` hold ``image000.png``, ... in the same
     sorted order. The model's images are listed in a shuffled order; each image is one flat colour
@@ -239,7 +239,7 @@ def _write_llff(root: Path, n: int = 8, size=(256, 192), factors=(4, 8), seed: i
         for f in factors:
             Image.fromarray(np.broadcast_to(_llff_colour(k), (h // f, w // f, 3)).copy()).save(
                 root / f"images_{f}" / f"image{k:03d}.png")
-    order = rng.permutation(n)
+    order = [i for i in rng.permutation(n) if i != unregistered]  # COLMAP may not register every image
     pts = colmap.ColmapPoints.from_arrays(rng.normal(0, 0.5, (200, 3)), rng.integers(0, 256, (200, 3)))
     colmap.write_model(root / "sparse" / "0", [cam], [images[i] for i in order], pts, binary=True)
     return names
@@ -289,3 +289,18 @@ def test_llff_layout_mismatches_fail_in_one_line(tmp_path, capsys):
         Image.fromarray(np.zeros((96, 128, 3), np.uint8)).save(p)
     code, _, err = run_cli(capsys, "train", tmp_path / "ds", "--out", tmp_path / "run", "--downscale", 8)
     assert_one_line_error(code, err, "image000.png", "is 128x96", "32x24")
+
+
+def test_llff_layout_with_an_unregistered_image_maps_through_images(tmp_path, capsys):
+    """COLMAP registered 7 of the 8 photos: images_8/ still holds 8 files; they are matched through
+    the sorted files of images/ (gsplat's convention), so every camera still gets its own image."""
+    names = _write_llff(tmp_path / "ds", factors=(8,), unregistered=2)  # IMG_4032.JPG (sorted position 2)
+    ds = load_dataset(tmp_path / "ds", downscale=8, test_every=0)
+    assert "sorted order" in capsys.readouterr().err
+    rank = {nm: k for k, nm in enumerate(sorted(names))}
+    views = ds.split("train")
+    assert len(views) == 7 and names[2] not in {v.camera.image_name for v in views}
+    for v in views:
+        k = rank[v.camera.image_name]
+        assert v.image_path.name == f"image{k:03d}.png"
+        assert np.abs(ds.image(v).numpy() * 255 - _llff_colour(k)).max() <= 0.51
