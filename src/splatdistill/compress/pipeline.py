@@ -122,6 +122,7 @@ class CompressConfig:
     rvq_stages: int = 0  # residual VQ of scales and rotations (Compact-3DGS: 6 stages); 0 = off
     rvq_size: int = 64  # codewords per R-VQ stage (Compact-3DGS: 64)
     write_spz: bool = True
+    spz_version: int = 4  # 3 for viewers that read only versions 1-3 (Spark)
     lpips: bool = True
     seed: int = 0
     progress: bool = True
@@ -621,7 +622,7 @@ def compress_model(model_path, out_dir, data=None, cfg: CompressConfig | None = 
     spz_bytes, spz_error = None, None
     if cfg.write_spz:
         try:
-            write_spz(final, out / "model.spz")
+            write_spz(final, out / "model.spz", version=cfg.spz_version)
             spz_bytes = os.path.getsize(out / "model.spz")
         except UserError as e:
             spz_error = e.message
