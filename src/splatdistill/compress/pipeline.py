@@ -552,6 +552,13 @@ def _device(name: str) -> torch.device:
     return pick_device(name)
 
 
+def _model_bytes(model_path) -> int:
+    """Size of the input model on disk (a SOG folder / meta.json: with its textures)."""
+    from ..info import _size_on_disk
+
+    return _size_on_disk(model_path)
+
+
 def load_input(model_path) -> GaussianScene:
     from ..info import load_model
 
@@ -638,7 +645,7 @@ def compress_model(model_path, out_dir, data=None, cfg: CompressConfig | None = 
     timings["evaluate"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_all
 
-    in_bytes, out_bytes = os.path.getsize(model_path), os.path.getsize(sdz)
+    in_bytes, out_bytes = _model_bytes(model_path), os.path.getsize(sdz)
     summary = {
         "input": str(model_path),
         "mode": targets.mode,
@@ -700,7 +707,7 @@ def run_sweep(model_path, out_dir, data=None, cfg: CompressConfig | None = None)
                      "ssim": summ["ssim"], "lpips_vgg": summ["lpips_vgg"], "prune": s["prune"],
                      "sh_degree": s["sh_degree"], "vq_size": s["vq_size"], "vq_ratio": s["vq_ratio"],
                      "seconds": summ["timings_s"]["total"]})
-    result = {"input": str(model_path), "input_bytes": os.path.getsize(model_path), "mode": targets.mode,
+    result = {"input": str(model_path), "input_bytes": _model_bytes(model_path), "mode": targets.mode,
               "evaluated_on": f"{len(targets.eval_cams)} {targets.eval_kind}", "runs": rows}
     write_json_atomic(out / "sweep.json", result)
     write_bytes_atomic(out / "sweep.md", sweep_markdown(result).encode())
