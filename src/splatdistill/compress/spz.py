@@ -1,4 +1,4 @@
-"""Niantic's SPZ format (gzip container, versions 2 and 3): ``write_spz`` / ``read_spz``.
+"""Niantic's SPZ format (versions 1-4 read, 2-4 written): ``write_spz`` / ``read_spz``.
 
 Written from the published description of the format, the README of
 https://github.com/nianticlabs/spz ("File Format" section, cited below as [spec]), with the
@@ -6,7 +6,8 @@ reference library's ``load-spz.cc`` / ``splat-types.h`` read only as a descripti
 details the README leaves open (quantisation formulas, rounding, bit order). No code is taken
 from it or from any other SPZ implementation.
 
-File layout [spec, "File Format"]: one gzip stream holding a 16-byte little-endian header ::
+File layout of versions 1-3 [spec, "File Format"]: one gzip stream holding a 16-byte
+little-endian header ::
 
     u32 magic = 0x5053474e ("NGSP")   u32 version   u32 numPoints
     u8 shDegree   u8 fractionalBits   u8 flags (0x1 = antialiased)   u8 reserved (0)
