@@ -28,7 +28,9 @@ order. ``meta.json``::
   G = high byte); ``shN_centroids`` is ``64 (K-1)`` texels wide, palette entry ``e`` at row
   ``e // 64``, columns ``(e % 64) (K-1) + j`` for coefficient j, RGB = the R, G, B values of that
   coefficient as indices into the 256-entry shN codebook (1-D k-means over all palette values).
-  P = min(64, 2^floor(log2(N / 1024))) * 1024 (splat-transform's choice), at most N.
+  splat-transform picks P = min(64, 2^floor(log2(N / 1024))) * 1024 and runs the k-means on a GPU;
+  here it runs on the CPU at a cost of N P 3(K-1) per iteration, so the default also caps P at
+  ``DEFAULT_MAX_SH_PALETTE`` (and at N); ``sh_palette`` sets it (up to 65536).
 
 Decoding is the inverse; alpha 0 and 255 give a finite logit a quarter step inside. Version 1
 (per-channel min/max, no codebooks) is refused.
@@ -52,6 +54,7 @@ from ..scene.gaussians import GaussianScene
 from ._common import alpha_to_logit, build_scene, scene_arrays, sigmoid, unit_quats
 
 SOG_VERSION = 2
+DEFAULT_MAX_SH_PALETTE = 4096
 _SQRT2 = math.sqrt(2.0)
 # the three stored components for each index of the largest (w, x, y, z order)
 _QUAT_OTHERS = ((1, 2, 3), (0, 2, 3), (0, 1, 3), (0, 1, 2))
@@ -135,9 +138,11 @@ def _log_transform(x):
     return np.sign(x) * np.log1p(np.abs(x))
 
 
-def encode_sog(scene: GaussianScene, *, sh_iterations: int = 10, seed: int = 0,
-               path=None) -> dict[str, bytes]:
-    """The SOG files (name -> bytes, ``meta.json`` included) for ``scene``."""
+def encode_sog(scene: GaussianScene, *, sh_iterations: int = 10, sh_palette: int | None = None,
+               seed: int = 0, path=None) -> dict[str, bytes]:
+    """The SOG files (name -> bytes, ``meta.json`` included) for ``scene``. ``sh_palette``: entries
+    of the SH palette (default: splat-transform's rule capped at ``DEFAULT_MAX_SH_PALETTE``; the
+    k-means over it is the slow part)."""
     scene.check_finite(str(path) if path is not None else "scene")
     p = scene_arrays(scene)
     n = p["means"].shape[0]
@@ -187,8 +192,12 @@ def encode_sog(scene: GaussianScene, *, sh_iterations: int = 10, seed: int = 0,
 
         k_rest = _SH_COEFFS[bands]
         rest = p["shN"].transpose(0, 2, 1).reshape(n, 3 * k_rest)  # channel-major, as f_rest
-        palette = int(min(64, 2.0 ** math.floor(math.log2(n / 1024))) * 1024)
-        palette = max(1, min(palette, n, 65536))
+        if sh_palette is None:
+            sh_palette = int(min(64, 2.0 ** math.floor(math.log2(n / 1024))) * 1024)
+            sh_palette = max(1, min(sh_palette, DEFAULT_MAX_SH_PALETTE))
+        if not 1 <= int(sh_palette) <= 65536:
+            raise UserError(f"SOG SH palette size must be in 1..65536, got {sh_palette}", path)
+        palette = max(1, min(int(sh_palette), n))
         centroids, labels = weighted_kmeans(rest.astype(np.float32), k=palette, iters=sh_iterations,
                                             seed=seed)
         centroids = centroids[:palette].astype(np.float64)
@@ -209,11 +218,11 @@ def encode_sog(scene: GaussianScene, *, sh_iterations: int = 10, seed: int = 0,
 
 
 def write_sog(scene: GaussianScene, path: str | os.PathLike, *, sh_iterations: int = 10,
-              seed: int = 0) -> Path:
+              sh_palette: int | None = None, seed: int = 0) -> Path:
     """Write ``scene`` as SOG, atomically: a zip when ``path`` ends in ``.sog``; otherwise
     ``path`` is the ``meta.json`` (or a folder to hold it) and the textures go beside it."""
     path = Path(path)
-    files = encode_sog(scene, sh_iterations=sh_iterations, seed=seed, path=path)
+    files = encode_sog(scene, sh_iterations=sh_iterations, sh_palette=sh_palette, seed=seed, path=path)
     if path.suffix.lower() == ".sog":
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as z:
