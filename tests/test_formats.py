@@ -270,3 +270,19 @@ def test_render_and_eval_take_every_format(tmp_path, capsys, demo_scene_dir):
         imgs.append(json.loads(out.strip().splitlines()[-1]))
     a, b = imgs[-2], imgs[-1]
     assert a["psnr"] == b["psnr"] and a["num_gaussians"] == b["num_gaussians"] == 200
+
+
+def test_compress_takes_other_formats_keeps_the_flag_and_spz_version(tmp_path, capsys):
+    """compress reads a compressed PLY; its outputs keep the antialiased flag; --spz-version 3."""
+    from splatdistill.compress.spz import read_spz_header
+
+    scene = make_scene(n=400, degree=2, extent=0.5)
+    scene.antialiased = True
+    write_compressed_ply(scene, tmp_path / "in.compressed.ply")
+    code, _, err = run_cli(capsys, "compress", tmp_path / "in.compressed.ply", "--out", tmp_path / "out",
+                           "--iterations", 2, "--views", 2, "--resolution", 16, "--no-lpips",
+                           "--device", "cpu", "--spz-version", 3)
+    assert code == 0, err
+    assert read_spz_header(tmp_path / "out" / "model.spz").version == 3
+    for name in ("model.sdz", "model.ply", "model.spz"):
+        assert load_model(tmp_path / "out" / name).antialiased, name

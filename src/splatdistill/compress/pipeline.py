@@ -619,6 +619,7 @@ def compress_model(model_path, out_dir, data=None, cfg: CompressConfig | None = 
 
     t0 = time.perf_counter()
     final = work.detach().to("cpu")
+    final.antialiased = scene.antialiased  # the stages rebuild scenes; the outputs keep the flag
     if vq is not None:
         vq = dict(vq, kept_encoding=s["kept_encoding"])
     extra = {"source": model_path.name, "settings": {k: v for k, v in s.items() if k != "bits"}}
