@@ -130,22 +130,33 @@ def test_ascii_ply(tmp_path):
         assert torch.equal(x, y)  # numpy prints float32 with enough digits to round-trip
 
 
-def test_extra_properties_warn(tmp_path):
+def one_warning(capsys, *fragments) -> str:
+    """The one ``splatdistill: warning:`` line on stderr, containing each fragment."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("splatdistill: warning: "), err[0]
+    for f in fragments:
+        assert f in err[0], (f, err[0])
+    return err[0]
+
+
+def test_extra_properties_warn(tmp_path, capsys):
     scene = random_scene(30, 2, extremes=False)
     n = len(scene)
     extra = {"filter_3D": np.full(n, np.nan, np.float32),  # NaN in an ignored property is fine
              "normal": np.ones(n, np.float32), "red": np.full(n, 200, np.uint8)}
     order = ["red", "filter_3D"] + list(inria_array(scene).dtype.names)[::-1] + ["normal"]
     write_foreign(tmp_path / "x.ply", inria_array(scene, extra, order=order))
-    with pytest.warns(UserWarning, match="filter_3D") as rec:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one plain line on stderr, no Python warning
         back = read_ply(tmp_path / "x.ply")
-    assert "normal" in str(rec[0].message) and "red" in str(rec[0].message)
-    assert "nx" not in str(rec[0].message)
+    line = one_warning(capsys, "filter_3D", "normal", "red", "x.ply")
+    assert "nx" not in line
     assert_bit_equal(scene, back)
     assert ply_info(tmp_path / "x.ply")["extra_properties"] == ["red", "filter_3D", "normal"]
 
 
-def test_other_elements_and_lists(tmp_path):
+def test_other_elements_and_lists(tmp_path, capsys):
     """Elements before 'vertex' (one with a list property) are skipped."""
     scene = random_scene(12, 0, extremes=False)
     face = np.empty(2, dtype=[("vertex_indices", "O")])
@@ -154,15 +165,15 @@ def test_other_elements_and_lists(tmp_path):
     els = [plyfile.PlyElement.describe(meta, "meta"),
            plyfile.PlyElement.describe(face, "face", val_types={"vertex_indices": "int32"})]
     write_foreign(tmp_path / "f.ply", inria_array(scene), elements=els)
-    with pytest.warns(UserWarning, match="face"):
-        back = read_ply(tmp_path / "f.ply")
+    back = read_ply(tmp_path / "f.ply")
+    one_warning(capsys, "face")
     assert_bit_equal(scene, back)
     # only scalar elements before 'vertex' (the fast binary path skips them by size), one after
     write_foreign(tmp_path / "g.ply", inria_array(scene), byte_order=">", elements=els[:1])
     with open(tmp_path / "g.ply", "ab") as f:
         f.write(b"trailing bytes are ignored")
-    with pytest.warns(UserWarning, match="meta"):
-        assert_bit_equal(scene, read_ply(tmp_path / "g.ply"))
+    assert_bit_equal(scene, read_ply(tmp_path / "g.ply"))
+    one_warning(capsys, "meta")
 
 
 def test_non_float_properties(tmp_path):
@@ -173,12 +184,22 @@ def test_non_float_properties(tmp_path):
     write_foreign(tmp_path / "ok.ply", inria_array(scene, dtypes=dt))
     assert_bit_equal(scene, read_ply(tmp_path / "ok.ply"))
 
-    arr = inria_array(scene, dtypes={"scale_2": "<f8"})
+    # float64 (some exporters write it): rounded to the nearest float32, written back as float32
+    arr = inria_array(scene, dtypes={k: "<f8" for k in inria_array(scene).dtype.names})
     arr["scale_2"][3] = 0.1  # 0.1 as double is not a float32
-    write_foreign(tmp_path / "bad.ply", arr)
-    with pytest.raises(UserError, match="'scale_2'.*float32") as e:
-        read_ply(tmp_path / "bad.ply")
-    assert "bad.ply" in str(e.value)
+    write_foreign(tmp_path / "f64.ply", arr)
+    back = read_ply(tmp_path / "f64.ply")
+    assert back.scales[3, 2].item() == float(np.float32(0.1))
+    for name, col in [("x", back.means[:, 0]), ("opacity", back.opacities), ("rot_3", back.quats[:, 3])]:
+        assert np.array_equal(col.numpy(), arr[name].astype(np.float32)), name
+    write_ply(back, tmp_path / "f32.ply")
+    assert ply_info(tmp_path / "f32.ply")["properties"] == property_names(0)
+    assert_bit_equal(back, read_ply(tmp_path / "f32.ply"))
+    arr["y"][2] = 1e300  # a double beyond float32's range
+    write_foreign(tmp_path / "big.ply", arr)
+    with pytest.raises(UserError, match="'y'.*Inf") as e:
+        read_ply(tmp_path / "big.ply")
+    assert "big.ply" in str(e.value)
 
     arr = inria_array(scene, dtypes={"y": "<i4"})
     arr["y"][0] = 2**24 + 1  # an int32 that float32 cannot hold
@@ -211,15 +232,56 @@ def test_truncated_ascii(tmp_path):
 
 
 @pytest.mark.parametrize("prop,value", [("scale_1", np.nan), ("f_rest_7", np.inf),
-                                        ("opacity", -np.inf), ("x", np.nan)])
+                                        ("opacity", np.nan), ("x", np.nan), ("scale_0", -np.inf)])
 def test_nan_names_property(tmp_path, prop, value):
     scene = random_scene(40, 1, extremes=False)
     arr = inria_array(scene)
     arr[prop][17] = value
     write_foreign(tmp_path / "nan.ply", arr)
-    with pytest.raises(UserError, match=f"'{prop}'.*NaN or Inf") as e:
+    with pytest.raises(UserError, match=f"'{prop}'.*NaN") as e:
         read_ply(tmp_path / "nan.ply")
     assert "nan.ply" in str(e.value) and "vertex 17" in str(e.value)
+
+
+@pytest.mark.parametrize("dtype", ["<f4", "<f8"])
+def test_infinite_opacity_is_clamped(tmp_path, capsys, dtype):
+    """splat-transform writes opacity = +inf for alpha 1: clamped to a finite logit, one warning."""
+    scene = random_scene(40, 1, extremes=False)
+    arr = inria_array(scene, dtypes={"opacity": dtype})
+    arr["opacity"][[3, 9, 11]] = np.inf
+    arr["opacity"][20] = -np.inf
+    write_foreign(tmp_path / "inf.ply", arr)
+    back = read_ply(tmp_path / "inf.ply")
+    one_warning(capsys, "inf.ply", "3 with opacity = +inf", "1 with opacity = -inf", "of 40")
+    op = back.opacities
+    assert torch.isfinite(op).all()
+    assert torch.sigmoid(op[[3, 9, 11]]).min() > 1 - 1e-6 and torch.sigmoid(op[20]) < 1e-6
+    keep = np.setdiff1d(np.arange(40), [3, 9, 11, 20])
+    assert np.array_equal(op.numpy()[keep], arr["opacity"][keep].astype(np.float32))
+    write_ply(back, tmp_path / "back.ply")  # a finite scene: writable and re-readable
+    assert_bit_equal(back, read_ply(tmp_path / "back.ply"))
+    assert capsys.readouterr().err == ""
+
+
+def test_antialiased_comment(tmp_path):
+    """Both comment conventions splat-transform reads (Brush's and Postshot's); we write Brush's."""
+    scene = random_scene(10, 0, extremes=False)
+    write_ply(scene, tmp_path / "plain.ply")
+    assert not read_ply(tmp_path / "plain.ply").antialiased
+    assert ply_info(tmp_path / "plain.ply")["comments"] == []
+    scene.antialiased = True
+    write_ply(scene, tmp_path / "aa.ply")
+    assert ply_info(tmp_path / "aa.ply")["comments"] == ["SplatRenderMode: mip"]
+    back = read_ply(tmp_path / "aa.ply")
+    assert back.antialiased
+    assert_bit_equal(scene, back)
+    data = (tmp_path / "plain.ply").read_bytes()
+    for comments, want in [(["antialiased 1"], True), (["ANTIALIASED 0"], False),
+                           (["splatrendermode: MIP"], True), (["SplatRenderMode: mip", "antialiased 0"], False),
+                           (["antialiased 1", "SplatRenderMode: default"], False), (["made by x"], False)]:
+        extra = "".join(f"comment {c}\n" for c in comments).encode()
+        (tmp_path / "c.ply").write_bytes(data.replace(b"element vertex", extra + b"element vertex", 1))
+        assert read_ply(tmp_path / "c.ply").antialiased is want, comments
 
 
 def test_nan_in_double_property(tmp_path):

@@ -148,7 +148,7 @@ def assert_close(got: dict, want: dict, *, frac_bits=12, extent=100.0, version=3
 # ================================================================================================
 # round trip through our writer and reader
 # ================================================================================================
-@pytest.mark.parametrize("version", [2, 3])
+@pytest.mark.parametrize("version", [2, 3, 4])
 @pytest.mark.parametrize("degree", [0, 1, 2, 3])
 def test_round_trip_within_precision(tmp_path, degree, version):
     scene = make_scene(degree=degree, seed=degree)
@@ -173,7 +173,7 @@ def test_round_trip_fractional_bits(tmp_path, frac_bits):
 
 def test_header_layout_and_sh_buckets(tmp_path):
     scene = make_scene(n=300, degree=3)
-    write_spz(scene, tmp_path / "s.spz", antialiased=True)
+    write_spz(scene, tmp_path / "s.spz", antialiased=True, version=3)
     raw = gzip.decompress((tmp_path / "s.spz").read_bytes())
     magic, version, n, deg, fb, flags, reserved = struct.unpack_from("<IIIBBBB", raw)
     assert (magic, version, n, deg, fb, flags, reserved) == (0x5053474E, 3, 300, 3, 12, 1, 0)
@@ -187,6 +187,93 @@ def test_header_layout_and_sh_buckets(tmp_path):
     assert len(np.unique(sh[:, :3])) > 16  # and not coarser than that
 
 
+@pytest.mark.parametrize("degree", [0, 3])
+def test_version4_layout(tmp_path, degree):
+    """The 32-byte NGSP header, the table of contents and one zstd stream per non-empty attribute,
+    holding the same bytes as the version-3 gzip payload."""
+    import zstandard
+
+    scene = make_scene(n=300, degree=degree)
+    scene.antialiased = True
+    write_spz(scene, tmp_path / "v4.spz")  # version 4 is the default
+    write_spz(scene, tmp_path / "v3.spz", version=3)
+    data = (tmp_path / "v4.spz").read_bytes()
+    magic, version, n, deg, fb, flags, nstreams, toc = struct.unpack_from("<IIIBBBBI", data)
+    assert (magic, version, n, deg, fb, flags, toc) == (0x5053474E, 4, 300, degree, 12, 1, 32)
+    assert data[20:32] == bytes(12)
+    sizes = [300 * 9, 300, 900, 900, 1200] + ([300 * 45] if degree else [])
+    assert nstreams == len(sizes)
+    off = 32 + 16 * nstreams
+    legacy = gzip.decompress((tmp_path / "v3.spz").read_bytes())[16:]
+    streams = []
+    for i in range(nstreams):
+        csize, usize = struct.unpack_from("<QQ", data, 32 + 16 * i)
+        assert usize == sizes[i]
+        streams.append(zstandard.ZstdDecompressor().decompress(data[off:off + csize], max_output_size=usize))
+        off += csize
+    assert off == len(data)
+    assert b"".join(streams) == legacy
+    h = read_spz_header(tmp_path / "v4.spz")
+    assert (h.version, h.antialiased) == (4, True)
+    assert read_spz(tmp_path / "v4.spz").antialiased and read_spz(tmp_path / "v3.spz").antialiased
+
+
+def test_version1_float16_positions(tmp_path):
+    """Version 1 (never released) stores positions as 3 float16; the rest as version 2."""
+    scene = make_scene(n=50, degree=1, extent=10.0)
+    raw = bytearray(gzip.decompress(spz.encode_spz(scene, version=2)))
+    n = 50
+    means = spz._frame_flip(scene.means.double().numpy().copy(), np.zeros((n, 4)), np.zeros((n, 3, 3)))[0]
+    half = means.astype("<f2").tobytes()
+    body = bytes(raw[16 + 9 * n:])
+    struct.pack_into("<I", raw, 4, 1)
+    (tmp_path / "v1.spz").write_bytes(gzip.compress(bytes(raw[:16]) + half + body))
+    back = read_spz(tmp_path / "v1.spz")
+    want = arrays_of(scene)
+    assert np.allclose(back.means.double().numpy(), want["means"], atol=10 * 2.0 ** -11)
+    assert np.allclose(back.scales.double().numpy(), want["scales"], atol=SCALE_TOL)
+
+
+def _ext_record(etype: int, payload: bytes) -> bytes:
+    return struct.pack("<II", etype, len(payload)) + payload
+
+
+def test_extensions(tmp_path, capsys):
+    """Extension records (v4: between header and TOC; v3: after the SH): the coordinate-system
+    extension decides the frame, the orbit-camera one is skipped quietly, unknown ones warned of."""
+    scene = make_scene(n=40, degree=1)
+    want = arrays_of(scene)
+    v4 = spz.encode_spz(scene)
+    v4_raw = spz.encode_spz(scene, convert_frame=False)  # the PLY (RDF) frame on disk
+
+    def with_ext(data: bytes, ext: bytes) -> bytes:
+        b = bytearray(data[:32])
+        b[14] |= 2
+        struct.pack_into("<I", b, 16, 32 + len(ext))
+        return bytes(b) + ext + data[32:]
+
+    rdf = _ext_record(0xADBE0003, struct.pack("<I", 6))
+    rub = _ext_record(0xADBE0003, struct.pack("<I", 4))
+    orbit = _ext_record(0xADBE0002, bytes(12))
+    for name, data, ext in [("rdf", v4_raw, orbit + rdf), ("rub", v4, rub)]:
+        (tmp_path / f"{name}.spz").write_bytes(with_ext(data, ext))
+        assert_close(arrays_of(read_spz(tmp_path / f"{name}.spz")), want, version=4)
+    assert capsys.readouterr().err == ""
+    (tmp_path / "unk.spz").write_bytes(with_ext(v4, _ext_record(0x12340001, b"abcd")))
+    assert_close(arrays_of(read_spz(tmp_path / "unk.spz")), want, version=4)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("splatdistill: warning: ") and "0x12340001" in err[0]
+    (tmp_path / "luf.spz").write_bytes(with_ext(v4, _ext_record(0xADBE0003, struct.pack("<I", 7))))
+    _raises(tmp_path / "luf.spz", "LUF")
+    (tmp_path / "cut.spz").write_bytes(with_ext(v4, struct.pack("<II", 0x12340001, 99)))
+    _raises(tmp_path / "cut.spz", "extension")
+    # version 3: the records follow the SH array in the gzip stream
+    raw = bytearray(gzip.decompress(spz.encode_spz(scene, version=3, convert_frame=False)))
+    raw[14] |= 2
+    (tmp_path / "v3.spz").write_bytes(gzip.compress(bytes(raw) + rdf))
+    assert_close(arrays_of(read_spz(tmp_path / "v3.spz")), want, version=3)
+
+
 def test_edge_values(tmp_path):
     n = 6
     scene = GaussianScene(
@@ -197,7 +284,7 @@ def test_edge_values(tmp_path):
         opacities=torch.tensor([-40.0, 40.0, 0.0, 1.0, -1.0, 5.0]),
         sh0=torch.zeros(n, 1, 3), shN=torch.zeros(n, 3, 3),
     )
-    for version in (2, 3):
+    for version in (2, 3, 4):
         write_spz(scene, tmp_path / "e.spz", version=version)
         back = read_spz(tmp_path / "e.spz")
         for _, v in back.items():
@@ -284,11 +371,12 @@ def test_gsply_reads_our_files(tmp_path, degree, version):
     assert_close(arrays_of_gsdata(gsply.read_spz(tmp_path / "u.spz")), arrays_of(scene), version=version)
 
 
+@pytest.mark.parametrize("version", [3, 4])
 @pytest.mark.parametrize("degree", [0, 1, 2, 3])
-def test_we_read_gsply_files(tmp_path, degree):
+def test_we_read_gsply_files(tmp_path, degree, version):
     a = arrays_of(make_scene(degree=degree, seed=20 + degree))
-    gsply.write_spz(tmp_path / "g.spz", to_gsdata(a))  # gsply writes version 3 by default
-    assert read_spz_header(tmp_path / "g.spz").version == 3
+    gsply.write_spz(tmp_path / "g.spz", to_gsdata(a), version=version)
+    assert read_spz_header(tmp_path / "g.spz").version == version
     ours = read_spz(tmp_path / "g.spz", convert_frame=False)
     assert len(ours) == a["means"].shape[0]
     # gsply does not snap SH to the spec's 5/4-bit buckets: its SH bytes are within plain rounding
@@ -365,7 +453,7 @@ def test_ply_to_spz_compared_with_gsply(tmp_path):
 # ================================================================================================
 # corrupt inputs and bad arguments
 # ================================================================================================
-def _good_payload(n=20, degree=1, version=3) -> bytes:
+def _good_payload(n=20, degree=1, version=3) -> bytes:  # the gzip container
     return spz.encode_spz(make_scene(n=n, degree=degree), version=version)
 
 
@@ -409,9 +497,26 @@ def test_bad_magic(tmp_path):
     _raises(_with_header(tmp_path, "m.spz", magic=0x12345678), "magic")
 
 
-@pytest.mark.parametrize("version", [0, 1, 4, 7])
+@pytest.mark.parametrize("version", [0, 5, 7])
 def test_unsupported_version(tmp_path, version):
     _raises(_with_header(tmp_path, "v.spz", version=version), f"version {version}")
+
+
+def test_version4_corrupt(tmp_path):
+    good = spz.encode_spz(make_scene(n=30, degree=1))
+    cases = {
+        "short": good[:20],
+        "toc": good[:40],
+        "cut": good[:-5],
+        "extra": good + b"x",
+        "v5": good[:4] + struct.pack("<I", 5) + good[8:],
+        "n": good[:8] + struct.pack("<I", 31) + good[12:],
+        "streams": good[:15] + bytes([5]) + good[16:],
+        "zstd": good[:32 + 6 * 16] + bytes(len(good) - 32 - 6 * 16),
+    }
+    for name, data in cases.items():
+        (tmp_path / f"{name}.spz").write_bytes(data)
+        _raises(tmp_path / f"{name}.spz")
 
 
 def test_inconsistent_count(tmp_path):
@@ -424,7 +529,8 @@ def test_inconsistent_count(tmp_path):
 def test_other_header_problems(tmp_path):
     _raises(_with_header(tmp_path, "d4.spz", deg=4), "SH degree 4")
     _raises(_with_header(tmp_path, "fb.spz", fb=40), "fractionalBits")
-    _raises(_with_header(tmp_path, "ext.spz", flags=2), "extensions")
+    # the extensions flag with no room for a record: nothing to skip, the Gaussians read
+    assert len(read_spz(_with_header(tmp_path, "ext.spz", flags=2))) == 20
     # unknown v2/v3 flags other than the extensions bit are harmless
     assert len(read_spz(_with_header(tmp_path, "aa.spz", flags=1))) == 20
 
@@ -441,13 +547,8 @@ def test_not_spz_files(tmp_path):
     _raises(tmp_path / "z.spz", "magic")
     (tmp_path / "ply.spz").write_bytes(b"ply\nformat binary_little_endian 1.0\n")
     _raises(tmp_path / "ply.spz", "not an SPZ file")
-    # a version-4 (uncompressed NGSP + zstd) file, as gsply writes it
-    a = arrays_of(make_scene(n=10, degree=0))
-    try:
-        gsply.write_spz(tmp_path / "v4.spz", to_gsdata(a), version=4)
-    except ValueError:  # gsply without zstandard
-        (tmp_path / "v4.spz").write_bytes(struct.pack("<III", 0x5053474E, 4, 10) + bytes(20))
-    _raises(tmp_path / "v4.spz", "version 4")
+    (tmp_path / "v4.spz").write_bytes(struct.pack("<III", 0x5053474E, 4, 10) + bytes(20))
+    _raises(tmp_path / "v4.spz", "truncated")
     _raises(tmp_path / "missing.spz", "no such file")
     _raises(tmp_path, "directory")
 
@@ -458,19 +559,22 @@ def test_writer_errors_and_atomicity(tmp_path):
     write_spz(good, path)
     before = path.read_bytes()
     far = good.clone()
-    far.params["means"][3, 1] = 5000.0  # beyond 2^(23-12) = 2048
-    with pytest.raises(UserError, match="fractional_bits <= 10") as e:
-        write_spz(far, path)
-    assert str(path) in str(e.value)
-    write_spz(far, tmp_path / "far.spz", fractional_bits=10)  # what the message suggests works
+    far.params["means"][3, 1] = 5000.0  # beyond 2^(23-12) = 2048: fewer fractional bits, a warning
+    write_spz(far, tmp_path / "far.spz")
+    assert read_spz_header(tmp_path / "far.spz").fractional_bits == 10
     assert_close(arrays_of(read_spz(tmp_path / "far.spz")), arrays_of(far), frac_bits=10, extent=5000)
+    too_far = good.clone()
+    too_far.params["means"][0, 0] = 2.0 ** 24
+    with pytest.raises(UserError, match="2\\^23") as e:
+        write_spz(too_far, path)
+    assert str(path) in str(e.value)
     nan = good.clone()
     nan.params["scales"][0, 0] = float("nan")
     with pytest.raises(UserError, match="NaN"):
         write_spz(nan, path)
     with pytest.raises(UserError, match="version"):
-        write_spz(good, path, version=4)
+        write_spz(good, path, version=5)
     with pytest.raises(UserError, match="fractional_bits"):
-        write_spz(good, path, fractional_bits=0)
+        write_spz(good, path, fractional_bits=25)
     assert path.read_bytes() == before  # failed writes leave the old file alone
     assert sorted(p.name for p in tmp_path.iterdir()) == ["far.spz", "out.spz"]  # no temp files

@@ -26,20 +26,25 @@ def _print_json(obj) -> None:
 
 # --- commands --------------------------------------------------------------------------------------
 def info(path: Pos[Path], json: JsonFlag = False) -> None:
-    """Describe a dataset (format, splits, resolution, cameras, extent) or a model file (.ply/.spz/.sdz)."""
+    """Describe a dataset (format, splits, resolution, cameras, extent) or a model file (.ply, compressed
+    .ply, .spz v1-v4, .sdz, .sog, SOG meta.json or folder)."""
     from .info import describe, format_info
 
     d = describe(path)
     _print_json(d) if json else print(format_info(d))
 
 
-def convert(src: Pos[Path], dst: Pos[Path]) -> None:
-    """Convert a model between formats, chosen by the extensions (.ply, .spz, .sdz)."""
-    from .info import load_model, save_model
+def convert(src: Pos[Path], dst: Pos[Path], spz_version: Optional[Literal[2, 3, 4]] = None) -> None:
+    """Convert a model between formats. Reads .ply (Inria or compressed, told apart by the header),
+    .spz (v1-v4), .sdz, .sog, a SOG meta.json or its folder; writes by the output name: .ply,
+    .compressed.ply, .spz (v4; --spz-version 3 for readers without v4, such as Spark), .sdz, .sog,
+    meta.json (SOG textures beside it)."""
+    from .info import _size_on_disk, load_model, save_model
 
     scene = load_model(src)
-    save_model(scene, dst)
-    print(f"wrote {dst} ({len(scene)} Gaussians, SH degree {scene.sh_degree}, {os.path.getsize(dst)} bytes)")
+    written = save_model(scene, dst, spz_version=spz_version)
+    print(f"wrote {written} ({len(scene)} Gaussians, SH degree {scene.sh_degree}, "
+          f"{_size_on_disk(written)} bytes)")
 
 
 def make_scene(out: Pos[Path], resolution: int = 128, train_views: int = 100, test_views: int = 20,
@@ -243,13 +248,14 @@ def compress(
     views: int = 48,
     resolution: int = 192,
     spz: bool = True,
+    spz_version: Literal[2, 3, 4] = 4,
     lpips: bool = True,
     device: Literal["auto", "cpu", "cuda"] = "auto",
     seed: int = 0,
 ) -> None:
-    """Compress a model (.ply/.spz/.sdz): prune (--prune-policy), distil SH to --sh-degree, colour VQ,
+    """Compress a model (any format convert reads): prune (--prune-policy), distil SH to --sh-degree, colour VQ,
     quantise + Morton order + zstd. Writes OUT/model.sdz, OUT/model.ply (decompressed, for any viewer),
-    OUT/model.spz and OUT/summary.json (sizes, PSNR/LPIPS of the decoded model). With --data the
+    OUT/model.spz (v4; --spz-version 3 for Spark) and OUT/summary.json (sizes, PSNR/LPIPS of the decoded model). With --data the
     dataset's views are the targets; without, views sampled around the model and its own renders.
     Presets --quality high|balanced|small (prune/SH/VQ: 0.5/3/0.4, 0.66/2/0.6, 0.8/1/0.8); explicit
     flags override them. --rvq-stages S (Compact-3DGS: 6, with --rvq-size 64) stores scales and
@@ -260,7 +266,8 @@ def compress(
     cfg = CompressConfig(quality=quality, prune=prune, sh_degree=sh_degree, vq_size=vq_size, vq_ratio=vq_ratio,
                          prune_policy=prune_policy, rvq_stages=rvq_stages, rvq_size=rvq_size,
                          iterations=iterations, downscale=downscale, device=device,
-                         views=views, resolution=resolution, write_spz=spz, lpips=lpips, seed=seed)
+                         views=views, resolution=resolution, write_spz=spz, lpips=lpips, seed=seed,
+                         spz_version=spz_version)
     if sweep:
         print(sweep_markdown(run_sweep(model, out, data, cfg)))
         print(f"wrote {out / 'sweep.json'}, {out / 'sweep.md'}, {out / 'rate_distortion.png'}")

@@ -9,59 +9,120 @@ import numpy as np
 
 from .errors import UserError
 
-MODEL_SUFFIXES = (".ply", ".spz", ".sdz")
+MODEL_SUFFIXES = (".ply", ".spz", ".sdz", ".sog", "meta.json")
+# written by save_model: ".compressed.ply" is the SuperSplat / PlayCanvas compressed PLY
+OUTPUT_SUFFIXES = (".ply", ".compressed.ply", ".spz", ".sdz", ".sog", "meta.json")
+
+
+def model_format(path: str | os.PathLike) -> str:
+    """The format of a model file: ply, compressed_ply (from the PLY header, whatever the name),
+    spz, sdz or sog (a .sog zip, a meta.json, or a folder holding one)."""
+    from .formats.sog import is_sog_path
+
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if is_sog_path(p):
+        return "sog"
+    if suffix == ".ply":
+        from .scene.ply import is_compressed_ply, read_header
+
+        return "compressed_ply" if is_compressed_ply(read_header(p)) else "ply"
+    if suffix in (".spz", ".sdz"):
+        return suffix[1:]
+    raise UserError(f"unknown model format '{suffix or p.name}' (supported: {', '.join(MODEL_SUFFIXES)}, "
+                    f"or a SOG folder)", p)
 
 
 def load_model(path: str | os.PathLike):
-    """Read a model file of any supported format (by extension)."""
+    """Read a model file of any supported format: Inria or compressed PLY (told apart by the
+    header), SPZ v1-v4, .sdz, SOG (.sog zip, meta.json, or its folder)."""
     p = Path(path)
-    suffix = p.suffix.lower()
-    if suffix == ".ply":
+    fmt = model_format(p)
+    if fmt in ("ply", "compressed_ply"):
         from .scene.ply import read_ply
 
-        return read_ply(p)
-    if suffix == ".spz":
+        return read_ply(p)  # dispatches compressed PLYs itself
+    if fmt == "spz":
         from .compress.spz import read_spz
 
         return read_spz(p)
-    if suffix == ".sdz":
+    if fmt == "sdz":
         from .compress.codec import load_sdz
 
         return load_sdz(p)
-    raise UserError(f"unknown model format '{suffix}' (supported: {', '.join(MODEL_SUFFIXES)})", p)
+    from .formats.sog import read_sog
+
+    return read_sog(p)
 
 
-def save_model(scene, path: str | os.PathLike) -> Path:
+def save_model(scene, path: str | os.PathLike, *, spz_version: int | None = None) -> Path:
+    """Write ``scene`` in the format the name asks for: ``.compressed.ply`` (SuperSplat compressed
+    PLY), ``.ply`` (Inria), ``.spz`` (version ``spz_version``, default 4), ``.sdz``, ``.sog`` (zip)
+    or ``meta.json`` (SOG textures beside it)."""
     p = Path(path)
+    name = p.name.lower()
     suffix = p.suffix.lower()
+    if spz_version is not None and suffix != ".spz":
+        raise UserError("--spz-version applies to .spz outputs only", p)
+    if name.endswith(".compressed.ply"):
+        from .formats.compressed_ply import write_compressed_ply
+
+        return write_compressed_ply(scene, p)
     if suffix == ".ply":
         from .scene.ply import write_ply
 
         return write_ply(scene, p)
     if suffix == ".spz":
-        from .compress.spz import write_spz
+        from .compress.spz import DEFAULT_VERSION, write_spz
 
-        return write_spz(scene, p)
+        return write_spz(scene, p, version=DEFAULT_VERSION if spz_version is None else spz_version)
     if suffix == ".sdz":
         from .compress.codec import save_sdz
 
         return save_sdz(scene, p)
-    raise UserError(f"unknown output format '{suffix}' (supported: {', '.join(MODEL_SUFFIXES)})", p)
+    if suffix == ".sog" or name == "meta.json":
+        from .formats.sog import write_sog
+
+        return write_sog(scene, p)
+    raise UserError(f"unknown output format '{suffix or p.name}' (supported: {', '.join(OUTPUT_SUFFIXES)})", p)
 
 
 def describe_model(path: str | os.PathLike) -> dict:
+    fmt = model_format(path)
     scene = load_model(path)
     lo, hi = scene.bbox()
-    return {
+    d = {
         "kind": "model",
-        "format": Path(path).suffix.lower().lstrip("."),
+        "format": fmt,
         "num_gaussians": len(scene),
         "sh_degree": scene.sh_degree,
+        "antialiased": scene.antialiased,
         "bbox_min": [float(v) for v in lo],
         "bbox_max": [float(v) for v in hi],
-        "bytes": os.path.getsize(path),
+        "bytes": _size_on_disk(path),
         "bytes_in_memory": scene.nbytes(),
     }
+    if fmt == "spz":
+        from .compress.spz import read_spz_header
+
+        d["spz_version"] = read_spz_header(path).version
+    return d
+
+
+def _size_on_disk(path) -> int:
+    """A file's size; for a SOG meta.json or folder, meta.json plus the textures it names."""
+    p = Path(path)
+    if p.is_dir() or p.name.lower() == "meta.json":
+        import json
+
+        meta = p / "meta.json" if p.is_dir() else p
+        total = os.path.getsize(meta)
+        for v in json.loads(meta.read_text()).values():
+            for f in v.get("files", []) if isinstance(v, dict) else []:
+                if (meta.parent / f).is_file():
+                    total += os.path.getsize(meta.parent / f)
+        return total
+    return os.path.getsize(p)
 
 
 def describe_dataset(path: str | os.PathLike) -> dict:
@@ -98,7 +159,9 @@ def describe(path: str | os.PathLike) -> dict:
     if not p.exists():
         raise UserError("no such file or directory", p)
     if p.is_dir():
-        return describe_dataset(p)
+        from .formats.sog import is_sog_path
+
+        return describe_model(p) if is_sog_path(p) else describe_dataset(p)
     return describe_model(p)
 
 

@@ -291,6 +291,8 @@ def encode_scene(
         "order": "morton" if keep is None else "kept_then_vq_each_morton",
         "attributes": attrs,
     }
+    if scene.antialiased:  # rendered with the 2D (Mip-Splatting) filter; absent means False
+        meta["antialiased"] = True
     if keep is None:
         attrs["sh0"] = _encode_array("sh0", p["sh0"], *parsed["sh0"], sections)
         attrs["shN"] = _encode_array("shN", p["shN"], *parsed["shN"], sections)
@@ -448,7 +450,10 @@ def decode_scene(sections: dict[str, np.ndarray], meta: dict) -> GaussianScene:
         _fail(f"unknown colour encoding {enc!r}")
 
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
-    return GaussianScene(t(means), t(quats), t(scales), t(opac), t(sh0), t(shN))
+    aa = meta.get("antialiased", False)
+    if not isinstance(aa, bool):
+        _fail(f"metadata 'antialiased' must be true or false, got {aa!r}")
+    return GaussianScene(t(means), t(quats), t(scales), t(opac), t(sh0), t(shN), antialiased=aa)
 
 
 # ---- files ----------------------------------------------------------------------------------------------

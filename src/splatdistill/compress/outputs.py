@@ -159,7 +159,7 @@ def probe_codec_inputs(scene: GaussianScene, settings: dict, n_after_prune: int,
 
 
 def preflight(scene: GaussianScene, out: Path, settings: dict, n_after_prune: int, write_spz: bool,
-              points_per_codeword: int) -> dict:
+              points_per_codeword: int, spz_version: int = 4) -> dict:
     """Check the output folder and run ``scene`` through every writer ``compress`` will use (see the
     module docstring). Returns what it checked; raises ``UserError`` naming the output file."""
     from ..scene.ply import read_ply, write_ply
@@ -194,7 +194,7 @@ def preflight(scene: GaussianScene, out: Path, settings: dict, n_after_prune: in
         if write_spz:
             tmp = staged.path("model.spz")
             try:  # an SPZ problem is reported in summary.json, not fatal (as at the end of the run)
-                spz_writer(probe, tmp, antialiased=probe.antialiased)
+                spz_writer(probe, tmp, version=spz_version, antialiased=probe.antialiased)
                 read_spz(tmp)
                 checked["spz"] = True
             except UserError as e:

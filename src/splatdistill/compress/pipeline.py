@@ -128,6 +128,7 @@ class CompressConfig:
     rvq_stages: int = 0  # residual VQ of scales and rotations (Compact-3DGS: 6 stages); 0 = off
     rvq_size: int = 64  # codewords per R-VQ stage (Compact-3DGS: 64)
     write_spz: bool = True
+    spz_version: int = 4  # 3 for viewers that read only versions 1-3 (Spark)
     lpips: bool = True
     seed: int = 0
     progress: bool = True
@@ -566,6 +567,13 @@ def _device(name: str) -> torch.device:
     return pick_device(name)
 
 
+def _model_bytes(model_path) -> int:
+    """Size of the input model on disk (a SOG folder / meta.json: with its textures)."""
+    from ..info import _size_on_disk
+
+    return _size_on_disk(model_path)
+
+
 def load_input(model_path) -> GaussianScene:
     from ..info import load_model
 
@@ -599,7 +607,7 @@ def compress_model(model_path, out_dir, data=None, cfg: CompressConfig | None = 
     scene = scene if scene is not None else load_input(model_path)
     s = cfg.settings(scene.sh_degree)
     preflight_info = preflight(scene, out, s, pruned_count(len(scene), s["prune"]), cfg.write_spz,
-                               _VQ_POINTS_PER_CODEWORD)
+                               _VQ_POINTS_PER_CODEWORD, cfg.spz_version)
     timings["preflight"] = time.perf_counter() - t0
     device = _device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -653,6 +661,7 @@ def _finish(model_path, data, cfg, s, scene, work, vq, rvq, targets, staged, n_i
 
     t0 = time.perf_counter()
     final = work.detach().to("cpu")
+    final.antialiased = scene.antialiased  # the stages rebuild scenes; the outputs keep the flag
     if vq is not None:
         vq = dict(vq, kept_encoding=s["kept_encoding"])
     extra = {"source": model_path.name, "settings": {k: v for k, v in s.items() if k != "bits"}}
@@ -665,7 +674,7 @@ def _finish(model_path, data, cfg, s, scene, work, vq, rvq, targets, staged, n_i
     spz_bytes, spz_error = None, None
     if cfg.write_spz:
         try:
-            spz = write_spz(final, staged.path("model.spz"), antialiased=final.antialiased)
+            spz = write_spz(final, staged.path("model.spz"), version=cfg.spz_version, antialiased=final.antialiased)
             read_spz(spz)
             spz_bytes = os.path.getsize(spz)
         except UserError as e:
@@ -683,7 +692,7 @@ def _finish(model_path, data, cfg, s, scene, work, vq, rvq, targets, staged, n_i
     timings["evaluate"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_all
 
-    in_bytes, out_bytes = os.path.getsize(model_path), os.path.getsize(sdz)
+    in_bytes, out_bytes = _model_bytes(model_path), os.path.getsize(sdz)
     return {
         "input": str(model_path),
         "mode": targets.mode,
@@ -749,7 +758,7 @@ def run_sweep(model_path, out_dir, data=None, cfg: CompressConfig | None = None)
                      "ssim": summ["ssim"], "lpips_vgg": summ["lpips_vgg"], "prune": s["prune"],
                      "sh_degree": s["sh_degree"], "vq_size": s["vq_size"], "vq_ratio": s["vq_ratio"],
                      "seconds": summ["timings_s"]["total"]})
-    result = {"input": str(model_path), "input_bytes": os.path.getsize(model_path), "mode": targets.mode,
+    result = {"input": str(model_path), "input_bytes": _model_bytes(model_path), "mode": targets.mode,
               "evaluated_on": f"{len(targets.eval_cams)} {targets.eval_kind}", "runs": rows}
     write_json_atomic(out / "sweep.json", result)
     write_bytes_atomic(out / "sweep.md", sweep_markdown(result).encode())

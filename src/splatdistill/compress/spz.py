@@ -1,4 +1,4 @@
-"""Niantic's SPZ format (gzip container, versions 2 and 3): ``write_spz`` / ``read_spz``.
+"""Niantic's SPZ format (versions 1-4 read, 2-4 written): ``write_spz`` / ``read_spz``.
 
 Written from the published description of the format, the README of
 https://github.com/nianticlabs/spz ("File Format" section, cited below as [spec]), with the
@@ -6,7 +6,8 @@ reference library's ``load-spz.cc`` / ``splat-types.h`` read only as a descripti
 details the README leaves open (quantisation formulas, rounding, bit order). No code is taken
 from it or from any other SPZ implementation.
 
-File layout [spec, "File Format"]: one gzip stream holding a 16-byte little-endian header ::
+File layout of versions 1-3 [spec, "File Format"]: one gzip stream holding a 16-byte
+little-endian header ::
 
     u32 magic = 0x5053474e ("NGSP")   u32 version   u32 numPoints
     u8 shDegree   u8 fractionalBits   u8 flags (0x1 = antialiased)   u8 reserved (0)
@@ -40,14 +41,36 @@ SH            3 x (K-1)               coefficient-major, colour channel fastest:
 All ``round`` above round half away from zero and clamp to the byte's range, as the reference
 library does. The decoder does not need the SH bucket sizes [spec].
 
-Versions: the reader accepts versions 2 and 3 (the only versions the [spec] calls valid).
-Version 1 (float16 positions, never released) and the newer uncompressed "NGSP" container with
-zstd streams (version 4) are refused with a ``UserError``, as are files whose header sets the
-extensions flag (0x2): the extension records sit between the header and the attributes and one
-of them changes how SH bytes decode, so skipping them blindly could give a silently wrong scene.
-The writer writes **version 3** by default (the [spec]'s current version, the version
-``gsply.write_spz`` writes by default, and read by gsply, which reads 1-4); ``version=2`` is
-available for old viewers.
+Versions [spec, "File layout (version 4)"]. Versions 1-3 are the gzip container above (version
+1, never released, stores positions as 3 float16 instead of the fixed point; versions 1-2 use the
+8-bit rotations). **Version 4** (the reference library's current and default version) is not
+gzipped: a 32-byte little-endian plaintext header ::
+
+    u32 magic "NGSP"   u32 version = 4   u32 numPoints
+    u8 shDegree   u8 fractionalBits   u8 flags   u8 numStreams   u32 tocByteOffset   12 x u8 reserved
+
+then, when flags & 0x2, extension records up to ``tocByteOffset``; at ``tocByteOffset`` a table of
+contents of ``numStreams`` entries ``(u64 compressedSize, u64 uncompressedSize)``; then the streams,
+back to back, each one zstd frame holding one attribute array (the same bytes as in versions 2-3)
+in the order positions, alphas, colours, scales, rotations, SH, **leaving out the empty ones**
+(an SH-0 model has 5 streams). The writer uses zstd level 12, the reference library's level.
+
+Extensions [reference ``extensions/README.md``]: records ``u32 type, u32 byteLength, payload``;
+in version 4 they fill the header zone, in versions 1-3 they follow the SH array inside the gzip
+stream. Readers skip the types they do not know. We understand ``0xADBE0003``
+(``SPZ_ADOBE_coordinate_system``, a u32 naming the stored frame: 0 = unspecified, read as RUB; 4 =
+RUB; 6 = RDF, the PLY frame, read without conversion; other frames are refused) and skip
+``0xADBE0002`` (camera orbit limits; no effect on the Gaussians); other types are skipped with a
+warning. The writer writes no extensions.
+
+Which reader takes which version (checked in their sources): the reference library reads 1-4 and
+writes 4 by default; Spark (sparkjsdev/spark ``src/spz.ts``, ``rust/spark-lib/src/spz.rs``) reads
+only 1-3; splat-transform reads 2-4 and writes 4 by default; gsply reads 1-4. So the writer writes
+**version 4** by default and ``version=3`` (or 2) for older readers such as Spark.
+
+Positions beyond the fixed-point range: when a coordinate does not fit 24 bits at the requested
+``fractional_bits`` the writer uses the largest number of fractional bits that fits (one warning
+line), down to 0; only a scene beyond +-2^23 fails.
 
 Coordinate frame. The [spec] ("Coordinate System") says SPZ stores data in a right-up-back (RUB,
 OpenGL / three.js) frame, while the Inria PLY is right-down-front (RDF, OpenCV), and the reference
@@ -85,14 +108,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import UserError
+from ..errors import UserError, warn
 from ..fileio import atomic_path
 from ..scene.gaussians import GaussianScene, num_sh_coeffs
 
 SPZ_MAGIC = 0x5053474E  # "NGSP" little-endian [spec, Header]
-READ_VERSIONS = (2, 3)
-WRITE_VERSIONS = (2, 3)
-DEFAULT_VERSION = 3
+READ_VERSIONS = (1, 2, 3, 4)
+WRITE_VERSIONS = (2, 3, 4)
+DEFAULT_VERSION = 4
+ZSTD_VERSION = 4  # first version of the NGSP container with zstd streams
+ZSTD_LEVEL = 12  # the reference library's zstd level
 DEFAULT_FRACTIONAL_BITS = 12  # ~0.24 mm at metre scale, the reference library's choice
 MAX_FRACTIONAL_BITS = 24  # positions are 24-bit numbers
 MAX_SH_DEGREE = 3  # the format allows 4 [spec]; our scenes stop at 3
@@ -104,7 +129,15 @@ COLOR_SCALE = 0.15  # [spec / reference]: sh0 is stored as "wide RGB" sh0 * 0.15
 SH1_BITS = 5  # [spec, Quantization]: default precision of the degree-1 coefficients
 SH_REST_BITS = 4  # ... and of degree 2 and 3
 
-_HEADER = struct.Struct("<IIIBBBB")  # 16 bytes
+_HEADER = struct.Struct("<IIIBBBB")  # 16 bytes (versions 1-3)
+_HEADER_V4 = struct.Struct("<IIIBBBBI12s")  # 32 bytes (version 4)
+_TOC_ENTRY = struct.Struct("<QQ")
+_EXT_RECORD = struct.Struct("<II")
+EXT_COORDINATE_SYSTEM = 0xADBE0003  # SPZ_ADOBE_coordinate_system
+EXT_SAFE_ORBIT_CAMERA = 0xADBE0002  # SPZ_ADOBE_safe_orbit_camera
+_FRAME_NAMES = {0: "UNSPECIFIED", 1: "LDB", 2: "RDB", 3: "LUB", 4: "RUB", 5: "LDF", 6: "RDF", 7: "LUF",
+                8: "RUF", 9: "LFD", 10: "RFD", 11: "LFU", 12: "RFU", 13: "LBD", 14: "RBD", 15: "LBU",
+                16: "RBU"}
 _GZIP_MAGIC = b"\x1f\x8b"
 _SQRT1_2 = math.sqrt(0.5)
 _MAG_MAX = (1 << 9) - 1  # 9-bit magnitude of the smallest-three encoding
@@ -131,6 +164,7 @@ class SpzHeader:
     sh_degree: int
     fractional_bits: int
     flags: int
+    stored_frame: str = "RUB"  # from the coordinate-system extension; RUB (the spec's) without one
 
     @property
     def antialiased(self) -> bool:
@@ -141,8 +175,19 @@ class SpzHeader:
         return 4 if self.version >= 3 else 3
 
     @property
+    def position_bytes(self) -> int:
+        return 6 if self.version == 1 else 9  # version 1: 3 x float16
+
+    @property
+    def stream_sizes(self) -> list[int]:
+        """Bytes of each attribute array: positions, alphas, colours, scales, rotations, SH."""
+        n = self.num_points
+        return [self.position_bytes * n, n, 3 * n, 3 * n, self.rotation_bytes * n,
+                3 * (num_sh_coeffs(self.sh_degree) - 1) * n]
+
+    @property
     def bytes_per_gaussian(self) -> int:
-        return 9 + 1 + 3 + 3 + self.rotation_bytes + 3 * (num_sh_coeffs(self.sh_degree) - 1)
+        return sum(self.stream_sizes) // self.num_points if self.num_points else 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,9 +281,9 @@ def _check_write_args(version, fractional_bits, path) -> None:
         raise UserError(
             f"cannot write SPZ version {version!r}; supported versions are "
             f"{', '.join(map(str, WRITE_VERSIONS))}", path)
-    if not isinstance(fractional_bits, (int, np.integer)) or not 1 <= fractional_bits <= MAX_FRACTIONAL_BITS:
+    if not isinstance(fractional_bits, (int, np.integer)) or not 0 <= fractional_bits <= MAX_FRACTIONAL_BITS:
         raise UserError(
-            f"SPZ fractional_bits must be an integer in 1..{MAX_FRACTIONAL_BITS}, got {fractional_bits!r}",
+            f"SPZ fractional_bits must be an integer in 0..{MAX_FRACTIONAL_BITS}, got {fractional_bits!r}",
             path)
 
 
@@ -247,15 +292,19 @@ def encode_spz(
     fractional_bits: int = DEFAULT_FRACTIONAL_BITS,
     version: int = DEFAULT_VERSION,
     *,
-    antialiased: bool = False,
+    antialiased: bool | None = None,
     convert_frame: bool = True,
-    compresslevel: int = 6,
+    compresslevel: int | None = None,
     path: str | os.PathLike | None = None,
 ) -> bytes:
-    """The SPZ file bytes (gzip stream) for ``scene``. See the module docstring for the format.
+    """The SPZ file bytes for ``scene``. See the module docstring for the format.
 
-    ``path`` only names the destination in error messages.
+    ``antialiased`` (header flag 0x1) defaults to ``scene.antialiased``. ``compresslevel``: gzip
+    level for versions 2-3 (default 6), zstd level for version 4 (default 12). ``path`` only
+    names the destination in error and warning messages.
     """
+    if antialiased is None:
+        antialiased = scene.antialiased
     _check_write_args(version, fractional_bits, path)
     scene.check_finite(str(path) if path is not None else "scene")
     # float64 copies (never views of the scene's memory: they are modified in place below)
@@ -275,13 +324,15 @@ def encode_spz(
 
     if not fits(fractional_bits):
         extent = max(abs(lo), abs(hi))
-        ok = [b for b in range(1, MAX_FRACTIONAL_BITS + 1) if fits(b)]
-        hint = (f"use fractional_bits <= {max(ok)} or recentre/rescale the scene" if ok
-                else "recentre/rescale the scene")
-        raise UserError(
-            f"a Gaussian lies at |coordinate| = {extent:.6g}, outside SPZ's 24-bit fixed-point range "
-            f"(|x| < {2.0 ** (23 - fractional_bits):g}) at fractional_bits={fractional_bits}; {hint}",
-            path)
+        ok = [b for b in range(0, fractional_bits) if fits(b)]
+        if not ok:
+            raise UserError(
+                f"a Gaussian lies at |coordinate| = {extent:.6g}, outside SPZ's 24-bit fixed-point range "
+                f"even with 0 fractional bits (|x| < 2^23); recentre/rescale the scene", path)
+        warn(f"a Gaussian lies at |coordinate| = {extent:.6g}, beyond SPZ's 24-bit range at "
+             f"{fractional_bits} fractional bits; storing positions with {max(ok)} fractional bits "
+             f"(step {2.0 ** -max(ok):g})", path)
+        fractional_bits = max(ok)
     fixed = _round(means * float(1 << fractional_bits))
     fixed = fixed.astype(np.int64) & 0xFFFFFF
     pos = np.stack([fixed & 0xFF, (fixed >> 8) & 0xFF, (fixed >> 16) & 0xFF], axis=-1)
@@ -307,24 +358,23 @@ def encode_spz(
     sh = q.astype(np.uint8).reshape(n, 3 * k_rest)
 
     flags = FLAG_ANTIALIASED if antialiased else 0
+    arrays = [np.ascontiguousarray(a).tobytes() for a in (pos, alphas, colors, scales, rots, sh)]
+    if version >= ZSTD_VERSION:
+        import zstandard
+
+        level = ZSTD_LEVEL if compresslevel is None else compresslevel
+        cctx = zstandard.ZstdCompressor(level=level)
+        streams = [(cctx.compress(a), len(a)) for a in arrays if len(a)]  # empty arrays are left out
+        header = _HEADER_V4.pack(SPZ_MAGIC, version, n, sh_degree, fractional_bits, flags, len(streams),
+                                 _HEADER_V4.size, bytes(12))
+        toc = b"".join(_TOC_ENTRY.pack(len(c), u) for c, u in streams)
+        return b"".join([header, toc] + [c for c, _ in streams])
     header = _HEADER.pack(SPZ_MAGIC, version, n, sh_degree, fractional_bits, flags, 0)
-    payload = b"".join(
-        [header] + [np.ascontiguousarray(a).tobytes() for a in (pos, alphas, colors, scales, rots, sh)]
-    )
-    return gzip.compress(payload, compresslevel=compresslevel, mtime=0)
+    level = 6 if compresslevel is None else compresslevel
+    return gzip.compress(b"".join([header] + arrays), compresslevel=level, mtime=0)
 
 
 def _gunzip(data: bytes, source) -> bytes:
-    if len(data) == 0:
-        raise UserError("empty file, not an SPZ file", source)
-    if data[:2] != _GZIP_MAGIC:
-        if len(data) >= 8 and struct.unpack_from("<I", data)[0] == SPZ_MAGIC:
-            version = struct.unpack_from("<I", data, 4)[0]
-            raise UserError(
-                f"SPZ version {version} (the uncompressed NGSP container with zstd streams) is not "
-                f"supported; only the gzip container, versions {', '.join(map(str, READ_VERSIONS))}, is",
-                source)
-        raise UserError("not an SPZ file (it is not a gzip stream)", source)
     try:
         return gzip.decompress(data)
     except EOFError as e:
@@ -333,20 +383,10 @@ def _gunzip(data: bytes, source) -> bytes:
         raise UserError(f"corrupt SPZ file: bad gzip stream ({e})", source) from None
 
 
-def parse_header(raw: bytes, source=None) -> SpzHeader:
-    """Validate and parse the 16-byte header at the start of the *decompressed* stream."""
-    if len(raw) < _HEADER.size:
-        raise UserError(
-            f"truncated SPZ file: {len(raw)} bytes after decompression, less than the "
-            f"{_HEADER.size}-byte header", source)
-    magic, version, num_points, sh_degree, frac_bits, flags, _reserved = _HEADER.unpack_from(raw)
-    if magic != SPZ_MAGIC:
-        raise UserError(
-            f"not an SPZ file: bad magic 0x{magic:08x} (expected 0x{SPZ_MAGIC:08x}, 'NGSP')", source)
+def _check_header_fields(version, sh_degree, frac_bits, source) -> None:
     if version not in READ_VERSIONS:
-        what = " (float16 positions, never released)" if version == 1 else ""
         raise UserError(
-            f"unsupported SPZ version {version}{what}; this reader handles versions "
+            f"unsupported SPZ version {version}; this reader handles versions "
             f"{', '.join(map(str, READ_VERSIONS))}", source)
     if sh_degree > MAX_SH_DEGREE:
         raise UserError(f"unsupported SPZ SH degree {sh_degree} (at most {MAX_SH_DEGREE})", source)
@@ -354,58 +394,170 @@ def parse_header(raw: bytes, source=None) -> SpzHeader:
         raise UserError(
             f"corrupt SPZ header: fractionalBits = {frac_bits} (24-bit positions allow at most "
             f"{MAX_FRACTIONAL_BITS})", source)
-    if flags & FLAG_HAS_EXTENSIONS:
+
+
+def parse_header(raw: bytes, source=None) -> SpzHeader:
+    """Validate and parse the header: the 32-byte plaintext header of a version-4 file, or the
+    16-byte header at the start of a *decompressed* version 1-3 stream."""
+    if len(raw) < 8:
+        raise UserError(f"truncated SPZ file: {len(raw)} bytes, less than a header", source)
+    magic, version = struct.unpack_from("<II", raw)
+    if magic != SPZ_MAGIC:
         raise UserError(
-            "SPZ file uses extensions (header flag 0x2), which this reader does not support", source)
+            f"not an SPZ file: bad magic 0x{magic:08x} (expected 0x{SPZ_MAGIC:08x}, 'NGSP')", source)
+    hdr = _HEADER_V4 if version >= ZSTD_VERSION else _HEADER
+    if len(raw) < hdr.size:
+        raise UserError(
+            f"truncated SPZ file: {len(raw)} bytes, less than the {hdr.size}-byte header", source)
+    _, version, num_points, sh_degree, frac_bits, flags, *_ = hdr.unpack_from(raw)
+    _check_header_fields(version, sh_degree, frac_bits, source)
     return SpzHeader(version, num_points, sh_degree, frac_bits, flags)
+
+
+def _read_extensions(blob: bytes, source) -> str:
+    """Walk the extension records; return the stored frame they name (RUB when none does)."""
+    frame, off = "RUB", 0
+    while off < len(blob):
+        if off + _EXT_RECORD.size > len(blob):
+            raise UserError("corrupt SPZ file: a truncated extension record", source)
+        etype, length = _EXT_RECORD.unpack_from(blob, off)
+        off += _EXT_RECORD.size
+        if off + length > len(blob):
+            raise UserError(
+                f"corrupt SPZ file: extension 0x{etype:08x} declares {length} bytes, "
+                f"{len(blob) - off} remain", source)
+        payload = blob[off:off + length]
+        off += length
+        if etype == EXT_COORDINATE_SYSTEM and length >= 4:
+            code = struct.unpack_from("<I", payload)[0]
+            name = _FRAME_NAMES.get(code, f"#{code}")
+            if name not in ("UNSPECIFIED", "RUB", "RDF"):
+                raise UserError(
+                    f"SPZ file stores its Gaussians in the {name} frame (coordinate-system extension); "
+                    f"only RUB and RDF are read", source)
+            frame = "RUB" if name == "UNSPECIFIED" else name
+        elif etype != EXT_SAFE_ORBIT_CAMERA:
+            warn(f"skipping unknown SPZ extension 0x{etype:08x} ({length} bytes)", source)
+    return frame
+
+
+def _split_legacy(data: bytes, source) -> tuple[SpzHeader, list[bytes]]:
+    raw = _gunzip(data, source)
+    h = parse_header(raw, source)
+    sizes = h.stream_sizes
+    body, need = len(raw) - _HEADER.size, sum(sizes)
+    if body < need:
+        raise UserError(
+            f"truncated or inconsistent SPZ file: the header declares {h.num_points} Gaussians "
+            f"({need} bytes of attributes) but only {body} bytes follow it", source)
+    off = _HEADER.size
+    arrays = []
+    for size in sizes:
+        arrays.append(raw[off:off + size])
+        off += size
+    if body > need:
+        if not h.flags & FLAG_HAS_EXTENSIONS:
+            raise UserError(
+                f"inconsistent SPZ file: the header declares {h.num_points} Gaussians ({need} bytes of "
+                f"attributes) but {body} bytes follow it ({body - need} unexpected)", source)
+    if h.flags & FLAG_HAS_EXTENSIONS:
+        h = SpzHeader(h.version, h.num_points, h.sh_degree, h.fractional_bits, h.flags,
+                      _read_extensions(raw[off:], source))
+    return h, arrays
+
+
+def _split_v4(data: bytes, source) -> tuple[SpzHeader, list[bytes]]:
+    import zstandard
+
+    h = parse_header(data, source)
+    if h.version < ZSTD_VERSION:
+        raise UserError(
+            f"corrupt SPZ file: an uncompressed NGSP header with version {h.version} "
+            f"(versions 1-3 are gzip streams)", source)
+    num_streams, toc_offset = _HEADER_V4.unpack_from(data)[6:8]
+    if toc_offset < _HEADER_V4.size or toc_offset + num_streams * _TOC_ENTRY.size > len(data):
+        raise UserError(
+            f"truncated or corrupt SPZ file: table of contents at byte {toc_offset} "
+            f"({num_streams} entries) does not fit the {len(data)}-byte file", source)
+    frame = "RUB"
+    if h.flags & FLAG_HAS_EXTENSIONS:
+        frame = _read_extensions(data[_HEADER_V4.size:toc_offset], source)
+    h = SpzHeader(h.version, h.num_points, h.sh_degree, h.fractional_bits, h.flags, frame)
+    sizes = h.stream_sizes
+    present = [i for i, size in enumerate(sizes) if size]
+    if num_streams != len(present):
+        raise UserError(
+            f"inconsistent SPZ file: {num_streams} streams for {h.num_points} Gaussians of SH degree "
+            f"{h.sh_degree} (expected {len(present)})", source)
+    arrays = [b""] * len(sizes)
+    off = toc_offset + num_streams * _TOC_ENTRY.size
+    dctx = zstandard.ZstdDecompressor()
+    for k, i in enumerate(present):
+        csize, usize = _TOC_ENTRY.unpack_from(data, toc_offset + k * _TOC_ENTRY.size)
+        if usize != sizes[i]:
+            raise UserError(
+                f"inconsistent SPZ file: stream {k} holds {usize} bytes, {sizes[i]} expected for "
+                f"{h.num_points} Gaussians", source)
+        if off + csize > len(data):
+            raise UserError(f"truncated SPZ file: stream {k} ends past the end of the file", source)
+        try:
+            arr = dctx.decompress(data[off:off + csize], max_output_size=usize)
+        except zstandard.ZstdError as e:
+            raise UserError(f"corrupt SPZ file: bad zstd stream {k} ({e})", source) from None
+        if len(arr) != usize:
+            raise UserError(
+                f"corrupt SPZ file: stream {k} decompresses to {len(arr)} bytes, {usize} declared", source)
+        arrays[i] = arr
+        off += csize
+    if off != len(data):
+        raise UserError(f"inconsistent SPZ file: {len(data) - off} unexpected bytes after the streams", source)
+    return h, arrays
+
+
+def _split(data: bytes, source) -> tuple[SpzHeader, list[bytes]]:
+    """The header and the six attribute arrays (bytes) of an SPZ file of any version."""
+    if len(data) == 0:
+        raise UserError("empty file, not an SPZ file", source)
+    if data[:2] == _GZIP_MAGIC:
+        return _split_legacy(data, source)
+    if len(data) >= 4 and struct.unpack_from("<I", data)[0] == SPZ_MAGIC:
+        return _split_v4(data, source)
+    raise UserError("not an SPZ file (neither a gzip stream nor an 'NGSP' header)", source)
 
 
 def decode_spz(
     data: bytes, source: str | os.PathLike | None = None, *, convert_frame: bool = True
 ) -> tuple[GaussianScene, SpzHeader]:
-    """Decode SPZ file bytes into a scene (float32, CPU) and its header.
+    """Decode SPZ file bytes (any version 1-4) into a scene (float32, CPU) and its header.
 
-    Raises ``UserError`` (naming ``source``) for anything that is not a well-formed SPZ stream.
+    Raises ``UserError`` (naming ``source``) for anything that is not a well-formed SPZ file.
     """
-    raw = _gunzip(data, source)
-    h = parse_header(raw, source)
+    h, (pos_b, alpha_b, color_b, scale_b, rot_b, sh_b) = _split(data, source)
     n = h.num_points
-    body = len(raw) - _HEADER.size
-    need = n * h.bytes_per_gaussian
-    if body < need:
-        raise UserError(
-            f"truncated or inconsistent SPZ file: the header declares {n} Gaussians "
-            f"({need} bytes of attributes) but only {body} bytes follow it", source)
-    if body > need:
-        raise UserError(
-            f"inconsistent SPZ file: the header declares {n} Gaussians ({need} bytes of "
-            f"attributes) but {body} bytes follow it ({body - need} unexpected)", source)
-
-    buf = np.frombuffer(raw, dtype=np.uint8, offset=_HEADER.size)
     k_rest = num_sh_coeffs(h.sh_degree) - 1
-    sizes = [9 * n, n, 3 * n, 3 * n, h.rotation_bytes * n, 3 * k_rest * n]
-    offs = np.cumsum([0] + sizes)
-    pos_b, alpha_b, color_b, scale_b, rot_b, sh_b = (
-        buf[offs[i]:offs[i + 1]] for i in range(6))
+    as_u8 = lambda b: np.frombuffer(b, dtype=np.uint8)  # noqa: E731
 
-    b = pos_b.reshape(n, 3, 3).astype(np.int64)
-    fixed = b[..., 0] | (b[..., 1] << 8) | (b[..., 2] << 16)
-    fixed = fixed - ((fixed & 0x800000) << 1)  # sign-extend 24 -> 64 bits
-    means = fixed.astype(np.float64) / float(1 << h.fractional_bits)
+    if h.version == 1:
+        means = np.frombuffer(pos_b, dtype="<f2").reshape(n, 3).astype(np.float64)
+    else:
+        b = as_u8(pos_b).reshape(n, 3, 3).astype(np.int64)
+        fixed = b[..., 0] | (b[..., 1] << 8) | (b[..., 2] << 16)
+        fixed = fixed - ((fixed & 0x800000) << 1)  # sign-extend 24 -> 64 bits
+        means = fixed.astype(np.float64) / float(1 << h.fractional_bits)
 
     # alphas: byte/255 is sigmoid(opacity); keep the logit finite at 0 and 255 by clamping a
     # quarter step inwards (re-encoding still gives the same byte).
-    a = np.clip(alpha_b.astype(np.float64) / 255.0, 0.25 / 255.0, 1.0 - 0.25 / 255.0)
+    a = np.clip(as_u8(alpha_b).astype(np.float64) / 255.0, 0.25 / 255.0, 1.0 - 0.25 / 255.0)
     opacities = np.log(a / (1.0 - a))
-    sh0 = (color_b.reshape(n, 3).astype(np.float64) / 255.0 - 0.5) / COLOR_SCALE
-    scales = scale_b.reshape(n, 3).astype(np.float64) / 16.0 - 10.0
+    sh0 = (as_u8(color_b).reshape(n, 3).astype(np.float64) / 255.0 - 0.5) / COLOR_SCALE
+    scales = as_u8(scale_b).reshape(n, 3).astype(np.float64) / 16.0 - 10.0
     if h.rotation_bytes == 4:
-        quats = _unpack_rotations_v3(rot_b.reshape(n, 4))
+        quats = _unpack_rotations_v3(as_u8(rot_b).reshape(n, 4))
     else:
-        quats = _unpack_rotations_v2(rot_b.reshape(n, 3))
-    shN = (sh_b.reshape(n, k_rest, 3).astype(np.float64) - 128.0) / 128.0
+        quats = _unpack_rotations_v2(as_u8(rot_b).reshape(n, 3))
+    shN = (as_u8(sh_b).reshape(n, k_rest, 3).astype(np.float64) - 128.0) / 128.0
 
-    if convert_frame:
+    if convert_frame and h.stored_frame == "RUB":
         means, quats, shN = _frame_flip(means, quats, shN)
 
     def t(x):
@@ -413,7 +565,7 @@ def decode_spz(
 
     scene = GaussianScene(
         means=t(means), quats=t(quats), scales=t(scales), opacities=t(opacities),
-        sh0=t(sh0.reshape(n, 1, 3)), shN=t(shN.reshape(n, k_rest, 3)),
+        sh0=t(sh0.reshape(n, 1, 3)), shN=t(shN.reshape(n, k_rest, 3)), antialiased=h.antialiased,
     )
     return scene, h
 
@@ -438,18 +590,19 @@ def write_spz(
     fractional_bits: int = DEFAULT_FRACTIONAL_BITS,
     version: int = DEFAULT_VERSION,
     *,
-    antialiased: bool = False,
+    antialiased: bool | None = None,
     convert_frame: bool = True,
-    compresslevel: int = 6,
+    compresslevel: int | None = None,
 ) -> Path:
     """Write ``scene`` (in its PLY / world frame) to ``path`` as SPZ, atomically.
 
     ``fractional_bits``: fixed-point precision of the positions (step 2^-fractional_bits; every
-    |coordinate| must be below 2^(23 - fractional_bits)). ``version``: 3 (smallest-three
-    rotations, default) or 2. ``antialiased`` sets the header flag for mip-splatting-trained
-    scenes. ``convert_frame``: apply the spec's RDF -> RUB conversion (see the module docstring).
-    ``compresslevel``: gzip level (6, zlib's default, is what the reference library uses; 1 is
-    several times faster for a file a few percent larger).
+    |coordinate| should be below 2^(23 - fractional_bits); beyond, fewer bits are used).
+    ``version``: 4 (zstd streams, default), 3 (gzip, smallest-three rotations; for readers without
+    version 4, such as Spark) or 2. ``antialiased`` (header flag, default ``scene.antialiased``).
+    ``convert_frame``: apply the spec's RDF -> RUB conversion (see the module docstring).
+    ``compresslevel``: gzip level for versions 2-3 (6, what the reference library uses) or zstd
+    level for version 4 (12, likewise).
     """
     path = Path(path)
     data = encode_spz(scene, fractional_bits, version, antialiased=antialiased,
@@ -460,7 +613,7 @@ def write_spz(
 
 
 def read_spz(path: str | os.PathLike, *, convert_frame: bool = True) -> GaussianScene:
-    """Read an SPZ file (versions 2 and 3) into a scene in the PLY frame (float32, CPU).
+    """Read an SPZ file (versions 1-4) into a scene in the PLY frame (float32, CPU).
 
     Raises ``UserError`` naming the file for a missing, corrupt, truncated, non-SPZ or unsupported
     file.
@@ -470,5 +623,5 @@ def read_spz(path: str | os.PathLike, *, convert_frame: bool = True) -> Gaussian
 
 
 def read_spz_header(path: str | os.PathLike) -> SpzHeader:
-    """The validated header of an SPZ file (decompresses the file; does not check its length)."""
-    return parse_header(_gunzip(_read_file(path), path), path)
+    """The validated header of an SPZ file (reads the whole file, checks its streams)."""
+    return _split(_read_file(path), path)[0]

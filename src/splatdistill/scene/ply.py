@@ -15,20 +15,34 @@ The PLY container itself (header keywords, type names, the three formats) follow
 PLY description (https://paulbourke.net/dataformats/ply/). Binary files are read straight into a
 numpy structured array (about a second per million Gaussians); ASCII files and files with list
 properties before or in ``vertex`` are parsed by ``plyfile``.
+
+Files made by other tools:
+
+* ``double`` (float64) properties are read, rounded to float32 (``write_ply`` writes float32).
+* ``opacity = +-inf`` (splat-transform writes +inf for Gaussians whose 8-bit alpha was 255) is
+  replaced by the finite logit +-``OPACITY_LOGIT_LIMIT`` (sigmoid = 1 - 2e-9, the same on screen)
+  with one warning line naming the file and the count; NaN, and Inf anywhere else, are errors.
+* The antialiased (Mip-Splatting) flag is read from a header comment in either convention that
+  splat-transform reads: Brush's ``SplatRenderMode: default | mip | 2dgs`` and Postshot's
+  ``antialiased 0 | 1`` (case-insensitive, the last one wins). ``write_ply`` writes
+  ``comment SplatRenderMode: mip`` for an antialiased scene (what splat-transform writes; gsplat's
+  exporter writes no comment).
+* A SuperSplat / PlayCanvas *compressed* PLY (``element chunk`` + ``packed_*`` vertex properties)
+  is recognised from its header, whatever the file is called, and decoded by
+  :mod:`splatdistill.formats.compressed_ply`.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import UserError
+from ..errors import UserError, warn
 from ..fileio import atomic_path
 from .gaussians import GaussianScene
 
@@ -49,6 +63,9 @@ _FORMATS = {"ascii": None, "binary_little_endian": "<", "binary_big_endian": ">"
 _REST_COUNTS = {0: 0, 9: 1, 24: 2, 45: 3}
 _NORMALS = ("nx", "ny", "nz")
 _REST_RE = re.compile(r"^f_rest_(\d+)$")
+
+OPACITY_LOGIT_LIMIT = 20.0  # where +-inf opacity logits are clamped to
+AA_COMMENT = "SplatRenderMode: mip"  # Brush's spelling, which splat-transform writes too
 
 _MAX_HEADER_BYTES = 1 << 20  # no real header comes near this; stops reading a non-PLY forever
 
@@ -164,6 +181,36 @@ def _read_header(f, path) -> _Header:
     return _Header(fmt, elements, comments, f.tell())
 
 
+def antialiased_from_comments(comments: list[str]) -> bool:
+    """The antialiased flag the header comments record (see the module docstring)."""
+    aa = False
+    for c in comments:
+        low = c.strip().lower()
+        if low.startswith("splatrendermode:"):
+            mode = low[len("splatrendermode:"):].strip()
+            if mode in ("mip", "default", "2dgs"):
+                aa = mode == "mip"
+        elif low.startswith("antialiased "):
+            value = low[len("antialiased "):].strip()
+            if value in ("0", "1"):
+                aa = value == "1"
+    return aa
+
+
+def read_header(path: str | os.PathLike) -> _Header:
+    """The parsed PLY header of ``path`` (UserError for a missing or non-PLY file)."""
+    path = Path(path)
+    with _open_checked(path) as f:
+        return _read_header(f, path)
+
+
+def is_compressed_ply(header: _Header) -> bool:
+    """Whether the header is that of a SuperSplat / PlayCanvas compressed PLY."""
+    vertex = header.element("vertex")
+    return (header.element("chunk") is not None and vertex is not None
+            and any(p.name == "packed_position" for p in vertex.properties))
+
+
 def _open_checked(path: Path):
     if not path.exists():
         raise UserError("file not found", path)
@@ -271,7 +318,14 @@ def _float32_matrix(data: np.ndarray, required: list[str], path) -> tuple[np.nda
         if col.dtype.kind not in "fiu":
             raise UserError(f"property '{k}' has unsupported type {col.dtype}", path)
         if col.dtype.kind == "f":
-            _check_finite(col, k, path)
+            if k != "opacity":  # +-inf opacity is clamped by the caller
+                _check_finite(col, k, path)
+            with np.errstate(over="ignore", invalid="ignore"):
+                conv = col.astype(np.float32)  # float64: rounded to the nearest float32
+            if k != "opacity":
+                _check_finite(conv, k, path)  # a double beyond float32's range
+            mat[:, j] = conv
+            continue
         with np.errstate(over="ignore", invalid="ignore"):
             conv = col.astype(np.float32)
         back = conv.astype(np.float64)
@@ -300,18 +354,22 @@ def read_ply(path: str | os.PathLike) -> GaussianScene:
     with the file raises :class:`UserError` naming the file.
     """
     path = Path(path)
+    header = read_header(path)
+    if is_compressed_ply(header):
+        from ..formats.compressed_ply import read_compressed_ply
+
+        return read_compressed_ply(path)
     data, header = _read_vertex_data(path)
     names = data.dtype.names or ()
     required, degree = _required_names(names, path)
     known = set(required) | set(_NORMALS)
     extra = [n for n in names if n not in known]
     if extra:
-        warnings.warn(
-            f"{path}: ignoring unknown vertex properties: {', '.join(extra)}", stacklevel=2
-        )
+        shown = ", ".join(extra[:8]) + (f", ... ({len(extra)} in all)" if len(extra) > 8 else "")
+        warn(f"ignoring unknown vertex properties: {shown}", path)
     others = [e.name for e in header.elements if e.name != "vertex"]
     if others:
-        warnings.warn(f"{path}: ignoring PLY elements: {', '.join(others)}", stacklevel=2)
+        warn(f"ignoring PLY elements: {', '.join(others)}", path)
 
     mat, col = _float32_matrix(data, required, path)
     k1 = (degree + 1) ** 2 - 1
@@ -336,10 +394,28 @@ def read_ply(path: str | os.PathLike) -> GaussianScene:
         sh0=gather([ix(["f_dc_0", "f_dc_1", "f_dc_2"])]),
         shN=gather(rest.reshape(3, k1).T if k1 else np.zeros((0, 3), dtype=np.intp)),
     )
+    params["opacities"] = clamp_infinite_opacity(params["opacities"], path)
     if not all(bool(torch.isfinite(v).all()) for v in params.values()):
         for k in required:
             _check_finite(mat[:, col[k]], k, path)
-    return GaussianScene(**params)
+    return GaussianScene(**params, antialiased=antialiased_from_comments(header.comments))
+
+
+def clamp_infinite_opacity(opacities: torch.Tensor, path) -> torch.Tensor:
+    """Opacity logits with +-inf clamped to +-OPACITY_LOGIT_LIMIT (one warning); NaN is an error."""
+    if bool(torch.isfinite(opacities).all()):
+        return opacities
+    nan = torch.isnan(opacities)
+    if bool(nan.any()):
+        i = int(torch.nonzero(nan)[0])
+        raise UserError(f"property 'opacity' contains NaN (first at vertex {i})", path)
+    inf = torch.isinf(opacities)
+    n_pos, n_neg = int((inf & (opacities > 0)).sum()), int((inf & (opacities < 0)).sum())
+    parts = [f"{n_pos} with opacity = +inf" if n_pos else "", f"{n_neg} with opacity = -inf" if n_neg else ""]
+    warn(f"{' and '.join(p for p in parts if p)} of {len(opacities)} Gaussians: clamped to the logit "
+         f"+-{OPACITY_LOGIT_LIMIT:g} (alpha 1 and 0)", path)
+    # only the infinities change: finite logits beyond the limit are kept as they are
+    return torch.where(inf, torch.sign(opacities) * OPACITY_LOGIT_LIMIT, opacities)
 
 
 # --- writing ---------------------------------------------------------------------------------------
@@ -367,7 +443,10 @@ def write_ply(scene: GaussianScene, path: str | os.PathLike) -> Path:
     mat[:, r] = p["opacities"]
     mat[:, r + 1 : r + 4] = p["scales"]
     mat[:, r + 4 : r + 8] = p["quats"]
-    header = "ply\nformat binary_little_endian 1.0\n" f"element vertex {n}\n"
+    header = "ply\nformat binary_little_endian 1.0\n"
+    if scene.antialiased:
+        header += f"comment {AA_COMMENT}\n"
+    header += f"element vertex {n}\n"
     header += "".join(f"property float {name}\n" for name in names) + "end_header\n"
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
