@@ -317,7 +317,7 @@ def run_stage(job: Job, stage: str = "job", *deps: dict, in_ray: bool = False) -
     header = f"== batch {job.run_id} {stage} "
     retry = log.exists() and header in log.read_text(errors="replace")
     with open(log, "a", buffering=1) as f:
-        f.write(f"{header}pid {os.getpid()}{' (retry)' if retry else ''}\n")
+        f.write(f"{header}pid {os.getpid()} start {t0:.3f}{' (retry)' if retry else ''}\n")
         try:
             with contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
                 if stage == "job":
@@ -330,7 +330,8 @@ def run_stage(job: Job, stage: str = "job", *deps: dict, in_ray: bool = False) -
                 raise
             rec["error"] = _one_line(e)
             f.write(f"error: {rec['error']}\n")
-    rec["ended"] = time.time()
+        rec["ended"] = time.time()
+        f.write(f"== end {rec['status']} {rec['ended']:.3f}\n")
     if stage == "job" and rec["status"] == "done":
         start = min([t0] + [d["started"] for d in deps if isinstance(d, dict)])
         rec["seconds"] = round(rec["ended"] - start, 2)
