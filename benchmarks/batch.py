@@ -6,7 +6,7 @@ The models are synthetic and fixed by seeds: ``GaussianScene.random_in_box`` wit
 Gaussians of SH degree 3 in the unit cube (seed = job index), written as Inria PLY. The two runs
 must give byte-identical model files; the script checks it.
 
-    python benchmarks/batch.py [--jobs 8] [--gaussians 2000] [--ray-cpus N] [--json]
+    python benchmarks/batch.py [--jobs 8] [--gaussians 2000] [--ray-cpus N] [--ray-first] [--json]
         [--flags "--iterations 30 --views 12 --resolution 64 --no-lpips"] [--work DIR]
 """
 
@@ -53,6 +53,7 @@ def main() -> None:
     ap.add_argument("--flags", default=DEFAULT_FLAGS, help="compress flags of every job")
     ap.add_argument("--ray-cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)")
     ap.add_argument("--work", type=Path, default=None, help="keep the models and outputs here")
+    ap.add_argument("--ray-first", action="store_true", help="run the Ray batch before the sequential one")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     args = ap.parse_args()
 
@@ -66,8 +67,10 @@ def main() -> None:
     ray_opts = [] if args.ray_cpus is None else ["--ray-cpus", str(args.ray_cpus)]
     seq_cmd = base + ["--out", str(work / "seq"), "--sequential", *flags]
     ray_cmd = base + ["--out", str(work / "ray"), *ray_opts, *flags]
-    seq_s = run(seq_cmd)
-    ray_s = run(ray_cmd)
+    if args.ray_first:  # the machine's load drifts: run the two in either order
+        ray_s, seq_s = run(ray_cmd), run(seq_cmd)
+    else:
+        seq_s, ray_s = run(seq_cmd), run(ray_cmd)
     identical = all((work / "seq" / f"model_{i:02d}" / f).read_bytes() == (work / "ray" / f"model_{i:02d}" / f).read_bytes()
                     for i in range(args.jobs) for f in ("model.sdz", "model.ply", "model.spz"))
     ray_table = json.loads((work / "ray" / "batch.json").read_text())
@@ -81,6 +84,7 @@ def main() -> None:
         "sequential_s": round(seq_s, 1),
         "ray_s": round(ray_s, 1),
         "speedup": round(seq_s / ray_s, 2),
+        "order": "ray, sequential" if args.ray_first else "sequential, ray",
         "identical_models": identical,
         "ray_job_seconds": [r["seconds"] for r in ray_table["jobs"]],
         "sequential_command": shlex.join(["splatdistill", *seq_cmd[3:]]),

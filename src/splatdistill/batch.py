@@ -32,6 +32,7 @@ import math
 import os
 import re
 import sys
+import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -59,7 +60,7 @@ class Job:
     run_id: str = ""
 
     def spec(self) -> dict:
-        return {"command": self.command, "input": self.input, "flags": list(self.flags)}
+        return {"command": self.command, "input": str(Path(self.input).resolve()), "flags": list(self.flags)}
 
     @property
     def dir(self) -> Path:
@@ -138,6 +139,7 @@ def expand_inputs(command: str, inputs: list[str]) -> list[tuple[str, Path]]:
         raise UserError(f"batch runs {', '.join(BATCHABLE)}; got '{command}'")
     found: list[Path] = []
     for raw in inputs:
+        before = len(found)
         p = Path(raw)
         if not p.exists():
             raise UserError("no such file or folder", p)
@@ -152,7 +154,7 @@ def expand_inputs(command: str, inputs: list[str]) -> list[tuple[str, Path]]:
             found += sorted(q for q in p.iterdir() if q.is_dir() and _is_dataset(q))
         else:
             raise UserError("a dataset is a folder, not a file", p)
-        if not found:
+        if len(found) == before:
             raise UserError(f"no {'model files (.ply, .spz, .sdz)' if kind == 'model' else 'datasets'} in this "
                             "folder", p)
     names = [q.stem if q.is_file() else q.name for q in found]
@@ -260,9 +262,7 @@ def key_metric(job: Job) -> dict:
             return {}
 
     if job.command == "compress":
-        s = load(job.dir / "summary.json")
-        if "rows" in s or "runs" in s:  # --sweep
-            return {}
+        s = load(job.dir / "summary.json")  # (a --sweep writes sweep.json instead)
         return {k: s.get(k) for k in ("psnr", "ratio", "output_bytes") if k in s}
     if job.command == "distill":
         st = load(job.dir / "summary.json").get("student", {})
@@ -315,8 +315,8 @@ def run_stage(job: Job, stage: str = "job", *deps: dict, in_ray: bool = False) -
     log = job.log_path(stage)
     log.parent.mkdir(parents=True, exist_ok=True)
     header = f"== batch {job.run_id} {stage} "
-    retry = log.exists() and header in log.read_text(errors="replace")
-    with open(log, "a", buffering=1) as f:
+    retry = _started(log, job.run_id, stage)
+    with open(log, "a" if retry else "w", buffering=1) as f:  # a new batch run starts a new log
         f.write(f"{header}pid {os.getpid()} start {t0:.3f}{' (retry)' if retry else ''}\n")
         try:
             with contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
@@ -483,12 +483,14 @@ class Progress:
                 self.say("running: " + ", ".join(parts))
 
 
-def _started(path: Path, run_id: str) -> bool:
+def _started(path: Path, run_id: str, stage: str = "") -> bool:
+    """Whether this batch run has started the stage that logs to ``path`` (its header is there)."""
     try:
-        with open(path, errors="replace") as f:
-            return f"== batch {run_id} " in f.read()
+        with open(path, "rb") as f:
+            head = f.read(4096).decode(errors="replace")  # a log starts with this run's first header
     except OSError:
         return False
+    return f"== batch {run_id} {stage}" in head
 
 
 def _strict(obj):
@@ -551,9 +553,17 @@ def run_batch(jobs: list[Job], out: Path, *, ray_address: str | None = None, seq
         if mode == "ray":
             _run_ray(todo, prog, rows, ray_address, ray_cpus, retries, overrides)
         else:
-            for j in todo:
-                prog.set(j.name, "running", "started")
-                _finish(prog, rows, j, run_stage(j, "job"))
+            stop = threading.Event()
+            watch = threading.Thread(target=lambda: [prog.poll() for _ in iter(lambda: stop.wait(1.0), True)],
+                                     daemon=True)
+            watch.start()
+            try:
+                for j in todo:
+                    prog.set(j.name, "running", "started")
+                    _finish(prog, rows, j, run_stage(j, "job"))
+            finally:
+                stop.set()
+                watch.join()
     wall = time.time() - t0
     table = [{"name": j.name, "command": j.command, "input": j.input, **rows[j.name]} for j in jobs]
     write_table(out, table, mode, wall)
@@ -574,8 +584,8 @@ def _finish(prog: Progress, rows: dict, job: Job, rec: dict) -> None:
 
 
 def _init_ray(address: str | None, cpus: int | None) -> bool:
-    """Join the cluster at ``address`` or start a local instance sized to this machine; True when
-    this call started it (and so should stop it)."""
+    """Join the cluster at ``address`` or start a local instance sized to this machine (Ray counts
+    its CPUs and GPUs, container limits included); True when this call started it (and should stop it)."""
     import ray
 
     if ray.is_initialized():
@@ -587,7 +597,7 @@ def _init_ray(address: str | None, cpus: int | None) -> bool:
     here = str(Path(__file__).resolve().parent.parent)
     paths = [here] + [str(Path(p).resolve()) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    ray.init(num_cpus=cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False,
              object_store_memory=128 * 2**20)  # the tasks pass small records; outputs go to files
     return True
 
