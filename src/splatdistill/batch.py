@@ -34,6 +34,7 @@ import re
 import sys
 import threading
 import time
+import traceback
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -329,6 +330,8 @@ def run_stage(job: Job, stage: str = "job", *deps: dict, in_ray: bool = False) -
             if isinstance(e, KeyboardInterrupt):
                 raise
             rec["error"] = _one_line(e)
+            if not isinstance(e, UserError):  # a bug: its traceback goes to the job's log
+                traceback.print_exc(file=f)
             f.write(f"error: {rec['error']}\n")
         rec["ended"] = time.time()
         f.write(f"== end {rec['status']} {rec['ended']:.3f}\n")
@@ -707,7 +710,7 @@ def parse_batch_args(argv: list[str]) -> tuple[dict, list[str]]:
 def batch_main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
-        return 0
+        raise SystemExit(0)  # as every command's --help
     opts, rest = parse_batch_args(argv)
     if opts.get("manifest"):
         if rest:
