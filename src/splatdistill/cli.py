@@ -283,9 +283,22 @@ def compress(
     print(f"wrote {out / 'model.sdz'}, {out / 'model.ply'}, {out / 'summary.json'}")
 
 
+def batch(args: Pos[list[str]] = []) -> None:  # noqa: B006 (tyro reads the default)
+    """Run compress, render, distill or train on many inputs as Ray tasks (one after another without
+    Ray): batch COMMAND INPUTS... --out DIR [COMMAND's flags], or batch --manifest jobs.json. Each job
+    writes DIR/<input name>/ as the single command would; finished jobs are skipped on a rerun; the
+    table of jobs goes to DIR/batch.md and DIR/batch.json. See batch --help."""
+    from .batch import batch_main
+
+    code = batch_main(list(args))
+    if code:
+        raise SystemExit(code)
+
+
 COMMANDS = {
     "info": info, "convert": convert, "make-scene": make_scene, "render": render, "train": train,
     "eval": eval, "metrics": metrics, "distill": distill, "demo": demo, "compress": compress,
+    "batch": batch,
 }
 
 
@@ -293,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or bool(os.environ.get("SPLATDISTILL_DEBUG"))
     args = [a for a in args if a != "--debug"]
+    if args[:1] == ["batch"]:  # the sub-command's flags pass through tyro unparsed (batch.py parses them)
+        args = ["batch", "--", *args[1:]]
     try:
         tyro.extras.subcommand_cli_from_dict(
             COMMANDS, prog="splatdistill", args=args,

@@ -32,25 +32,35 @@ def train_teachers(dataset: Dataset, out: Path, iterations: int, device: str, se
                    progress: bool = True, init_points: int = 20_000, background: str = "dataset") -> list[Path]:
     """The three teachers, the noise and dropout ones branched from the vanilla run at the start of
     their windows (until there the three are the same procedure). Finished teachers are reused."""
+    base = teacher_config(iterations, device, seed, init_points, background)
+    return [train_teacher(dataset, out, variant, base, progress) for variant in VARIANTS]
+
+
+def teacher_config(iterations: int, device: str, seed: int = 0, init_points: int = 20_000,
+                   background: str = "dataset") -> TrainConfig:
+    """The teachers' shared training configuration (variant vanilla), its branch point set."""
     base = TrainConfig(iterations=iterations, device=device, seed=seed, init_points=init_points, background=background,
                        checkpoint_every=max(100, iterations // 10))
-    b_it = base.branch_iteration()
-    base.branch_points = (b_it,)
-    paths = []
-    for variant in VARIANTS:
-        run = out / variant
-        ply = run / "point_cloud.ply"
-        if ply.exists() and _same_iterations(run, iterations):
-            paths.append(ply)
-            continue
-        cfg = replace(base, variant=variant)
-        branch = None if variant == "vanilla" else branch_point(out / "vanilla", b_it)
-        if branch is not None and not branch.exists():
-            raise UserError("the vanilla teacher has no branch checkpoint; delete it and run again", branch)
-        # an interrupted teacher continues from its own newest checkpoint; a new one starts (or branches)
-        Trainer(dataset, run, cfg, resume=True, branch_from=branch, progress=progress).run()
-        paths.append(ply)
-    return paths
+    base.branch_points = (base.branch_iteration(),)
+    return base
+
+
+def train_teacher(dataset: Dataset, out: Path, variant: str, base: TrainConfig, progress: bool = True,
+                  stop_at: int | None = None) -> Path:
+    """One teacher of ``train_teachers`` (reused when finished). ``stop_at`` (the vanilla run only)
+    stops at that iteration with a checkpoint, from which the next call continues."""
+    run = out / variant
+    ply = run / "point_cloud.ply"
+    if ply.exists() and _same_iterations(run, base.iterations):
+        return ply
+    b_it = base.branch_points[0]
+    cfg = replace(base, variant=variant)
+    branch = None if variant == "vanilla" else branch_point(out / "vanilla", b_it)
+    if branch is not None and not branch.exists():
+        raise UserError("the vanilla teacher has no branch checkpoint; delete it and run again", branch)
+    # an interrupted teacher continues from its own newest checkpoint; a new one starts (or branches)
+    Trainer(dataset, run, cfg, resume=True, branch_from=branch, progress=progress).run(stop_at=stop_at)
+    return ply
 
 
 def _same_iterations(run: Path, iterations: int) -> bool:

@@ -41,7 +41,8 @@ from ..scene.ply import write_ply
 from ..train import checkpoint as ck
 from ..train.config import TrainConfig
 from ..train.losses import photometric_loss, psnr_from_mse
-from ..train.setup import initial_scene, make_optimizers, make_params, make_strategy
+from ..train.setup import (global_rng_state, initial_scene, make_optimizers, make_params, make_strategy,
+                           seed_global_rng, set_global_rng_state)
 from .importance import Score, importance, top_k_mask
 from .structure import StructuralLoss, StructuralLossConfig
 from .targets import SoftTargets
@@ -123,6 +124,7 @@ class StudentTrainer:
         self._teacher_id = [len(teacher), float(teacher.means.detach().double().sum())]  # resume guard
         self.gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
+        seed_global_rng(cfg.seed)
         tcfg = TrainConfig(iterations=cfg.iterations, lr_means=cfg.lr_means, lr_means_final=cfg.lr_means_final,
                            seed=cfg.seed, refine_stop=cfg.prune_window * 0.75)
         self.tcfg = tcfg
@@ -246,7 +248,8 @@ class StudentTrainer:
                 "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
                 "strategy_state": None if self.state is None else
                 {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in self.state.items()},
-                "policy": pol, "rng": {"numpy": self.rng.bit_generator.state, "torch": self.gen.get_state()}}
+                "policy": pol, "rng": {"numpy": self.rng.bit_generator.state, "torch": self.gen.get_state(),
+                        "global": global_rng_state(self.device)}}
 
     def _resume(self) -> int:
         """Load the newest checkpoint written with this config; returns the iteration to start at."""
@@ -272,6 +275,7 @@ class StudentTrainer:
                           for k, v in state["strategy_state"].items()}
         self.rng.bit_generator.state = state["rng"]["numpy"]
         self.gen.set_state(state["rng"]["torch"])
+        set_global_rng_state(state["rng"].get("global"), self.device)
         return int(state["iteration"])
 
     def run(self) -> tuple[GaussianScene, float]:

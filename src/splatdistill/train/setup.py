@@ -90,3 +90,25 @@ def make_strategy(cfg: TrainConfig, device: torch.device):
 
 def view_order(n_views: int, rng: np.random.Generator) -> np.ndarray:
     return rng.permutation(n_views)
+
+
+# gsplat's densification (split noise, MCMC relocation and noise) draws from torch's global generator,
+# which a new process seeds at random: a run seeds it from its own seed and its checkpoints carry it,
+# so the same command gives the same model in any process, straight through or resumed.
+def seed_global_rng(seed: int) -> None:
+    torch.manual_seed(seed)
+
+
+def global_rng_state(device: torch.device) -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if torch.device(device).type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_global_rng_state(state: dict | None, device: torch.device) -> None:
+    if not state:
+        return
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.device(device).type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)

@@ -21,7 +21,8 @@ from ..scene.ply import write_ply
 from . import checkpoint as ck
 from .config import TrainConfig
 from .losses import photometric_loss, psnr_from_mse
-from .setup import initial_scene, make_optimizers, make_params, make_strategy, means_lr_gamma, pick_device
+from .setup import (global_rng_state, initial_scene, make_optimizers, make_params, make_strategy, means_lr_gamma,
+                    pick_device, seed_global_rng, set_global_rng_state)
 from .variants import GradientAccumulator, dropout_probability, dropout_scale, perturb_candidates
 
 
@@ -63,6 +64,7 @@ class Trainer:
         self.resumed_from = None
         self.torch_gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
+        seed_global_rng(cfg.seed)
         self.order: list[int] = []
         self.noise_acc = GradientAccumulator()
         self.strategy = make_strategy(cfg, self.device)
@@ -95,7 +97,7 @@ class Trainer:
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "strategy_state": {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in self.strategy_state.items()},
             "rng": {"torch": self.torch_gen.get_state(), "numpy": self.rng.bit_generator.state,
-                    "order": list(self.order)},
+                    "order": list(self.order), "global": global_rng_state(self.device)},
             "config": self.cfg.to_dict(),
             "extent": self.extent,
             "antialiased": self.antialiased,
@@ -113,6 +115,7 @@ class Trainer:
         self.torch_gen.set_state(state["rng"]["torch"])
         self.rng.bit_generator.state = state["rng"]["numpy"]
         self.order = list(state["rng"]["order"])
+        set_global_rng_state(state["rng"].get("global"), self.device)
 
     def scene(self) -> GaussianScene:
         return GaussianScene(**dict(self.params), antialiased=self.antialiased)
@@ -198,8 +201,11 @@ class Trainer:
         return float(loss.detach()), psnr_from_mse(mse)
 
     # --- the loop ------------------------------------------------------------------------------
-    def run(self) -> TrainResult:
+    def run(self, stop_at: int | None = None) -> TrainResult:
+        """Train to ``cfg.iterations``; with ``stop_at``, stop after that iteration with a checkpoint
+        (no model file), so that a later ``resume`` continues exactly there."""
         cfg = self.cfg
+        end = cfg.iterations if stop_at is None else min(int(stop_at), cfg.iterations)
         self.out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.out / "config.json", {"data": str(self.dataset.root), **cfg.to_dict(),
                                                       # world = model point * scale + center
@@ -208,7 +214,7 @@ class Trainer:
         ck.truncate_log(log_path, self.start)
         t0 = time.perf_counter()
         cache: dict = {}
-        bar = tqdm(range(self.start, cfg.iterations), initial=self.start, total=cfg.iterations,
+        bar = tqdm(range(self.start, end), initial=self.start, total=cfg.iterations,
                    desc=f"train {cfg.variant}", disable=not self.progress, dynamic_ncols=True, unit="it")
         with open(log_path, "a") as log:
             for it in bar:
@@ -221,12 +227,14 @@ class Trainer:
                     log.write(json.dumps(rec) + "\n")
                     log.flush()
                     bar.set_postfix(loss=f"{loss:.4f}", psnr=f"{psnr:.2f}", n=n)
-                if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
+                if done % cfg.checkpoint_every == 0 or done in (cfg.iterations, end):
                     ck.save_checkpoint(self.out, done, self._payload(done))
                 if done in cfg.branch_points:
                     ck.save_branch_point(self.out, done, self._payload(done))
         bar.close()
         scene = self.scene().detach().to("cpu")
+        if end < cfg.iterations:
+            return TrainResult(self.out, scene, end, time.perf_counter() - t0, self.resumed_from)
         write_ply(scene, self.out / "point_cloud.ply")
         return TrainResult(self.out, scene, cfg.iterations, time.perf_counter() - t0, self.resumed_from)
 
