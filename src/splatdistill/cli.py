@@ -276,9 +276,37 @@ def compress(
     print(f"wrote {out / 'model.sdz'}, {out / 'model.ply'}, {out / 'summary.json'}")
 
 
+def view(
+    models: Pos[list[Path]],
+    port: int = 8765,
+    host: str = "127.0.0.1",
+    data: Optional[Path] = None,
+    downscale: int = 1,
+) -> None:
+    """Show models side by side in a local browser page (any format we read), all from one camera:
+    orbit/fly controls, t toggles side by side / one at a time, captions give Gaussians, bytes and
+    format. --data adds the dataset's cameras to jump to and the ground-truth photo beside the
+    renders. Serves on 127.0.0.1 only unless --host says otherwise; --port 0 picks a free port.
+    Every asset is local: the page needs no network. Stop with Ctrl-C."""
+    from .view.server import is_loopback, make_server
+
+    server = make_server(models, data=data, host=host, port=port, downscale=downscale)
+    if not is_loopback(host):
+        from .errors import warn
+
+        warn(f"serving on {host}: anyone who can reach this machine on port "
+             f"{server.server_address[1]} can see these models")
+    print(f"serving {len(models)} model(s) at {server.url}  (Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
 COMMANDS = {
     "info": info, "convert": convert, "make-scene": make_scene, "render": render, "train": train,
     "eval": eval, "metrics": metrics, "distill": distill, "demo": demo, "compress": compress,
+    "view": view,
 }
 
 
