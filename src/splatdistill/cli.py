@@ -212,6 +212,10 @@ def distill(
     if stats.get("mean_confidence") is not None:
         print(f"student mean confidence: {stats['mean_confidence']:.3f} (Confident Splatting's scene-quality indicator)")
     print(f"report: {out / 'report.md'}")
+    from .view.server import view_command
+
+    models = [row["path"] for row in summary["teachers"]] + [out / "student" / "point_cloud.ply"]
+    print(f"see them side by side: {view_command(models, data)}")
 
 
 def demo(out: Path = Path("demo_out"), teacher_iterations: int = 1500, student_iterations: int = 1000,
@@ -223,6 +227,11 @@ def demo(out: Path = Path("demo_out"), teacher_iterations: int = 1500, student_i
 
     run_demo(out, teacher_iterations=teacher_iterations, student_iterations=student_iterations,
              resolution=resolution, compress_iterations=compress_iterations)
+    from .view.server import view_command
+
+    print("see them side by side: " + view_command(
+        [out / "distill" / "teachers" / "vanilla" / "point_cloud.ply", out / "distill" / "student" / "point_cloud.ply",
+         out / "compressed" / "model.sdz"], out / "scene"))
 
 
 def compress(
@@ -274,6 +283,9 @@ def compress(
     if conf is not None:
         print(f"mean confidence {conf:.3f} (Confident Splatting's scene-quality indicator)")
     print(f"wrote {out / 'model.sdz'}, {out / 'model.ply'}, {out / 'summary.json'}")
+    from .view.server import view_command
+
+    print(f"see them side by side: {view_command([model, out / 'model.sdz'], data)}")
 
 
 def view(

@@ -76,6 +76,7 @@ class Chromium:
         self._responses: dict[int, dict] = {}
         self._cv = threading.Condition()
         self.console: list[str] = []
+        self.requests: list[str] = []  # every URL the page asked for
         self._stderr: list[bytes] = []
         threading.Thread(target=self._read_loop, daemon=True).start()
         threading.Thread(target=self._drain_stderr, daemon=True).start()
@@ -84,6 +85,7 @@ class Chromium:
         self.session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         self.send("Page.enable")
         self.send("Runtime.enable")
+        self.send("Network.enable")
         self.send("Emulation.setDeviceMetricsOverride",
                   {"width": self.width, "height": self.height, "deviceScaleFactor": 1, "mobile": False})
 
@@ -113,6 +115,8 @@ class Chromium:
                     with self._cv:
                         self._responses[msg["id"]] = msg
                         self._cv.notify_all()
+                elif msg.get("method") == "Network.requestWillBeSent":
+                    self.requests.append(msg["params"]["request"]["url"])
                 elif msg.get("method") == "Runtime.consoleAPICalled":
                     args = msg["params"].get("args", [])
                     self.console.append(" ".join(str(a.get("value", a.get("description", ""))) for a in args))
@@ -164,6 +168,12 @@ class Chromium:
             if time.monotonic() > deadline:
                 raise BrowserError(f"timed out after {timeout:.0f} s waiting for: {expression}")
             time.sleep(interval)
+
+    def key(self, key: str) -> None:
+        """Press and release one printable key (e.g. ``"t"``) in the page."""
+        for kind in ("keyDown", "keyUp"):
+            self.send("Input.dispatchKeyEvent", {"type": kind, "key": key, "text": key if kind == "keyDown" else "",
+                                                 "code": f"Key{key.upper()}" if key.isalpha() else ""})
 
     def screenshot(self, clip: dict | None = None) -> bytes:
         """PNG bytes of the page, or of ``clip`` = {x, y, width, height} in CSS pixels."""

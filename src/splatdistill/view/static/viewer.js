@@ -202,10 +202,14 @@ function layout() {
   });
   const photoOn = photoPanel && !photoPanel.div.hidden;
   const n = shown.length + (photoOn ? 1 : 0);
-  const W = panelsEl.clientWidth - 12 - 6 * (n - 1), H = panelsEl.clientHeight - 12 - 40;
+  const gap = 6, capH = 40;
+  const W = panelsEl.clientWidth - 2 * gap - gap * (n - 1), H = panelsEl.clientHeight - 2 * gap - capH;
   let w = Math.floor(W / n), h = Math.floor(w / view.aspect);
   if (h > H) { h = H; w = Math.floor(h * view.aspect); }
   w = Math.max(w, 16); h = Math.max(h, 16);
+  // whole-pixel offsets, so that a screenshot of a canvas is its pixels, not a resampling
+  panelsEl.style.paddingLeft = Math.max(0, Math.floor((panelsEl.clientWidth - n * w - gap * (n - 1)) / 2)) + "px";
+  panelsEl.style.paddingTop = Math.max(0, Math.floor((panelsEl.clientHeight - h - capH) / 2)) + "px";
   for (const p of shown) {
     p.renderer.setSize(w, h, true);
     p.cap.style.width = w + "px";
