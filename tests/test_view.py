@@ -109,16 +109,25 @@ def models(tmp_path_factory):
     return a, b, empty
 
 
+@pytest.fixture(scope="module")
+def sdz_model(tmp_path_factory):
+    from splatdistill.info import save_model
+
+    p = tmp_path_factory.mktemp("view_sdz") / "compressed.sdz"
+    save_model(blob_scene(800, 2, seed=2), p)
+    return p
+
+
 def _get(url: str):
     with urllib.request.urlopen(url, timeout=30) as r:
         return r.status, dict(r.headers), r.read()
 
 
 @pytest.fixture
-def served(models):
+def served(models, sdz_model):
     from splatdistill.view.server import make_server
 
-    server = make_server([models[0], models[1], models[2]], port=0)
+    server = make_server([*models, sdz_model], port=0)
     t = threading.Thread(target=server.serve_forever, daemon=True)
     t.start()
     yield server
@@ -126,16 +135,17 @@ def served(models):
     server.server_close()
 
 
-def test_server_binds_loopback_and_serves_models_bit_exact(served, models, tmp_path):
+def test_server_binds_loopback_and_serves_models_bit_exact(served, models, sdz_model, tmp_path):
     from splatdistill.info import load_model
 
+    models = [*models, sdz_model]
     assert served.server_address[0] == "127.0.0.1"
     status, _, body = _get(served.url + "api/scene.json")
     info = json.loads(body)
-    assert [m["num_gaussians"] for m in info["models"]] == [4000, 1500, 0]
-    assert [m["format"] for m in info["models"]] == ["ply", "spz", "ply"]
+    assert [m["num_gaussians"] for m in info["models"]] == [4000, 1500, 0, 800]
+    assert [m["format"] for m in info["models"]] == ["ply", "spz", "ply", "sdz"]
     assert [m["bytes"] for m in info["models"]] == [os.path.getsize(p) for p in models]
-    assert [m["sh_degree"] for m in info["models"]] == [3, 1, 0]
+    assert [m["sh_degree"] for m in info["models"]] == [3, 1, 0, 2]
     for i, path in enumerate(models):
         _, _, ply = _get(served.url + f"model/{i}.ply")
         (tmp_path / f"{i}.ply").write_bytes(ply)
@@ -145,7 +155,7 @@ def test_server_binds_loopback_and_serves_models_bit_exact(served, models, tmp_p
     # an SPZ model reaches the page in the PLY's frame: its decoded means equal the file's positions
     # read by our reader (which undoes SPZ's RUB frame)
     assert not torch.equal(read_ply(tmp_path / "1.ply").means, torch.zeros(1500, 3))
-    for bad in ("model/3.ply", "model/x.ply", "photo/train/0.png", "static/../server.py", "nothing"):
+    for bad in ("model/4.ply", "model/x.ply", "photo/train/0.png", "static/../server.py", "nothing"):
         with pytest.raises(urllib.error.HTTPError) as e:
             _get(served.url + bad)
         assert e.value.code == 404, bad
@@ -336,39 +346,67 @@ def test_browser_first_frame_resembles_our_render(chromium, models):
     assert hist > 0.85
 
 
-def test_browser_two_models_side_by_side_and_toggle(chromium, models):
+def test_browser_two_models_side_by_side_toggle_and_dataset_cameras(chromium, models, demo_scene_dir):
+    from splatdistill.data.dataset import load_dataset
     from splatdistill.info import load_model
 
-    view = ViewProcess(models[0], models[1])
+    ds = load_dataset(demo_scene_dir)
+    bg = tuple(ds.background)
+    view = ViewProcess(models[0], models[1], "--data", demo_scene_dir)
     try:
         page = _open_page(chromium, view.url)
         try:
+            assert page.evaluate("window.splatdistill.info.background") == list(bg)
+            # the page opens on the first training camera, its photo beside the renders
+            first = page.evaluate("window.splatdistill.getCamera()")
+            photo0 = page.evaluate("!document.querySelector('.panel.photo').hidden")
             cam = pose_camera(azimuth_deg=-60)
             page.evaluate(f"window.splatdistill.setCamera({json.dumps(camera_json(cam))})")
             _settle(page)
             shots = _canvas_shots(page)
             frames = page.evaluate("window.splatdistill.frames()")
             captions = page.evaluate("[...document.querySelectorAll('.panel .caption')].map(c => c.textContent)")
+            photo_after_move = page.evaluate("!document.querySelector('.panel.photo').hidden")
             page.key("t")  # one at a time
             page.wait_for("window.splatdistill.layout === 'single'")
             _settle(page)
             single = _canvas_shots(page)
             page.key("t")  # the next model alone
             _settle(page)
-            second = page.evaluate("[...document.querySelectorAll('.panel')].map(p => p.hidden)")
+            second = page.evaluate("[...document.querySelectorAll('.panel:not(.photo)')].map(p => p.hidden)")
+            page.key("0")  # side by side again
+            page.key("]")  # the next dataset camera: train 1
+            page.wait_for("(() => { const i = document.querySelector('.panel.photo img'); "
+                          "return !i.parentElement.hidden && i.complete && i.naturalWidth > 0; })()")
+            _settle(page)
+            jumped = page.evaluate("window.splatdistill.getCamera()")
+            photo = page.evaluate("(() => { const i = document.querySelector('.panel.photo img'); "
+                                  "const r = i.getBoundingClientRect(); return [i.naturalWidth, i.naturalHeight, "
+                                  "r.width, r.height, i.getAttribute('src')]; })()")
+            panel_shots = _canvas_shots(page)
         finally:
             page.close()
     finally:
         view.close()
+    train = ds.split("train")
+    assert photo0 and not photo_after_move
+    assert np.allclose(first["world_to_camera"], train[0].camera.world_to_camera, atol=1e-5)
+    assert np.allclose(jumped["world_to_camera"], train[1].camera.world_to_camera, atol=1e-5)
+    assert photo[:2] == [train[1].camera.width, train[1].camera.height] and photo[4] == "/photo/train/1.png"
+    assert len(panel_shots) == 2 and all((r["width"], r["height"]) == tuple(photo[2:4]) for r, _ in panel_shots)
+    # the jumped-to camera's intrinsics, scaled to the canvas
+    w1 = panel_shots[0][0]["pw"]
+    assert abs(jumped["fx"] / w1 - train[1].camera.fx / train[1].camera.width) < 1e-6
+
     assert len(shots) == 2 and all(f >= 2 for f in frames), frames
     (ra, a), (rb, b) = shots
     assert ra["y"] == rb["y"] and rb["x"] >= ra["x"] + ra["width"]  # side by side, same size
     assert a.shape == b.shape
     for img in (a, b):
-        assert img.std() > 0.05 and foreground(img, (0, 0, 0)) > 0.1, "a panel did not draw"
+        assert img.std() > 0.05 and foreground(img, bg) > 0.1, "a panel did not draw"
     h, w = a.shape[:2]
     # each panel shows its own model: panel 2 (the SPZ) is nearer our render of the SPZ than of the PLY
-    ra_, rb_ = (our_render(load_model(p), cam.with_size(w, h), (0, 0, 0)) for p in models[:2])
+    ra_, rb_ = (our_render(load_model(p), cam.with_size(w, h), bg) for p in models[:2])
     assert psnr(area_down(b, 4), area_down(rb_, 4)) > psnr(area_down(b, 4), area_down(ra_, 4)) + 1.0
     assert psnr(area_down(a, 4), area_down(ra_, 4)) > psnr(area_down(a, 4), area_down(rb_, 4)) + 1.0
     assert "4,000 Gaussians" in captions[0] and "PLY" in captions[0] and "SH 3" in captions[0]

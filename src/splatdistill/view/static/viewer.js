@@ -390,6 +390,7 @@ function onKey(e) {
 async function main() {
   const r = await fetch("/api/scene.json");
   info = await r.json();
+  hook.info = info;
   document.title = `splatdistill view: ${info.models.map((m) => m.name.split("/").pop()).join(" | ")}`;
   view.up.set(...info.up).normalize();
   statusEl.textContent = "loading…";
