@@ -1,6 +1,6 @@
 """A screenshot of the ``splatdistill view`` page in headless Chromium (the README's picture).
 
-    python benchmarks/view_screenshot.py MODEL [MODEL ...] [--data DATA] [--camera test/3] --out view.png
+    python benchmarks/view_screenshot.py MODEL [MODEL ...] [--data DATA] [--camera test/3] [--compare] --out view.png
 
 Starts the viewer in this process on a free loopback port, opens the page, optionally jumps to a
 dataset camera, waits until every panel has drawn and the page is idle, and writes a PNG of the
@@ -18,6 +18,31 @@ import time
 from pathlib import Path
 
 
+def compare(models, cam: dict, shots: list[bytes], background) -> None:
+    """PSNR (full and 1/4 resolution) of each panel against our CPU rasterizer at the same camera."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from splatdistill.data.cameras import Camera
+    from splatdistill.info import load_model
+    from splatdistill.render import render
+
+    c = Camera(**{k: cam[k] for k in ("fx", "fy", "cx", "cy", "width", "height", "world_to_camera")})
+
+    def down(x, f):
+        h, w = x.shape[0] // f * f, x.shape[1] // f * f
+        return x[:h, :w].reshape(h // f, f, w // f, f, 3).mean(axis=(1, 3))
+
+    for path, png in zip(models, shots):
+        shot = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float32) / 255.0
+        with torch.no_grad():
+            ours = render(load_model(path), c, background=tuple(background), backend="cpu").rgb[0].clamp(0, 1).numpy()
+        psnr = [float(-10 * np.log10(((down(shot, f) - down(ours, f)) ** 2).mean())) for f in (1, 4)]
+        print(f"{path}: page vs our render at {c.width}x{c.height}: PSNR {psnr[0]:.2f} dB, "
+              f"{psnr[1]:.2f} dB at 1/4 resolution")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="+", type=Path)
@@ -26,6 +51,8 @@ def main(argv=None) -> int:
     ap.add_argument("--width", type=int, default=1400)
     ap.add_argument("--height", type=int, default=470)
     ap.add_argument("--palette", action="store_true")
+    ap.add_argument("--compare", action="store_true",
+                    help="also print each panel's PSNR against our CPU render of the same camera")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
 
@@ -52,9 +79,18 @@ def main(argv=None) -> int:
                           "h.framesSinceCamera()[i] >= 2) && h.idleMs() > 1000 && [...document.images].every("
                           "i => i.complete); })()", 300)
             png = page.screenshot()
+            if a.compare:
+                cam = page.evaluate("window.splatdistill.getCamera()")
+                rects = page.evaluate("[...document.querySelectorAll('.panel:not([hidden]):not(.photo) canvas')]"
+                                      ".map(c => { const r = c.getBoundingClientRect(); "
+                                      "return {x: r.x, y: r.y, width: r.width, height: r.height}; })")
+                shots = [page.screenshot(r) for r in rects]
+                bg = page.evaluate("window.splatdistill.info.background")
     finally:
         server.shutdown()
         server.server_close()
+    if a.compare:
+        compare(a.models, cam, shots, bg)
     img = Image.open(io.BytesIO(png)).convert("RGB")
     if a.palette:
         img = img.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
