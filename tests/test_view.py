@@ -384,6 +384,13 @@ def test_browser_two_models_side_by_side_toggle_and_dataset_cameras(chromium, mo
                                   "const r = i.getBoundingClientRect(); return [i.naturalWidth, i.naturalHeight, "
                                   "r.width, r.height, i.getAttribute('src')]; })()")
             panel_shots = _canvas_shots(page)
+            # orbit: a drag on a panel turns the shared camera about its target, at the same distance
+            r = panel_shots[0][0]
+            target = page.evaluate("window.splatdistill.target()")
+            page.drag(r["x"] + 100, r["y"] + 100, r["x"] + 160, r["y"] + 120)
+            _settle(page)
+            orbited = page.evaluate("window.splatdistill.getCamera()")
+            photo_after_drag = page.evaluate("!document.querySelector('.panel.photo').hidden")
         finally:
             page.close()
     finally:
@@ -394,6 +401,13 @@ def test_browser_two_models_side_by_side_toggle_and_dataset_cameras(chromium, mo
     assert np.allclose(jumped["world_to_camera"], train[1].camera.world_to_camera, atol=1e-5)
     assert photo[:2] == [train[1].camera.width, train[1].camera.height] and photo[4] == "/photo/train/1.png"
     assert len(panel_shots) == 2 and all((r["width"], r["height"]) == tuple(photo[2:4]) for r, _ in panel_shots)
+    def centre(c):
+        m = np.asarray(c["world_to_camera"])
+        return -m[:3, :3].T @ m[:3, 3]
+
+    assert np.linalg.norm(centre(orbited) - centre(jumped)) > 0.05
+    assert np.isclose(np.linalg.norm(centre(orbited) - target), np.linalg.norm(centre(jumped) - target), rtol=1e-4)
+    assert not photo_after_drag  # the photo is shown only at its own camera
     # the jumped-to camera's intrinsics, scaled to the canvas
     w1 = panel_shots[0][0]["pw"]
     assert abs(jumped["fx"] / w1 - train[1].camera.fx / train[1].camera.width) < 1e-6

@@ -175,6 +175,17 @@ class Chromium:
             self.send("Input.dispatchKeyEvent", {"type": kind, "key": key, "text": key if kind == "keyDown" else "",
                                                  "code": f"Key{key.upper()}" if key.isalpha() else ""})
 
+    def drag(self, x0: float, y0: float, x1: float, y1: float, steps: int = 5, button: str = "left") -> None:
+        """Press the mouse at (x0, y0), move to (x1, y1) in ``steps`` moves, release (CSS pixels)."""
+        self.send("Input.dispatchMouseEvent", {"type": "mousePressed", "x": x0, "y": y0, "button": button,
+                                               "buttons": 1, "clickCount": 1})
+        for i in range(1, steps + 1):
+            x, y = x0 + (x1 - x0) * i / steps, y0 + (y1 - y0) * i / steps
+            self.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y, "button": button,
+                                                   "buttons": 1})
+        self.send("Input.dispatchMouseEvent", {"type": "mouseReleased", "x": x1, "y": y1, "button": button,
+                                               "buttons": 0, "clickCount": 1})
+
     def screenshot(self, clip: dict | None = None) -> bytes:
         """PNG bytes of the page, or of ``clip`` = {x, y, width, height} in CSS pixels."""
         params = {"format": "png", "captureBeyondViewport": False}

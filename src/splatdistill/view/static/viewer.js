@@ -6,7 +6,8 @@
 // frame is the OpenCV frame with y and z negated. The projection matrix is built from the
 // intrinsics (principal point included), and every panel keeps the camera's aspect ratio.
 //
-// Test hook: window.splatdistill (ready, error, frames(), setCamera(cam), getCamera(), idleMs()).
+// Test hook: window.splatdistill (ready, error, info, frames(), framesSinceCamera(), idleMs(),
+// setCamera(cam), getCamera(), target()).
 
 import * as THREE from "three";
 import { SparkRenderer, SplatMesh } from "@sparkjsdev/spark";
@@ -18,6 +19,7 @@ const hook = {
   idleMs: () => performance.now() - lastDraw,
   setCamera: (c) => { setFromCamera(c); return true; },
   getCamera: () => currentCameraJson(),
+  target: () => [view.target.x, view.target.y, view.target.z],
 };
 window.splatdistill = hook;
 
