@@ -198,6 +198,8 @@ def test_page_names_no_remote_url_and_package_data_covers_static():
 
 
 def test_view_errors_are_one_line(models, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "view", "--port", "0")
+    assert_one_line_error(code, err, "at least one model")
     code, _, err = run_cli(capsys, "view", tmp_path / "missing.ply", "--port", "0")
     assert_one_line_error(code, err, "missing.ply", "no such file")
     (tmp_path / "bad.ply").write_bytes(b"not a ply")
@@ -350,11 +352,15 @@ def test_browser_two_models_side_by_side_toggle_and_dataset_cameras(chromium, mo
     from splatdistill.data.dataset import load_dataset
     from splatdistill.info import load_model
 
+    from splatdistill.view.server import make_server
+
     ds = load_dataset(demo_scene_dir)
     bg = tuple(ds.background)
-    view = ViewProcess(models[0], models[1], "--data", demo_scene_dir)
+    # in this process (the command line itself is exercised by the test above): saves a start-up
+    server = make_server([models[0], models[1]], data=demo_scene_dir, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        page = _open_page(chromium, view.url)
+        page = _open_page(chromium, server.url)
         try:
             assert page.evaluate("window.splatdistill.info.background") == list(bg)
             # the page opens on the first training camera, its photo beside the renders
@@ -394,7 +400,8 @@ def test_browser_two_models_side_by_side_toggle_and_dataset_cameras(chromium, mo
         finally:
             page.close()
     finally:
-        view.close()
+        server.shutdown()
+        server.server_close()
     train = ds.split("train")
     assert photo0 and not photo_after_move
     assert np.allclose(first["world_to_camera"], train[0].camera.world_to_camera, atol=1e-5)
@@ -428,3 +435,12 @@ def test_browser_two_models_side_by_side_toggle_and_dataset_cameras(chromium, mo
     assert f"{os.path.getsize(models[1]) / 1e3:.1f} kB" in captions[1]
     assert len(single) == 1 and single[0][1].shape[1] > w  # one model alone gets the room of two
     assert second == [True, False]
+
+
+def test_view_command_quotes_paths_and_loopback_check():
+    from splatdistill.view.server import is_loopback, view_command
+
+    assert view_command([Path("runs/a b.ply"), Path("c.sdz")], Path("data")) == \
+        "splatdistill view 'runs/a b.ply' c.sdz --data data"
+    assert view_command([Path("m.spz")]) == "splatdistill view m.spz"
+    assert is_loopback("127.0.0.1") and is_loopback("localhost") and not is_loopback("0.0.0.0")
