@@ -216,6 +216,7 @@ def test_cli_compress_and_convert(model_ply, tmp_path, capsys):
                                 "--resolution", "24", "--quality", "small", "--no-spz", "--no-lpips")
     assert code == 0, err
     assert "PSNR" in stdout and (out / "model.sdz").is_file() and not (out / "model.spz").exists()
+    assert f"splatdistill view {model_ply} {out / 'model.sdz'}\n" in stdout  # compares input and output
     code, stdout, err = run_cli(capsys, "convert", out / "model.sdz", tmp_path / "back.ply")
     assert code == 0, err
     assert len(read_ply(tmp_path / "back.ply")) == 600

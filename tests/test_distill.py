@@ -1,6 +1,7 @@
 """Distillation: every loss term reaches the student's parameters; importance; targets; pipeline."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,15 @@ def test_distill_pipeline_end_to_end(demo_scene_dir, tmp_path, capsys):
     assert st["num_gaussians"] == round(0.2 * vanilla)
     for f in ("student/point_cloud.ply", "report.md", "views.png", "psnr_vs_gaussians.png"):
         assert (tmp_path / "d" / f).exists(), f
+    # it prints the `view` command comparing the teachers and the student, and that command's models open
+    import shlex
+
+    line = [l for l in capsys.readouterr().out.splitlines() if "splatdistill view" in l]
+    assert len(line) == 1, line
+    words = shlex.split(line[0].split(": ", 1)[1])
+    assert words[:2] == ["splatdistill", "view"] and words[-2:] == ["--data", str(demo_scene_dir)]
+    assert words[2:-2] == [t["path"] for t in s["teachers"]] + [str(tmp_path / "d" / "student" / "point_cloud.ply")]
+    assert all(os.path.isfile(w) for w in words[2:-2])
     # the next call reuses the teachers
     mtime = (tmp_path / "d" / "teachers" / "vanilla" / "point_cloud.ply").stat().st_mtime
     main(["distill", str(demo_scene_dir), "--out", str(tmp_path / "d"), "--teacher-iterations", "60",

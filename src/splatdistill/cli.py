@@ -217,6 +217,10 @@ def distill(
     if stats.get("mean_confidence") is not None:
         print(f"student mean confidence: {stats['mean_confidence']:.3f} (Confident Splatting's scene-quality indicator)")
     print(f"report: {out / 'report.md'}")
+    from .view.server import view_command
+
+    models = [row["path"] for row in summary["teachers"]] + [out / "student" / "point_cloud.ply"]
+    print(f"see them side by side: {view_command(models, data)}")
 
 
 def demo(out: Path = Path("demo_out"), teacher_iterations: int = 1500, student_iterations: int = 1000,
@@ -228,6 +232,11 @@ def demo(out: Path = Path("demo_out"), teacher_iterations: int = 1500, student_i
 
     run_demo(out, teacher_iterations=teacher_iterations, student_iterations=student_iterations,
              resolution=resolution, compress_iterations=compress_iterations)
+    from .view.server import view_command
+
+    print("see them side by side: " + view_command(
+        [out / "distill" / "teachers" / "vanilla" / "point_cloud.ply", out / "distill" / "student" / "point_cloud.ply",
+         out / "compressed" / "model.sdz"], out / "scene"))
 
 
 def compress(
@@ -281,6 +290,36 @@ def compress(
     if conf is not None:
         print(f"mean confidence {conf:.3f} (Confident Splatting's scene-quality indicator)")
     print(f"wrote {out / 'model.sdz'}, {out / 'model.ply'}, {out / 'summary.json'}")
+    from .view.server import view_command
+
+    print(f"see them side by side: {view_command([model, out / 'model.sdz'], data)}")
+
+
+def view(
+    models: Pos[list[Path]],
+    port: int = 8765,
+    host: str = "127.0.0.1",
+    data: Optional[Path] = None,
+    downscale: int = 1,
+) -> None:
+    """Show models side by side in a local browser page (any format we read), all from one camera:
+    orbit/fly controls, t toggles side by side / one at a time, captions give Gaussians, bytes and
+    format. --data adds the dataset's cameras to jump to and the ground-truth photo beside the
+    renders. Serves on 127.0.0.1 only unless --host says otherwise; --port 0 picks a free port.
+    Every asset is local: the page needs no network. Stop with Ctrl-C."""
+    from .view.server import is_loopback, make_server
+
+    server = make_server(models, data=data, host=host, port=port, downscale=downscale)
+    if not is_loopback(host):
+        from .errors import warn
+
+        warn(f"serving on {host}: anyone who can reach this machine on port "
+             f"{server.server_address[1]} can see these models")
+    print(f"serving {len(models)} model(s) at {server.url}  (Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
 
 
 def batch(args: Pos[list[str]] = []) -> None:  # noqa: B006 (tyro reads the default)
@@ -299,6 +338,7 @@ COMMANDS = {
     "info": info, "convert": convert, "make-scene": make_scene, "render": render, "train": train,
     "eval": eval, "metrics": metrics, "distill": distill, "demo": demo, "compress": compress,
     "batch": batch,
+    "view": view,
 }
 
 
