@@ -29,7 +29,7 @@ demo: $(STAMP)
 	$(VENV)/bin/splatdistill demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 -p no:cacheprovider --durations=15
+	$(PY) -m pytest -q -n 2 --dist loadgroup -p no:cacheprovider --durations=15
 
 bench: $(STAMP)
 	$(PY) benchmarks/render.py --json

@@ -15,6 +15,9 @@ import pytest
 
 from conftest import assert_one_line_error, run_cli
 
+# one Ray instance for the module: keep its tests on one xdist worker (`--dist loadgroup` in make test)
+pytestmark = pytest.mark.xdist_group("ray")
+
 COMPRESS = ["--iterations", "8", "--views", "4", "--resolution", "24", "--no-lpips"]
 DISTILL = ["--teacher-iterations", "40", "--iterations", "20", "--keep", "0.3", "--pseudo-views", "2",
            "--teacher-init-points", "300"]
