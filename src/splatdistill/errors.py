@@ -20,3 +20,11 @@ class UserError(Exception):
         if self.path:
             return f"{self.path}: {self.message}"
         return self.message
+
+
+def warn(message: str, path: str | os.PathLike | None = None) -> None:
+    """One plain line on stderr: ``splatdistill: warning: [path: ]message``."""
+    import sys
+
+    where = f"{path}: " if path is not None else ""
+    print(f"splatdistill: warning: {where}{message}", file=sys.stderr, flush=True)
