@@ -336,7 +336,13 @@ def compress(
             import shutil
 
             shutil.rmtree(staging)  # what a killed run of ours left
-        _compress(model, out, staging, data, cfg, sweep)
+        try:
+            _compress(model, out, staging, data, cfg, sweep)
+        except BaseException:
+            import shutil
+
+            shutil.rmtree(staging, ignore_errors=True)  # nothing half-done stays (kill -9 leaves it to the next run)
+            raise
         _publish(staging, out)
 
 

@@ -127,8 +127,9 @@ class RunFolder:
         self.state = "new"
 
     def _existing(self) -> list[Path]:
+        """The run's outputs present (a manifest alone, of a run that made nothing, does not count)."""
         found = []
-        for name in (MANIFEST, *self.owned):
+        for name in self.owned:
             found.extend(sorted(self.folder.glob(name)) if any(c in name for c in "*?[") else
                          [self.folder / name] if (self.folder / name).exists() else [])
         return found
@@ -137,12 +138,22 @@ class RunFolder:
         if self.resume and self.overwrite:
             raise UserError("give either --resume or --overwrite, not both")
         check_output_dir(self.folder)
+        self.created = []  # folders made here, removed again if the job fails before writing anything
+        d = self.folder
+        while not d.exists() and d.parent != d:
+            self.created.insert(0, d)
+            d = d.parent
         self.folder.mkdir(parents=True, exist_ok=True)
         self.lock.acquire()
         try:
             self._settle()
         except BaseException:
             self.lock.release()
+            for d in reversed(self.created):
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
             raise
         return self
 
@@ -161,7 +172,9 @@ class RunFolder:
         if not existing:
             self.state = "new"
         elif self.overwrite:
-            for p in existing:
+            for p in existing + [self.folder / MANIFEST]:
+                if not p.exists():
+                    continue
                 shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
             self.state = "overwrite"
         elif self.resume:
@@ -184,7 +197,16 @@ class RunFolder:
 
     _can_resume = True
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None and not self._existing():  # failed before making anything: leave no trace
+            (self.folder / MANIFEST).unlink(missing_ok=True)
+            self.lock.release()
+            for d in reversed(self.created):
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
+            return
         self.lock.release()
 
 
