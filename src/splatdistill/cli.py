@@ -402,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         _silence_stdout()
         return 141
     except KeyboardInterrupt:
+        _close_progress_bars()
         print("splatdistill: interrupted", file=sys.stderr)
         return 130
     except OSError as e:  # no permission, read-only file system, disk full, ... (mid-run)
@@ -421,8 +422,21 @@ _USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQU
 
 
 def _error(message: str) -> int:
+    _close_progress_bars()
     print(f"splatdistill: error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
     return 2
+
+
+def _close_progress_bars() -> None:
+    """Clear the progress bars a failed job left open, so its message starts on a clean line."""
+    try:
+        from tqdm import tqdm
+
+        for bar in list(getattr(tqdm, "_instances", ())):
+            bar.leave = False
+            bar.close()
+    except Exception:
+        pass
 
 
 def _silence_stdout() -> None:
