@@ -497,7 +497,7 @@ def _flags_of(name: str) -> list[str]:
 
     flags = []
     for p in inspect.signature(COMMANDS[name]).parameters.values():
-        if p.default is inspect.Parameter.empty and "Positional" in str(p.annotation):
+        if str(p.annotation).startswith(("Pos[", "Positional", "tyro.conf.Positional")):
             continue
         f = "--" + p.name.replace("_", "-")
         flags.append(f)
