@@ -481,7 +481,7 @@ class _ParseCapture:
         if exc_type is SystemExit and exc.code not in (0, None):
             raise UserError(_flatten_box(captured) or "invalid command line (see splatdistill --help)") from None
         if captured and exc_type is not None and exc_type is not _ParseError:
-            sys.stderr.write(captured)
+            sys.stderr.write(captured)  # --help, or an error that is not tyro's
         return False
 
 
@@ -618,7 +618,10 @@ def _run(args: list[str]) -> None:
         return wrapper
 
     def hook(event):
-        msg = _parse_error_message(event, args)
+        try:
+            msg = _parse_error_message(event, args)
+        except Exception:  # an event shaped differently in another tyro: its box is flattened instead
+            msg = None
         if msg is not None:
             raise _ParseError(msg)
 
