@@ -208,9 +208,10 @@ def test_student_learned_gate_prunes_to_target_and_is_baked(dataset, tmp_path, p
 def test_distill_cli_rejects_unknown_prune_policy(demo_scene_dir, tmp_path, capsys):
     from splatdistill.cli import main
 
-    with pytest.raises(SystemExit) as e:
-        main(["distill", str(demo_scene_dir), "--out", str(tmp_path / "d"), "--prune-policy", "magic"])
-    assert e.value.code == 2
+    code = main(["distill", str(demo_scene_dir), "--out", str(tmp_path / "d"), "--prune-policy", "magic"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "magic" in err and "significance, mask, confidence" in err
+    assert not (tmp_path / "d").exists()
 
 
 @pytest.mark.parametrize("flags,needle", [

@@ -6,7 +6,7 @@ Errors a user can cause end with one line on stderr naming the file and the prob
 
 from __future__ import annotations
 
-import json as _json
+import errno
 import os
 import sys
 from pathlib import Path
@@ -15,13 +15,16 @@ from typing import Annotated, Literal, Optional
 import tyro
 
 from .errors import UserError
+from .validate import COUNT, Rule, check_flags
 
 Pos = tyro.conf.Positional
 JsonFlag = Annotated[bool, tyro.conf.arg(name="json")]
 
 
 def _print_json(obj) -> None:
-    print(_json.dumps(obj, indent=None, default=str))
+    from .fileio import dumps_json
+
+    print(dumps_json(obj, indent=None))
 
 
 # --- commands --------------------------------------------------------------------------------------
@@ -39,8 +42,10 @@ def convert(src: Pos[Path], dst: Pos[Path], spz_version: Optional[Literal[2, 3, 
     .spz (v1-v4), .sdz, .sog, a SOG meta.json or its folder; writes by the output name: .ply,
     .compressed.ply, .spz (v4; --spz-version 3 for readers without v4, such as Spark), .sdz, .sog,
     meta.json (SOG textures beside it)."""
+    from .fileio import check_output_file
     from .info import _size_on_disk, load_model, save_model
 
+    check_output_file(dst, min_free_bytes=src.stat().st_size if src.is_file() else 0)
     scene = load_model(src)
     written = save_model(scene, dst, spz_version=spz_version)
     print(f"wrote {written} ({len(scene)} Gaussians, SH degree {scene.sh_degree}, "
@@ -51,7 +56,10 @@ def make_scene(out: Pos[Path], resolution: int = 128, train_views: int = 100, te
                seed: int = 0) -> None:
     """Write the built-in procedural scene (ray-traced, not splatted) as a Blender-format dataset."""
     from .data.demo_scene import make_demo_scene
+    from .fileio import check_output_dir
 
+    check_flags(locals())
+    check_output_dir(out)
     path = make_demo_scene(out, resolution=resolution, train_views=train_views, test_views=test_views,
                            seed=seed)
     print(f"wrote {path}")
@@ -69,13 +77,21 @@ def render(
     backend: Literal["auto", "cpu", "gsplat", "reference"] = "auto",
     downscale: int = 1,
     device: Literal["auto", "cpu", "cuda"] = "auto",
+    overwrite: bool = False,
 ) -> None:
     """Render a model to PNGs: the views of a dataset split (--data), an orbit (--orbit N, no dataset
-    needed) or exactly the views of a cameras.json written earlier (--cameras). Writes OUT/cameras.json."""
+    needed) or exactly the views of a cameras.json written earlier (--cameras). Writes OUT/cameras.json.
+    OUT holding another render's images is refused unless --overwrite (which removes them)."""
     from .render.images import render_to_folder
+    from .runs import run_folder
 
-    n = render_to_folder(model, out, data=data, split=split, orbit=orbit, cameras_file=cameras,
-                         width=width, height=height, backend=backend, downscale=downscale, device=device)
+    check_flags(locals())
+    config = {"model": _abs(model), "data": _abs(data), "split": split, "orbit": orbit, "cameras": _abs(cameras),
+              "width": width, "height": height, "backend": backend, "downscale": downscale}
+    with run_folder(out, "render", config, owned=("[0-9][0-9][0-9][0-9]_*.png", "cameras.json"),
+                    overwrite=overwrite, can_resume=False):
+        n = render_to_folder(model, out, data=data, split=split, orbit=orbit, cameras_file=cameras,
+                             width=width, height=height, backend=backend, downscale=downscale, device=device)
     print(f"wrote {n} images and cameras.json to {out}")
 
 
@@ -94,15 +110,29 @@ def train(
     init_points: int = 20_000,
     background: Literal["dataset", "random", "black", "white"] = "dataset",
     eval: bool = True,
+    overwrite: bool = False,
 ) -> None:
     """Train a 3DGS teacher (vanilla, noise-augmented or dropout-regularised). Schedules scale with
-    --iterations; checkpoints are written every --checkpoint-every iterations; --resume continues."""
+    --iterations; checkpoints are written every --checkpoint-every iterations; --resume continues.
+    OUT holding an earlier run is refused unless --resume or --overwrite (which removes its checkpoints)."""
+    from .runs import run_folder
     from .train.config import TrainConfig
     from .train.trainer import Trainer
 
+    check_flags(locals())
     cfg = TrainConfig(iterations=iterations, variant=variant, downscale=downscale, device=device,
                       strategy=strategy, seed=seed, checkpoint_every=checkpoint_every,
-                      init_points=init_points, background=background)
+                      init_points=init_points, background=background).validate()
+    config = {"data": _abs(data), "branch_from": _abs(branch_from), **cfg.to_dict()}
+    config.pop("device")
+    with run_folder(out, "train", config, resume=resume, overwrite=overwrite, continue_same=False,
+                    owned=("ckpt", "config.json", "train_log.jsonl", "point_cloud.ply", "metrics.json")):
+        _train(data, out, cfg, resume, branch_from, eval)
+
+
+def _train(data, out, cfg, resume, branch_from, eval) -> None:
+    from .train.trainer import Trainer
+
     trainer = Trainer(data, out, cfg, resume=resume, branch_from=branch_from)
     result = trainer.run()
     print(f"trained {result.iterations} iterations in {result.wall_s:.1f} s: {len(result.scene)} Gaussians "
@@ -121,8 +151,12 @@ def _fmt(v, spec=".4f"):
     return "n/a" if v is None else format(v, spec)
 
 
+def _abs(p):
+    return None if p is None else str(Path(p).resolve())
+
+
 def _summary_line(m: dict) -> str:
-    return (f"test PSNR {_fmt(m['psnr'], '.2f')} dB, SSIM {_fmt(m['ssim'])}, LPIPS-VGG {_fmt(m['lpips_vgg'])}, "
+    return (f"{m.get('split', 'test')} PSNR {_fmt(m['psnr'], '.2f')} dB, SSIM {_fmt(m['ssim'])}, LPIPS-VGG {_fmt(m['lpips_vgg'])}, "
             f"LPIPS-Alex {_fmt(m['lpips_alex'])}, {m['num_gaussians']} Gaussians, "
             f"{_fmt(m['render_ms'], '.1f')} ms/view")
 
@@ -144,8 +178,12 @@ def eval(
     from .evaluate.evaluator import evaluate_scene
     from .fileio import write_json_atomic
     from .info import load_model
+    from .fileio import check_output_file
     from .train.setup import pick_device
 
+    check_flags(locals())
+    if out:
+        check_output_file(out)
     scene = load_model(model).to(pick_device(device))
     ds = load_dataset(data, downscale=downscale)
     m = evaluate_scene(scene, ds, split, backend=backend, lpips=lpips, model_path=model)
@@ -192,6 +230,8 @@ def distill(
     device: Literal["auto", "cpu", "cuda"] = "auto",
     seed: int = 0,
     ablation: bool = False,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> None:
     """Multi-teacher distillation: train (or reuse, or take with --teachers) the vanilla, noise and
     dropout teachers, average their renders into soft targets on training and pseudo views, and train
@@ -201,17 +241,29 @@ def distill(
     only). --kd-views pseudo applies the teacher term only on pseudo views (ground truth alone on the
     training views). --score ranks Gaussians for pruning; --prune-policy mask|confidence adds a
     learned gate (Compact-3DGS mask, Confident-Splatting Beta confidence) that is baked into the
-    exported opacities; the mean confidence is reported."""
+    exported opacities; the mean confidence is reported. Run again, the same command finishes from
+    whatever was done; other settings into the same OUT need --resume (reuse what still matches) or
+    --overwrite. Nothing is written into the --teachers folders."""
+    from dataclasses import asdict
+
     from .distill.pipeline import run_distill
     from .distill.report import markdown_table, table_rows
     from .distill.student import StudentConfig
+    from .runs import run_folder
 
+    check_flags(locals())
     cfg = StudentConfig(iterations=iterations, keep=keep, target_gaussians=target_gaussians, init=student_init,
                         struct=struct, lambda_struct=lambda_struct, lambda_kd=lambda_kd, lambda_gt=lambda_gt,
-                        score=score, prune_policy=prune_policy, kd_views=kd_views, seed=seed)
-    summary = run_distill(data, out, teachers=teachers, cfg=cfg, teacher_iterations=teacher_iterations,
-                          downscale=downscale, device=device, n_pseudo=pseudo_views, ablation=ablation,
-                          teacher_init_points=teacher_init_points, teacher_background=background)
+                        score=score, prune_policy=prune_policy, kd_views=kd_views, seed=seed).validate()
+    config = {"data": _abs(data), "teachers": [_abs(t) for t in teachers or []], "student": asdict(cfg),
+              "teacher_iterations": teacher_iterations, "teacher_init_points": teacher_init_points,
+              "background": background, "pseudo_views": pseudo_views, "downscale": downscale, "ablation": ablation}
+    owned = ("teachers", "student", "gt_only", "one_teacher", "three_teachers", "three_teachers_joint",
+             "three_teachers_pseudo", "cache", "summary.json", "report.md", "views.png", "psnr_vs_gaussians.png")
+    with run_folder(out, "distill", config, owned=owned, resume=resume, overwrite=overwrite):
+        summary = run_distill(data, out, teachers=teachers, cfg=cfg, teacher_iterations=teacher_iterations,
+                              downscale=downscale, device=device, n_pseudo=pseudo_views, ablation=ablation,
+                              teacher_init_points=teacher_init_points, teacher_background=background)
     print(markdown_table(table_rows(summary)))
     stats = summary["student"].get("prune_policy") or {}
     if stats.get("mean_confidence") is not None:
@@ -224,14 +276,20 @@ def distill(
 
 
 def demo(out: Path = Path("demo_out"), teacher_iterations: int = 1500, student_iterations: int = 1000,
-         resolution: int = 128, compress_iterations: int = 300) -> None:
+         resolution: int = 128, compress_iterations: int = 300, overwrite: bool = False) -> None:
     """Run the main job on the built-in scene: generate it, train the three teachers, distil a student
     with 12 % of the Gaussians, evaluate everything, print the table (report in OUT/distill) and
     compress the student (OUT/compressed: model.sdz, viewer-ready model.ply and model.spz)."""
     from .pipeline import run_demo
+    from .runs import run_folder
 
-    run_demo(out, teacher_iterations=teacher_iterations, student_iterations=student_iterations,
-             resolution=resolution, compress_iterations=compress_iterations)
+    check_flags(locals())
+    config = {"teacher_iterations": teacher_iterations, "student_iterations": student_iterations,
+              "resolution": resolution, "compress_iterations": compress_iterations}
+    with run_folder(out, "demo", config, owned=("scene", "distill", "compressed", "summary.json"),
+                    overwrite=overwrite, can_resume=False):
+        run_demo(out, teacher_iterations=teacher_iterations, student_iterations=student_iterations,
+                 resolution=resolution, compress_iterations=compress_iterations)
     from .view.server import view_command
 
     print("see them side by side: " + view_command(
@@ -261,6 +319,7 @@ def compress(
     lpips: bool = True,
     device: Literal["auto", "cpu", "cuda"] = "auto",
     seed: int = 0,
+    overwrite: bool = False,
 ) -> None:
     """Compress a model (any format convert reads): prune (--prune-policy), distil SH to --sh-degree, colour VQ,
     quantise + Morton order + zstd. Writes OUT/model.sdz, OUT/model.ply (decompressed, for any viewer),
@@ -269,19 +328,63 @@ def compress(
     Presets --quality high|balanced|small (prune/SH/VQ: 0.5/3/0.4, 0.66/2/0.6, 0.8/1/0.8); explicit
     flags override them. --rvq-stages S (Compact-3DGS: 6, with --rvq-size 64) stores scales and
     rotations as residual-VQ indices after a short fine-tune of the codebooks. --sweep runs the
-    presets and two prune ratios: OUT/sweep.json, sweep.md, rate_distortion.png."""
-    from .compress.pipeline import CompressConfig, compress_model, run_sweep, sweep_markdown
+    presets and two prune ratios: OUT/sweep.json, sweep.md, rate_distortion.png. The outputs appear
+    together when the run ends; OUT holding another run's is refused unless --overwrite."""
+    from dataclasses import asdict
 
+    from .compress.pipeline import CompressConfig
+    from .runs import run_folder
+
+    check_flags(locals(), iterations=COUNT, resolution=Rule(minimum=8))
     cfg = CompressConfig(quality=quality, prune=prune, sh_degree=sh_degree, vq_size=vq_size, vq_ratio=vq_ratio,
                          prune_policy=prune_policy, rvq_stages=rvq_stages, rvq_size=rvq_size,
                          iterations=iterations, downscale=downscale, device=device,
                          views=views, resolution=resolution, write_spz=spz, lpips=lpips, seed=seed,
                          spz_version=spz_version)
+    config = {"model": _abs(model), "data": _abs(data), "sweep": sweep, **asdict(cfg)}
+    config.pop("device", None)
+    config.pop("progress", None)
+    owned = ("model.sdz", "model.ply", "model.spz", "summary.json", "sweep.json", "sweep.md", "rate_distortion.png",
+             "high", "balanced", "small", "balanced_prune50", "balanced_prune80", _STAGING)
+    with run_folder(out, "compress", config, owned=owned, overwrite=overwrite, can_resume=False):
+        staging = out / _STAGING
+        if staging.exists():
+            import shutil
+
+            shutil.rmtree(staging)  # what a killed run of ours left
+        try:
+            _compress(model, out, staging, data, cfg, sweep)
+        except BaseException:
+            import shutil
+
+            shutil.rmtree(staging, ignore_errors=True)  # nothing half-done stays (kill -9 leaves it to the next run)
+            raise
+        _publish(staging, out)
+
+
+_STAGING = ".incomplete"
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Move a finished run's outputs from the staging folder into OUT (replacing older ones)."""
+    import shutil
+
+    for p in sorted(staging.iterdir()):
+        dest = out / p.name
+        if dest.is_dir() and not dest.is_symlink():
+            shutil.rmtree(dest)
+        os.replace(p, dest)
+    staging.rmdir()
+
+
+def _compress(model, out, staging, data, cfg, sweep) -> None:
+    from .compress.pipeline import compress_model, run_sweep, sweep_markdown
+
     if sweep:
-        print(sweep_markdown(run_sweep(model, out, data, cfg)))
+        print(sweep_markdown(run_sweep(model, staging, data, cfg)))
         print(f"wrote {out / 'sweep.json'}, {out / 'sweep.md'}, {out / 'rate_distortion.png'}")
         return
-    s = compress_model(model, out, data, cfg)
+    s = compress_model(model, staging, data, cfg)
     lp = "n/a" if s["lpips_vgg"] is None else f"{s['lpips_vgg']:.4f}"
     print(f"{s['num_gaussians_input']} -> {s['num_gaussians']} Gaussians, {s['input_bytes'] / 1e6:.2f} MB -> "
           f"{s['output_bytes'] / 1e6:.3f} MB ({s['ratio']:.1f}x); PSNR {s['psnr']:.2f} dB, LPIPS-VGG {lp} "
@@ -349,26 +452,262 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["batch"]:  # the sub-command's flags pass through tyro unparsed (batch.py parses them)
         args = ["batch", "--", *args[1:]]
     try:
-        tyro.extras.subcommand_cli_from_dict(
-            COMMANDS, prog="splatdistill", args=args,
-            description="splatdistill: make 3D Gaussian Splatting scenes small and fast. "
-                        "Add --debug to any command to see tracebacks.",
-        )
+        try:
+            _run(args)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, not at exit
     except UserError as e:
         if debug:
             raise
-        print(f"splatdistill: error: {e}", file=sys.stderr)
-        return 2
+        return _error(str(e))
+    except BrokenPipeError:  # `splatdistill info m.ply --json | head -c1`: the reader left; stay quiet
+        _silence_stdout()
+        return 141
     except KeyboardInterrupt:
+        _close_progress_bars()
         print("splatdistill: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # no permission, read-only file system, disk full, ... (mid-run)
+        if debug or e.errno not in _USER_ERRNOS:
+            raise
+        where = e.filename if e.filename is not None else ""
+        return _error(f"{where}: {(e.strerror or str(e)).lower()}" if where else (e.strerror or str(e)).lower())
     except Exception as e:  # out of memory (host or GPU) is the user's to fix; anything else is a bug
         if debug or not _is_out_of_memory(e):
             raise
-        print("splatdistill: error: out of memory (try --downscale, fewer Gaussians or --device cpu)",
-              file=sys.stderr)
-        return 2
+        return _error("out of memory (try --downscale, fewer Gaussians or --device cpu)")
     return 0
+
+
+_USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EEXIST,
+                errno.EISDIR, errno.ENAMETOOLONG, errno.EMFILE, errno.ENFILE, errno.ENOENT}
+
+
+def _error(message: str) -> int:
+    _close_progress_bars()
+    print(f"splatdistill: error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+    return 2
+
+
+def _close_progress_bars() -> None:
+    """Clear the progress bars a failed job left open, so its message starts on a clean line."""
+    try:
+        from tqdm import tqdm
+
+        for bar in list(getattr(tqdm, "_instances", ())):
+            bar.leave = False
+            bar.close()
+    except Exception:
+        pass
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+# --- one error path for tyro's parse errors ---------------------------------------------------------------
+class _ParseCapture:
+    """While tyro parses, stderr is captured and parse errors become one line (``UserError``).
+
+    tyro's error hook (``tyro._errors.on_parse_error``) gives the structured error; where it is absent
+    or the event is of a kind not known here, tyro's printed box is flattened to its first message
+    instead. Capture ends as soon as the chosen command starts (its wrapper calls ``end()``)."""
+
+    def __init__(self, args: list[str]):
+        self.args = args
+        self.buffer = None
+        self.saved = None
+
+    def __enter__(self):
+        import io
+
+        self.saved, self.buffer = sys.stderr, io.StringIO()
+        sys.stderr = self.buffer
+        return self
+
+    def end(self) -> None:
+        if self.saved is not None:
+            sys.stderr, self.saved = self.saved, None
+            text = self.buffer.getvalue()
+            if text:
+                sys.stderr.write(text)  # warnings printed while parsing
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        captured = self.buffer.getvalue() if self.saved is not None else ""
+        if self.saved is not None:
+            sys.stderr, self.saved = self.saved, None
+        if exc_type is SystemExit and exc.code not in (0, None):
+            raise UserError(_flatten_box(captured) or "invalid command line (see splatdistill --help)") from None
+        if captured and exc_type is not None and exc_type is not _ParseError:
+            sys.stderr.write(captured)  # --help, or an error that is not tyro's
+        return False
+
+
+def _command_of(args: list[str]) -> str | None:
+    for a in args:
+        if not a.startswith("-"):
+            return a if a in COMMANDS else None
+    return None
+
+
+def _flags_of(name: str) -> list[str]:
+    import inspect
+
+    flags = []
+    for p in inspect.signature(COMMANDS[name]).parameters.values():
+        if str(p.annotation).startswith(("Pos[", "Positional", "tyro.conf.Positional")):
+            continue
+        f = "--" + p.name.replace("_", "-")
+        flags.append(f)
+        if p.annotation in (bool, "bool", "JsonFlag") or isinstance(p.default, bool):
+            flags.append("--no-" + p.name.replace("_", "-"))
+    return flags + ["--help", "--debug"]
+
+
+def _nearest(word: str, choices: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _arg_name(arg) -> str:
+    try:
+        if arg.is_positional():
+            return str(arg.field.extern_name).upper().replace("-", "_")
+        return "/".join(arg.lowered.name_or_flags)
+    except Exception:
+        return "an argument"
+
+
+def _value_of(flag: str, args: list[str]) -> str | None:
+    for i, a in enumerate(args):
+        if a == flag and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(flag + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def _expected(arg) -> str:
+    import typing
+
+    try:
+        t = arg.field.type_stripped
+        kinds = [a for a in typing.get_args(t) if a is not type(None)] or [t]
+        names = {int: "an integer", float: "a number", bool: "true or false", Path: "a path", str: "text"}
+        if len(kinds) == 1 and kinds[0] in names:
+            return names[kinds[0]]
+        return str(arg.lowered.metavar)
+    except Exception:
+        return "another kind of value"
+
+
+def _parse_error_message(event, args: list[str]) -> str | None:
+    """One line for a tyro parse-error event, or None for a kind not known here."""
+    import tyro._errors as te
+
+    cmd = _command_of(args)
+    if isinstance(event, te.InvalidChoice):
+        choices = ", ".join(str(c) for c in event.choices)
+        return f"{_arg_name(event.argument)}: invalid choice '{event.value}' (choose from {choices})"
+    if isinstance(event, te.InstantiationFailure):
+        if event.argument is None:
+            return event.message.splitlines()[0]
+        name = _arg_name(event.argument)
+        value = _value_of(name.split("/")[0], args)
+        got = f", got '{value}'" if value is not None else ""
+        return f"{name}: expected {_expected(event.argument)}{got}"
+    if isinstance(event, te.UnrecognizedArgs):
+        tok = event.tokens[0] if event.tokens else ""
+        if cmd is None:
+            first = next((a for a in args if not a.startswith("-")), None)
+            names = list(COMMANDS)
+            if first is None:
+                return f"unrecognized option {tok} (give a command first: {', '.join(names)})"
+            return f"unknown command '{first}' (choose from {', '.join(names)}){_nearest(first, names)}"
+        if tok.startswith("-"):
+            return f"{cmd}: unrecognized option {tok.split('=')[0]}{_nearest(tok.split('=')[0], _flags_of(cmd))}"
+        return f"{cmd}: unexpected argument '{tok}' (see splatdistill {cmd} --help)"
+    if isinstance(event, te.MissingArgs):
+        names = [_arg_name(a.arg) for a in event.missing_arguments]
+        where = f"{cmd}: " if cmd else ""
+        return f"{where}missing required {'argument' if len(names) == 1 else 'arguments'} {', '.join(names)} " \
+               f"(see splatdistill {cmd or ''} --help)".replace("  ", " ")
+    if isinstance(event, te.MissingSubcommand):
+        return f"missing command (choose from {', '.join(COMMANDS)})"
+    if isinstance(event, te.BadValue):
+        return f"{_arg_name(event.argument)}: " + (f"expected a value" if event.offending_value is None
+                                                   else f"does not take the value '{event.offending_value}'")
+    return None
+
+
+def _flatten_box(text: str) -> str:
+    """The first message of one of tyro's error boxes, on one line (title: message)."""
+    rows, title = [], ""
+    for line in text.splitlines():
+        inner = line.strip().strip("│").strip()
+        if line.strip().startswith("╭"):
+            title = line.strip().strip("╭╮─ ").strip()
+            continue
+        if line.strip().startswith("╰"):
+            break
+        if set(inner) <= set("─ ") and inner:
+            break  # the first rule ends the message
+        if inner:
+            rows.append(inner)
+    msg = " ".join(rows)
+    if title and msg and not msg.lower().startswith(title.lower()):
+        return f"{title.lower()}: {msg}"
+    return msg or title
+
+
+def _run(args: list[str]) -> None:
+    import functools
+
+    capture = _ParseCapture(args)
+
+    def entered(fn):
+        @functools.wraps(fn)
+        def wrapper(*a, **k):
+            capture.end()
+            return fn(*a, **k)
+
+        return wrapper
+
+    def hook(event):
+        try:
+            msg = _parse_error_message(event, args)
+        except Exception:  # an event shaped differently in another tyro: its box is flattened instead
+            msg = None
+        if msg is not None:
+            raise _ParseError(msg)
+
+    try:
+        import tyro._errors as te
+
+        on_error = te.on_parse_error(hook)
+    except (ImportError, AttributeError):  # another tyro: the box is flattened instead
+        import contextlib
+
+        on_error = contextlib.nullcontext()
+    try:
+        with capture, on_error:
+            tyro.extras.subcommand_cli_from_dict(
+                {name: entered(fn) for name, fn in COMMANDS.items()}, prog="splatdistill", args=args,
+                description="splatdistill: make 3D Gaussian Splatting scenes small and fast. "
+                            "Add --debug to any command to see tracebacks.",
+            )
+    except _ParseError as e:
+        raise UserError(str(e)) from None
+
+
+class _ParseError(Exception):
+    pass
 
 
 def _is_out_of_memory(e: BaseException) -> bool:

@@ -81,6 +81,21 @@ class Camera:
         )
 
 
+def check_intrinsics(fx, fy, cx, cy, width, height, path=None, index: int | None = None, what: str = "frame") -> None:
+    """A camera a renderer can use: image size at least 1x1, focal lengths positive and finite."""
+    from ..errors import UserError
+
+    where = "" if index is None else f"{what} {index}: "
+    if not (int(width) >= 1 and int(height) >= 1):
+        raise UserError(f"{where}image size must be at least 1x1 pixels, got {width}x{height}", path)
+    for name, v in (("fl_x", fx), ("fl_y", fy)):
+        if not (np.isfinite(v) and v > 0):
+            raise UserError(f"{where}focal length {name} must be a positive number of pixels, got {v}", path)
+    for name, v in (("cx", cx), ("cy", cy)):
+        if not np.isfinite(v):
+            raise UserError(f"{where}principal point {name} must be finite, got {v}", path)
+
+
 @dataclass
 class CameraBatch:
     """Cameras of one size stacked as tensors, the form every render backend takes."""

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import UserError
 from .blender import frames_of, image_path_of, opengl_c2w_to_opencv_w2c, read_json
-from .cameras import Camera
+from .cameras import Camera, check_intrinsics
 from .images import ImageSpec, prepare_view, read_image_size
 
 SUPPORTED_MODELS = ("OPENCV", "PINHOLE", "SIMPLE_PINHOLE")
@@ -43,6 +43,13 @@ def _number(value, key: str, path: Path, index: int) -> float:
     if not math.isfinite(v):
         raise UserError(f"frame {index}: '{key}' must be a finite number, got {value!r}", path)
     return v
+
+
+def _angle(value, key: str, path: Path, index: int) -> float:
+    a = _number(value, key, path, index)
+    if not 0 < a < math.pi:
+        raise UserError(f"frame {index}: '{key}' must be an angle in (0, pi) radians, got {value!r}", path)
+    return a
 
 
 def _read_ply_points(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -95,6 +102,8 @@ def load_nerfstudio(
         h = int(_number(get("h"), "h", jpath, i)) if get("h") is not None else None
         if w is None or h is None:  # intrinsics refer to the full-resolution frame
             w, h = read_image_size(img, listed_in=jpath)
+        if w < 1 or h < 1:
+            raise UserError(f"frame {i}: image size 'w' x 'h' must be at least 1x1 pixels, got {w}x{h}", jpath)
         factor = 1.0 / downscale
         if downscale > 1:
             parts = PurePosixPath(fp).parts
@@ -108,13 +117,13 @@ def load_nerfstudio(
         if get("fl_x") is not None:
             fx = _number(get("fl_x"), "fl_x", jpath, i)
         elif get("camera_angle_x") is not None:
-            fx = 0.5 * w / math.tan(0.5 * _number(get("camera_angle_x"), "camera_angle_x", jpath, i))
+            fx = 0.5 * w / math.tan(0.5 * _angle(get("camera_angle_x"), "camera_angle_x", jpath, i))
         else:
             raise UserError(f"frame {i}: no focal length ('fl_x' or 'camera_angle_x')", jpath)
         if get("fl_y") is not None:
             fy = _number(get("fl_y"), "fl_y", jpath, i)
         elif get("camera_angle_y") is not None:
-            fy = 0.5 * h / math.tan(0.5 * _number(get("camera_angle_y"), "camera_angle_y", jpath, i))
+            fy = 0.5 * h / math.tan(0.5 * _angle(get("camera_angle_y"), "camera_angle_y", jpath, i))
         else:
             fy = fx
         cx = _number(get("cx"), "cx", jpath, i) if get("cx") is not None else 0.5 * w
@@ -127,6 +136,7 @@ def load_nerfstudio(
         if model is None:
             model = "OPENCV" if any(dist) else "PINHOLE"
 
+        check_intrinsics(fx, fy, cx, cy, w, h, jpath, i)
         cam = Camera(
             fx=fx, fy=fy, cx=cx, cy=cy, width=w, height=h,
             world_to_camera=opengl_c2w_to_opencv_w2c(fr["transform_matrix"], jpath, i),

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -14,7 +15,7 @@ from ..data.dataset import Dataset, load_dataset
 from ..errors import UserError
 from ..evaluate.evaluator import evaluate_scene
 from ..evaluate.lpips import LPIPSBank
-from ..fileio import write_json_atomic
+from ..fileio import dumps_json, write_json_atomic
 from ..info import load_model
 from ..train.checkpoint import branch_point
 from ..train.config import TrainConfig
@@ -47,14 +48,16 @@ def teacher_config(iterations: int, device: str, seed: int = 0, init_points: int
 
 def train_teacher(dataset: Dataset, out: Path, variant: str, base: TrainConfig, progress: bool = True,
                   stop_at: int | None = None) -> Path:
-    """One teacher of ``train_teachers`` (reused when finished). ``stop_at`` (the vanilla run only)
-    stops at that iteration with a checkpoint, from which the next call continues."""
+    """One teacher of ``train_teachers`` (reused when finished with the same settings). ``stop_at``
+    (the vanilla run only) stops at that iteration with a checkpoint, from which the next call continues."""
     run = out / variant
     ply = run / "point_cloud.ply"
-    if ply.exists() and _same_iterations(run, base.iterations):
-        return ply
-    b_it = base.branch_points[0]
     cfg = replace(base, variant=variant)
+    if ply.exists() and _same_teacher(run, cfg):
+        return ply
+    if (run / "config.json").exists() and not _same_teacher(run, cfg):
+        shutil.rmtree(run)  # a teacher of other settings (the run was resumed with new flags)
+    b_it = base.branch_points[0]
     branch = None if variant == "vanilla" else branch_point(out / "vanilla", b_it)
     if branch is not None and not branch.exists():
         raise UserError("the vanilla teacher has no branch checkpoint; delete it and run again", branch)
@@ -63,11 +66,17 @@ def train_teacher(dataset: Dataset, out: Path, variant: str, base: TrainConfig, 
     return ply
 
 
-def _same_iterations(run: Path, iterations: int) -> bool:
+def _same_teacher(run: Path, cfg: TrainConfig) -> bool:
+    """Whether the teacher run folder was trained with ``cfg`` (the device aside)."""
     try:
-        return json.loads((run / "config.json").read_text())["iterations"] == iterations
-    except (OSError, ValueError, KeyError):
+        old = TrainConfig.from_dict(json.loads((run / "config.json").read_text())).to_dict()
+    except (OSError, ValueError, KeyError, TypeError):
         return False
+    new = json.loads(dumps_json(cfg.to_dict(), indent=None))
+    old = json.loads(dumps_json(old, indent=None))
+    old.pop("device", None)
+    new.pop("device", None)
+    return old == new
 
 
 def teacher_variant(path: Path) -> str:
@@ -110,23 +119,51 @@ def _metrics(m: dict) -> dict:
     return {k: m.get(k) for k in (*METRICS, "num_gaussians")}
 
 
-def evaluate_cached(scene, dataset, ply: Path, bank, device, progress) -> dict:
-    """Evaluate on the test split; the metrics of a training run's model (``RUN/point_cloud.ply``) are
-    cached beside it as ``RUN/metrics.json`` (used when newer than the model and about the same model:
-    Gaussian count and file size). Other model files (several may share a folder) are not cached."""
-    ply = Path(ply)
-    cache = ply.parent / "metrics.json" if ply.name == "point_cloud.ply" else None
-    if cache is not None and cache.exists() and cache.stat().st_mtime >= ply.stat().st_mtime:
+def _cache_key(ply: Path, dataset) -> dict:
+    st = Path(ply).stat()
+    test = dataset.split("test")
+    size = [test[0].camera.width, test[0].camera.height] if test else None
+    return {"model": str(Path(ply).resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "data": str(dataset.root), "test_views": len(test), "size": size}
+
+
+def evaluate_cached(scene, dataset, ply: Path, bank, device, progress, cache: Path | None = None) -> dict:
+    """Evaluate on the test split, cached in ``cache`` (a file of the run folder, never beside an input
+    model); the cache holds the model's size, time and the dataset it was measured on."""
+    key = _cache_key(ply, dataset)
+    if cache is not None and cache.exists():
         try:
-            m = json.loads(cache.read_text())
-            if m.get("num_gaussians") == len(scene) and m.get("bytes") in (None, ply.stat().st_size):
-                return m
-        except (ValueError, AttributeError):
+            d = json.loads(cache.read_text())
+            if d.get("key") == json.loads(dumps_json(key, indent=None)):
+                return d["metrics"]
+        except (ValueError, KeyError, AttributeError):
             pass
     m = evaluate_scene(scene.to(device), dataset, "test", lpips_bank=bank, progress=progress, model_path=ply)
     if cache is not None:
-        write_json_atomic(cache, m)
+        write_json_atomic(cache, {"key": key, "metrics": m})
     return m
+
+
+def teacher_cache(out: Path, ply: Path) -> Path:
+    """Where a teacher's test metrics are cached: inside the run folder (OUT/cache/teachers/)."""
+    import hashlib
+
+    h = hashlib.sha256(str(Path(ply).resolve()).encode()).hexdigest()[:16]
+    return Path(out) / "cache" / "teachers" / f"{Path(ply).parent.name}-{h}.json"
+
+
+def finished_student(run: Path, cfg: StudentConfig, teacher_plys: Sequence[Path]) -> dict | None:
+    """The record of a student trained to the end with ``cfg`` on these teachers, or None."""
+    try:
+        rec = json.loads((Path(run) / "student.json").read_text())
+    except (OSError, ValueError):
+        return None
+    want = {"config": asdict(cfg), "teachers": [str(Path(p).resolve()) for p in teacher_plys]}
+    want = json.loads(dumps_json(want, indent=None))
+    if not (Path(run) / "point_cloud.ply").exists() or rec.get("config") != want["config"] \
+            or rec.get("teachers") != want["teachers"]:
+        return None
+    return rec
 
 
 def train_student(dataset, teacher_plys: Sequence[Path], vanilla: Path, cfg: StudentConfig, out: Path,
@@ -139,6 +176,7 @@ def train_student(dataset, teacher_plys: Sequence[Path], vanilla: Path, cfg: Stu
         targets = build_soft_targets(list(teacher_plys), cams, len(train_cams), dataset.background, device,
                                      spill_dir=out / "cache", progress=progress)
     st = StudentTrainer(dataset, targets, teacher0, cfg, out, device, progress=progress)
+    st.done_record = {"teachers": [str(Path(p).resolve()) for p in teacher_plys]}
     scene, _ = st.run()
     return scene, st.policy_stats
 
@@ -167,7 +205,7 @@ def run_distill(data, out, teachers: Sequence[Path] | None = None, cfg: StudentC
     bank = LPIPSBank()
     teacher_rows = []
     for v, p in zip(variants, plys):
-        m = evaluate_cached(load_model(p), dataset, p, bank, dev, progress)
+        m = evaluate_cached(load_model(p), dataset, p, bank, dev, progress, cache=teacher_cache(out, p))
         teacher_rows.append({"variant": v, "path": str(p), **_metrics(m), "wall_s": teacher_wall_s(p)})
     summary = {"data": str(dataset.root), "teachers": teacher_rows, "student_config": cfg.__dict__}
 
@@ -187,11 +225,18 @@ def run_distill(data, out, teachers: Sequence[Path] | None = None, cfg: StudentC
             runs["student"] = (cfg, plys)
     rows = {}
     for name, (c, tp) in runs.items():
-        t0 = time.perf_counter()
-        scene, policy_stats = train_student(dataset, tp, vanilla, c, out / name, dev, n_pseudo, progress)
-        wall = time.perf_counter() - t0
-        m = evaluate_scene(scene.to(dev), dataset, "test", lpips_bank=bank, progress=progress,
-                           model_path=out / name / "point_cloud.ply")
+        done = finished_student(out / name, c, tp)
+        if done is not None:  # finished before an interruption: evaluated and summarised, not retrained
+            scene, policy_stats, wall = load_model(out / name / "point_cloud.ply"), done["policy_stats"], done["wall_s"]
+        else:
+            t0 = time.perf_counter()
+            scene, policy_stats = train_student(dataset, tp, vanilla, c, out / name, dev, n_pseudo, progress)
+            wall = time.perf_counter() - t0
+            rec = finished_student(out / name, c, tp)
+            if rec is not None:  # the record keeps the whole time, soft targets included
+                write_json_atomic(out / name / "student.json", {**rec, "wall_s": round(wall, 1)})
+        m = evaluate_cached(scene, dataset, out / name / "point_cloud.ply", bank, dev, progress,
+                            cache=out / name / "metrics_cache.json")
         write_json_atomic(out / name / "metrics.json", m)
         rows[name] = {**_metrics(m), "wall_s": round(wall, 1), "teachers": len(tp),
                       "struct": c.struct if c.lambda_struct > 0 else "none", "prune_policy": policy_stats}

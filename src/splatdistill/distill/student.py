@@ -34,7 +34,7 @@ from ..compress.policies import POLICIES, PolicyName, PrunePolicy, make_policy
 from ..data.cameras import stack_cameras
 from ..data.dataset import Dataset
 from ..errors import UserError
-from ..fileio import write_json_atomic
+from ..fileio import dumps_json, write_json_atomic
 from ..render import render
 from ..scene.gaussians import GaussianScene
 from ..scene.ply import write_ply
@@ -74,17 +74,19 @@ class StudentConfig:
 
     def validate(self) -> "StudentConfig":
         """Reject settings a user can get wrong, with a one-line message (before any teacher trains)."""
-        checks = [(self.iterations >= 1, f"--iterations must be at least 1, got {self.iterations}"),
-                  (0.0 < self.keep <= 1.0, f"--keep must be in (0, 1], got {self.keep}"),
-                  (self.target_gaussians is None or self.target_gaussians >= 1,
-                   f"--target-gaussians must be at least 1, got {self.target_gaussians}"),
-                  (min(self.lambda_gt, self.lambda_kd, self.lambda_struct) >= 0, "loss weights must be >= 0"),
-                  (self.lambda_gt > 0 or self.lambda_kd > 0, "--lambda-gt and --lambda-kd are both 0: nothing to fit"),
+        from ..validate import RULES, SIZE, Rule, check
+
+        for name in ("iterations", "keep", "target_gaussians", "lambda_gt", "lambda_kd", "lambda_struct", "seed",
+                     "init_points", "checkpoint_every"):
+            check(name, getattr(self, name), RULES[name])
+        check("prune_steps", self.prune_steps, SIZE)
+        check("pseudo_fraction", self.pseudo_fraction, Rule(minimum=0, maximum=1))
+        check("prune_window", self.prune_window, Rule(minimum=0, maximum=1))
+        check("lr_means", self.lr_means, Rule(above=0))
+        check("lr_means_final", self.lr_means_final, Rule(above=0))
+        checks = [(self.lambda_gt > 0 or self.lambda_kd > 0, "--lambda-gt and --lambda-kd are both 0: nothing to fit"),
                   (self.lambda_gt > 0 or self.kd_views == "all",
                    "--kd-views pseudo with --lambda-gt 0 leaves the training views without a loss"),
-                  (self.checkpoint_every >= 1, f"checkpoint interval must be at least 1, got {self.checkpoint_every}"),
-                  (self.prune_steps >= 1, f"prune steps must be at least 1, got {self.prune_steps}"),
-                  (self.init_points >= 1, f"init points must be at least 1, got {self.init_points}"),
                   (self.prune_policy in POLICIES,
                    f"unknown prune policy '{self.prune_policy}' (choose {', '.join(POLICIES)})")]
         for ok, msg in checks:
@@ -286,6 +288,7 @@ class StudentTrainer:
         gt_cache: dict = {}
         n_prune = len(self.prune_at)
         gamma = (cfg.lr_means_final / cfg.lr_means) ** (1.0 / max(1, cfg.iterations))
+        (self.out / "student.json").unlink(missing_ok=True)  # not finished until written again
         start = self._resume()
         log_path = self.out / "train_log.jsonl"
         ck.truncate_log(log_path, start)
@@ -318,7 +321,7 @@ class StudentTrainer:
                            **{k: float(v.detach()) for k, v in terms.items()}}
                     if is_train:
                         rec["psnr"] = psnr_from_mse(float(mse))
-                    log.write(json.dumps(rec) + "\n")
+                    log.write(dumps_json(rec, indent=None) + "\n")
                     log.flush()
                     bar.set_postfix(loss=f"{float(loss.detach()):.4f}", n=len(self.params["means"]))
                 if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.iterations:
@@ -327,5 +330,10 @@ class StudentTrainer:
             self._prune(n_prune - 1, n_prune)
         scene = self.exported_scene().to("cpu")
         write_ply(scene, self.out / "point_cloud.ply")
+        wall = time.perf_counter() - t0
+        # the record that the student is finished (a rerun evaluates it instead of training it again);
+        # written before the checkpoints go, so an interruption in between resumes from them
+        write_json_atomic(self.out / "student.json", {"config": asdict(cfg), **getattr(self, "done_record", {}),
+                                                      "wall_s": round(wall, 1), "policy_stats": self.policy_stats})
         shutil.rmtree(ck.checkpoint_dir(self.out), ignore_errors=True)  # finished: the PLY is the result
-        return scene, time.perf_counter() - t0
+        return scene, wall

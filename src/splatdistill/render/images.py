@@ -42,6 +42,10 @@ def read_cameras(path: Path) -> tuple[list[Camera], tuple]:
         raise UserError(f"not a valid cameras.json ({type(e).__name__}: {e})", path) from None
     if not cams:
         raise UserError("cameras.json lists no cameras", path)
+    from ..data.cameras import check_intrinsics
+
+    for i, c in enumerate(cams):
+        check_intrinsics(c.fx, c.fy, c.cx, c.cy, c.width, c.height, path, i, what="camera")
     return cams, bg
 
 

@@ -75,14 +75,17 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Reject settings a user can get wrong, with a one-line message (before any work)."""
-        checks = [(self.iterations >= 1, f"--iterations must be at least 1, got {self.iterations}"),
-                  (0 <= self.sh_degree <= 3, f"SH degree must be in 0..3, got {self.sh_degree}"),
-                  (self.init_points >= 1, f"--init-points must be at least 1, got {self.init_points}"),
-                  (self.checkpoint_every >= 1, f"--checkpoint-every must be at least 1, got {self.checkpoint_every}"),
-                  (self.downscale >= 1, f"--downscale must be at least 1, got {self.downscale}")]
-        for ok, msg in checks:
-            if not ok:
-                raise UserError(msg)
+        from ..validate import RULES, Rule, check
+
+        check("iterations", self.iterations, RULES["iterations"])
+        check("sh_degree", self.sh_degree, RULES["sh_degree"])
+        check("init_points", self.init_points, RULES["init_points"])
+        check("checkpoint_every", self.checkpoint_every, RULES["checkpoint_every"])
+        check("downscale", self.downscale, RULES["downscale"])
+        check("seed", self.seed, RULES["seed"])
+        for name in ("lr_means", "lr_means_final", "lr_scales", "lr_quats", "lr_opacities", "lr_sh0", "lr_shN",
+                     "ssim_lambda", "grow_grad2d", "grow_scale3d", "prune_opa", "prune_scale3d", "init_box"):
+            check(name, getattr(self, name), Rule(minimum=0))
         return self
 
     def at(self, fraction: float, minimum: int = 0) -> int:

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from ..data.cameras import stack_cameras
 from ..data.dataset import Dataset, load_dataset
 from ..errors import UserError
-from ..fileio import write_json_atomic
+from ..fileio import dumps_json, write_json_atomic
 from ..render import render
 from ..scene.gaussians import GaussianScene
 from ..scene.ply import write_ply
@@ -224,7 +224,7 @@ class Trainer:
                     n = len(self.params["means"])
                     rec = {"iteration": done, "loss": round(loss, 6), "psnr": round(psnr, 3),
                            "num_gaussians": n, "elapsed_s": round(time.perf_counter() - t0, 2)}
-                    log.write(json.dumps(rec) + "\n")
+                    log.write(dumps_json(rec, indent=None) + "\n")
                     log.flush()
                     bar.set_postfix(loss=f"{loss:.4f}", psnr=f"{psnr:.2f}", n=n)
                 if done % cfg.checkpoint_every == 0 or done in (cfg.iterations, end):
