@@ -40,7 +40,7 @@ def no_work(monkeypatch):
 def test_codec_problem_is_found_before_the_work(tmp_path, capsys, no_work):
     code, _, err = run_cli(capsys, "compress", tiny(tmp_path, far=True), "--out", tmp_path / "out", *FAST)
     assert_one_line_error(code, err, "model.sdz", "float16")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []  # not even a temporary file
+    assert not (tmp_path / "out").exists()  # nothing created: not a temporary file, not the folder
 
 
 def test_output_path_problems_are_found_before_the_work(tmp_path, capsys, no_work):
@@ -49,10 +49,10 @@ def test_output_path_problems_are_found_before_the_work(tmp_path, capsys, no_wor
     code, _, err = run_cli(capsys, "compress", model, "--out", tmp_path / "a_file" / "out", *FAST)
     assert_one_line_error(code, err, "a_file")
     code, _, err = run_cli(capsys, "compress", model, "--out", tmp_path / "a_file", *FAST)
-    assert_one_line_error(code, err, "a_file", "not a directory")
+    assert_one_line_error(code, err, "a_file", "not a folder")
     (tmp_path / "out" / "model.ply").mkdir(parents=True)
     code, _, err = run_cli(capsys, "compress", model, "--out", tmp_path / "out", *FAST)
-    assert_one_line_error(code, err, "model.ply", "is a directory")
+    assert_one_line_error(code, err, "model.ply")  # a folder where an output goes: refused before any work
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root can write in read-only folders")
@@ -118,10 +118,10 @@ def test_a_failure_at_the_end_leaves_no_final_file(tmp_path, capsys, monkeypatch
 def test_a_successful_run_replaces_an_old_one_completely(tmp_path, capsys):
     model = tiny(tmp_path, degree=0)
     out = tmp_path / "out"
-    for quality in ("high", "small"):
-        code, _, err = run_cli(capsys, "compress", model, "--out", out, "--quality", quality, *FAST)
+    for quality, again in (("high", []), ("small", ["--overwrite"])):  # other settings: --overwrite
+        code, _, err = run_cli(capsys, "compress", model, "--out", out, "--quality", quality, *again, *FAST)
         assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == sorted(FINAL)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*FINAL, "run.json"])  # run.json: the run's record
     import json
 
     assert json.loads((out / "summary.json").read_text())["settings"]["quality"] == "small"

@@ -59,6 +59,7 @@ class Job:
     out: str
     kwargs: dict = field(default_factory=dict)  # the command function's arguments, parsed by tyro
     run_id: str = ""
+    replace: bool = False  # its folder holds a finished job of other flags (or --force): start it over
 
     def spec(self) -> dict:
         return {"command": self.command, "input": str(Path(self.input).resolve()), "flags": list(self.flags)}
@@ -120,6 +121,7 @@ def parse_job_args(command: str, input: str, out: str, flags: list[str]) -> dict
                             prog=f"splatdistill {command}")
     except SystemExit:
         raise UserError(f"batch {command}: {_tyro_message(buf.getvalue())}") from None
+
 
 
 def _is_dataset(p: Path) -> bool:
@@ -350,6 +352,10 @@ def _run_command(job: Job, retry: bool) -> None:
     kwargs = dict(job.kwargs)
     if job.command == "train" and retry:
         kwargs["resume"] = True  # a killed run continues from its newest checkpoint (bit-exact)
+    if job.replace and not retry and job.command != "distill":
+        kwargs["overwrite"] = True  # the finished run of other flags in its folder is replaced
+    if job.dag():
+        kwargs["resume"] = True  # its teachers were trained into the run folder by the stages before
     COMMANDS[job.command](**kwargs)
 
 
@@ -541,6 +547,8 @@ def run_batch(jobs: list[Job], out: Path, *, ray_address: str | None = None, seq
             rows[j.name] = {"status": "skipped", "seconds": m.get("seconds"), "metric": m.get("metric"), "error": None}
             prog.set(j.name, "skipped", "finished earlier, skipped")
         else:
+            if (j.dir / MARKER).exists():
+                j.replace = True
             (j.dir / MARKER).unlink(missing_ok=True)
             todo.append(j)
     mode = "sequential"

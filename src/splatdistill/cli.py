@@ -537,10 +537,11 @@ class _ParseCapture:
                 sys.stderr.write(text)  # warnings printed while parsing
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        captured = self.buffer.getvalue() if self.saved is not None else ""
-        if self.saved is not None:
+        parsing = self.saved is not None  # False once the command runs: its own exits pass through
+        captured = self.buffer.getvalue() if parsing else ""
+        if parsing:
             sys.stderr, self.saved = self.saved, None
-        if exc_type is SystemExit and exc.code not in (0, None):
+        if parsing and exc_type is SystemExit and exc.code not in (0, None):
             raise UserError(_flatten_box(captured) or "invalid command line (see splatdistill --help)") from None
         if captured and exc_type is not None and exc_type is not _ParseError:
             sys.stderr.write(captured)  # --help, or an error that is not tyro's
@@ -680,6 +681,8 @@ def _run(args: list[str]) -> None:
         return wrapper
 
     def hook(event):
+        if capture.saved is None:  # the command runs (e.g. batch parsing its jobs' flags): tyro's own way
+            return
         try:
             msg = _parse_error_message(event, args)
         except Exception:  # an event shaped differently in another tyro: its box is flattened instead

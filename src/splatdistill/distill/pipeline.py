@@ -148,7 +148,12 @@ def teacher_cache(out: Path, ply: Path) -> Path:
     """Where a teacher's test metrics are cached: inside the run folder (OUT/cache/teachers/)."""
     import hashlib
 
-    h = hashlib.sha256(str(Path(ply).resolve()).encode()).hexdigest()[:16]
+    ply = Path(ply).resolve()
+    try:  # a teacher of this run: named relative to it, so the same run elsewhere names it the same
+        name = str(ply.relative_to(Path(out).resolve()))
+    except ValueError:
+        name = str(ply)
+    h = hashlib.sha256(name.encode()).hexdigest()[:16]
     return Path(out) / "cache" / "teachers" / f"{Path(ply).parent.name}-{h}.json"
 
 
