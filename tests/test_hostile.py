@@ -155,10 +155,13 @@ def bad_spz(w: W, tmp: Path, kind: str) -> Path:
         return _write(p, data[: len(data) // 2])
     if kind == "empty":
         return _write(p, b"")
-    if kind == "bad_magic":
-        raw = bytearray(gzip.decompress(data))
+    if kind == "bad_magic":  # a version-3 file (one gzip stream) whose inner header is not SPZ's
+        write_spz(read_ply(w.model), good, version=3)
+        raw = bytearray(gzip.decompress(good.read_bytes()))
         raw[0:4] = b"XXXX"
         return _write(p, gzip.compress(bytes(raw)))
+    if kind == "bad_magic_v4":  # a version-4 file whose plain header does not start with 'NGSP'
+        return _write(p, b"XXXX" + data[4:])
     raise ValueError(kind)
 
 
@@ -255,6 +258,7 @@ CASES = [
     ("spz_truncated", lambda w, t: ["info", bad_spz(w, t, "truncated")], ["truncated.spz"]),
     ("spz_empty", lambda w, t: ["info", bad_spz(w, t, "empty")], ["empty.spz"]),
     ("spz_bad_magic", lambda w, t: ["info", bad_spz(w, t, "bad_magic")], ["bad_magic.spz"]),
+    ("spz_bad_magic_v4", lambda w, t: ["info", bad_spz(w, t, "bad_magic_v4")], ["bad_magic_v4.spz"]),
     ("sdz_garbage", lambda w, t: ["info", bad_sdz(w, t, "garbage")], ["garbage.sdz"]),
     ("sdz_truncated", lambda w, t: ["info", bad_sdz(w, t, "truncated")], ["truncated.sdz"]),
     ("sdz_empty", lambda w, t: ["convert", bad_sdz(w, t, "empty"), t / "o.ply"], ["empty.sdz"]),
