@@ -246,6 +246,11 @@ def compress(
     lpips: bool = True,
     device: Literal["auto", "cpu", "cuda"] = "auto",
     seed: int = 0,
+    training_free: Optional[bool] = None,
+    refine: int = 0,
+    importance_views: int = 8,
+    merge: bool = True,
+    lod: Optional[str] = None,
 ) -> None:
     """Compress a model (.ply/.spz/.sdz): prune (--prune-policy), distil SH to --sh-degree, colour VQ,
     quantise + Morton order + zstd. Writes OUT/model.sdz, OUT/model.ply (decompressed, for any viewer),
@@ -254,13 +259,20 @@ def compress(
     Presets --quality high|balanced|small (prune/SH/VQ: 0.5/3/0.4, 0.66/2/0.6, 0.8/1/0.8); explicit
     flags override them. --rvq-stages S (Compact-3DGS: 6, with --rvq-size 64) stores scales and
     rotations as residual-VQ indices after a short fine-tune of the codebooks. --sweep runs the
-    presets and two prune ratios: OUT/sweep.json, sweep.md, rate_distortion.png."""
+    presets and two prune ratios: OUT/sweep.json, sweep.md, rate_distortion.png.
+    Without --data the default is training-free (no gradient steps; --no-training-free for the
+    fine-tuning path): importance from --importance-views forward renders (0: opacity x volume),
+    pairwise merges where they beat pruning (--no-merge: prune only), closed-form SH fit, k-means
+    palettes, packed .sdz; --refine N adds N fine-tune iterations; --lod 1,0.5,0.25,0.1 also writes
+    a ladder of models (shares of the input's Gaussians) to OUT/lod/."""
     from .compress.pipeline import CompressConfig, compress_model, run_sweep, sweep_markdown
 
     cfg = CompressConfig(quality=quality, prune=prune, sh_degree=sh_degree, vq_size=vq_size, vq_ratio=vq_ratio,
                          prune_policy=prune_policy, rvq_stages=rvq_stages, rvq_size=rvq_size,
                          iterations=iterations, downscale=downscale, device=device,
-                         views=views, resolution=resolution, write_spz=spz, lpips=lpips, seed=seed)
+                         views=views, resolution=resolution, write_spz=spz, lpips=lpips, seed=seed,
+                         training_free=training_free, refine=refine, importance_views=importance_views,
+                         merge=merge, lod=lod)
     if sweep:
         print(sweep_markdown(run_sweep(model, out, data, cfg)))
         print(f"wrote {out / 'sweep.json'}, {out / 'sweep.md'}, {out / 'rate_distortion.png'}")
@@ -270,10 +282,13 @@ def compress(
     print(f"{s['num_gaussians_input']} -> {s['num_gaussians']} Gaussians, {s['input_bytes'] / 1e6:.2f} MB -> "
           f"{s['output_bytes'] / 1e6:.3f} MB ({s['ratio']:.1f}x); PSNR {s['psnr']:.2f} dB, LPIPS-VGG {lp} "
           f"on {s['evaluated_on']}")
-    conf = s["stages"]["prune"].get("policy_stats", {}).get("mean_confidence")
+    conf = s["stages"].get("prune", {}).get("policy_stats", {}).get("mean_confidence")
     if conf is not None:
         print(f"mean confidence {conf:.3f} (Confident Splatting's scene-quality indicator)")
     print(f"wrote {out / 'model.sdz'}, {out / 'model.ply'}, {out / 'summary.json'}")
+    for lv in s.get("lod") or []:
+        print(f"LOD {lv['level']}: {lv['num_gaussians']} Gaussians ({lv['share']:g}), {lv['sdz_bytes'] / 1e6:.3f} MB "
+              f"in {out / 'lod'}")
 
 
 COMMANDS = {
