@@ -352,3 +352,18 @@ def test_lod_files_read_back_by_splat_transform(small_ply, tmp_path):
                                capture_output=True, text=True, timeout=300)
             assert r.returncode == 0, r.stderr
             assert len(read_ply(back)) == n
+
+
+def test_cli_training_free_default_and_opt_out(small_ply, tmp_path, capsys):
+    from conftest import run_cli
+
+    code, out, err = run_cli(capsys, "compress", small_ply, "--out", tmp_path / "a", "--importance-views", "2",
+                             "--resolution", "24", "--no-lpips", "--no-spz", "--quality", "small")
+    assert code == 0, err
+    assert json.loads((tmp_path / "a" / "summary.json").read_text())["mode"] == "training-free"
+    assert "splatdistill: reduce: 2,000 -> 400 Gaussians" in err  # per-stage progress with its counts
+    code, out, err = run_cli(capsys, "compress", small_ply, "--out", tmp_path / "b", "--no-training-free",
+                             "--iterations", "1", "--views", "2", "--resolution", "16", "--no-lpips", "--no-spz",
+                             "--quality", "small")
+    assert code == 0, err
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["mode"] == "data-free"

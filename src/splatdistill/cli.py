@@ -246,7 +246,7 @@ def compress(
     lpips: bool = True,
     device: Literal["auto", "cpu", "cuda"] = "auto",
     seed: int = 0,
-    training_free: Optional[bool] = None,
+    training_free: bool = True,
     refine: int = 0,
     importance_views: int = 8,
     merge: bool = True,
@@ -271,7 +271,7 @@ def compress(
                          prune_policy=prune_policy, rvq_stages=rvq_stages, rvq_size=rvq_size,
                          iterations=iterations, downscale=downscale, device=device,
                          views=views, resolution=resolution, write_spz=spz, lpips=lpips, seed=seed,
-                         training_free=training_free, refine=refine, importance_views=importance_views,
+                         training_free=None if training_free else False, refine=refine, importance_views=importance_views,
                          merge=merge, lod=lod)
     if sweep:
         print(sweep_markdown(run_sweep(model, out, data, cfg)))
