@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from conftest import assert_one_line_error, run_cli
+from splatdistill.errors import UserError
 from splatdistill.scene.gaussians import GaussianScene
 from splatdistill.scene.ply import write_ply
 
-FAST = ["--iterations", 2, "--views", 2, "--resolution", 16, "--no-lpips", "--device", "cpu"]
+# these tests are about the fine-tuning path's outputs (the training-free path has its own below)
+FAST = ["--iterations", 2, "--views", 2, "--resolution", 16, "--no-lpips", "--device", "cpu", "--no-training-free"]
 FINAL = ("model.sdz", "model.ply", "model.spz", "summary.json")
 
 
@@ -140,6 +142,7 @@ def test_compress_keeps_the_antialiased_flag(tmp_path, policy):
     s = GaussianScene.random_in_box(300, [-0.7] * 3, [0.7] * 3, sh_degree=2, seed=4, init_opacity=0.6)
     aa = GaussianScene(**dict(s.items()), antialiased=True)
     cfg = CompressConfig(quality="small", prune_policy=policy, iterations=4, views=2, resolution=16, lpips=False,
+                         training_free=False,
                          rvq_stages=1, rvq_size=4, device="cpu", progress=False)
     model = tmp_path / "aa.ply"
     write_ply(aa, model)
@@ -201,3 +204,22 @@ def test_stages_and_codecs_handle_no_gaussians_left(tmp_path):
     write_ply(back, tmp_path / "e.ply")
     assert len(read_spz(tmp_path / "e.spz")) == 0 and len(read_ply(tmp_path / "e.ply")) == 0
     assert pl.evaluate(back, t, False, progress=False)["psnr"] is not None
+
+
+def test_training_free_path_checks_its_outputs_before_the_work(tmp_path, capsys, monkeypatch):
+    """The training-free default (no dataset) also finds a bad output path before any work."""
+    import splatdistill.compress.trainingfree as tf
+
+    def boom(*a, **k):
+        raise AssertionError("compress started the work before finding the problem")
+
+    monkeypatch.setattr(tf, "importance_scores", boom)
+    model = tiny(tmp_path)
+    (tmp_path / "a_file").write_text("x")
+    code, _, err = run_cli(capsys, "compress", model, "--out", tmp_path / "a_file" / "out", "--no-lpips")
+    assert_one_line_error(code, err, "a_file")
+    from splatdistill.compress.pipeline import CompressConfig
+
+    (tmp_path / "out" / "model.ply").mkdir(parents=True)
+    with pytest.raises(UserError, match="model.ply"):
+        tf.compress_training_free(model, tmp_path / "out", CompressConfig(lpips=False, progress=False))

@@ -21,7 +21,8 @@ from splatdistill.scene.ply import read_ply, write_ply
 
 from conftest import assert_one_line_error, run_cli  # noqa: E402
 
-FAST = dict(iterations=4, views=6, eval_views=2, resolution=32, lpips=False, progress=False)
+FAST = dict(iterations=4, views=6, eval_views=2, resolution=32, lpips=False, progress=False,
+            training_free=False)  # the fine-tuning path (training-free has its own tests)
 
 
 

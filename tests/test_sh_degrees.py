@@ -120,7 +120,7 @@ def test_compress_every_degree_and_preset(models, tmp_path, capsys, degree, qual
 
     out = tmp_path / "c"
     args = ["compress", models[degree], "--out", out, "--quality", quality, "--iterations", 2, "--views", 2,
-            "--resolution", 16, "--no-lpips", "--device", "cpu"]
+            "--resolution", 16, "--no-lpips", "--device", "cpu", "--no-training-free"]
     if sh is not None:
         args += ["--sh-degree", sh]
     if rvq:
@@ -133,6 +133,31 @@ def test_compress_every_degree_and_preset(models, tmp_path, capsys, degree, qual
     assert summary["stages"]["vq"].get("skipped") is not True  # the colour VQ ran
     assert summary["stages"]["preflight"] == {"sdz": True, "ply": True, "spz": True}
     n = summary["num_gaussians"]
+    for name in ("model.sdz", "model.ply", "model.spz"):
+        d = info_json(capsys, out / name)
+        assert (d["num_gaussians"], d["sh_degree"]) == (n, want), name
+    assert leftovers(out) == []
+
+
+@pytest.mark.parametrize("degree,quality,sh,_", [r for r in COMPRESS_RUNS if not r[3]],
+                         ids=[f"sh{d}-{q}-to{s}" for d, q, s, r in COMPRESS_RUNS if not r])
+def test_training_free_compress_every_degree_and_preset(models, tmp_path, capsys, degree, quality, sh, _):
+    """The default without a dataset (training-free) on every input degree, preset and --sh-degree."""
+    from splatdistill.compress.pipeline import PRESETS
+
+    out = tmp_path / "c"
+    args = ["compress", models[degree], "--out", out, "--quality", quality, "--importance-views", 2,
+            "--resolution", 16, "--no-lpips"]
+    if sh is not None:
+        args += ["--sh-degree", sh]
+    code, _, err = run_cli(capsys, *args)
+    assert code == 0, err
+    want = min(PRESETS[quality]["sh_degree"], degree) if sh is None else sh
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["mode"] == "training-free"
+    assert summary["sh_degree"] == want and summary["sh_degree_input"] == degree
+    n = summary["num_gaussians"]
+    assert 0 < n < N
     for name in ("model.sdz", "model.ply", "model.spz"):
         d = info_json(capsys, out / name)
         assert (d["num_gaussians"], d["sh_degree"]) == (n, want), name

@@ -320,6 +320,11 @@ def compress(
     device: Literal["auto", "cpu", "cuda"] = "auto",
     seed: int = 0,
     overwrite: bool = False,
+    training_free: bool = True,
+    refine: int = 0,
+    importance_views: int = 8,
+    merge: bool = True,
+    lod: Optional[str] = None,
 ) -> None:
     """Compress a model (any format convert reads): prune (--prune-policy), distil SH to --sh-degree, colour VQ,
     quantise + Morton order + zstd. Writes OUT/model.sdz, OUT/model.ply (decompressed, for any viewer),
@@ -329,7 +334,12 @@ def compress(
     flags override them. --rvq-stages S (Compact-3DGS: 6, with --rvq-size 64) stores scales and
     rotations as residual-VQ indices after a short fine-tune of the codebooks. --sweep runs the
     presets and two prune ratios: OUT/sweep.json, sweep.md, rate_distortion.png. The outputs appear
-    together when the run ends; OUT holding another run's is refused unless --overwrite."""
+    together when the run ends; OUT holding another run's is refused unless --overwrite.
+    Without --data the default is training-free (no gradient steps; --no-training-free for the
+    fine-tuning path): importance from --importance-views forward renders (0: opacity x volume),
+    pairwise merges where they beat pruning (--no-merge: prune only), closed-form SH fit, k-means
+    palettes, packed .sdz; --refine N adds N fine-tune iterations; --lod 1,0.5,0.25,0.1 also writes
+    a ladder of models (shares of the input's Gaussians) to OUT/lod/."""
     from dataclasses import asdict
 
     from .compress.pipeline import CompressConfig
@@ -340,12 +350,13 @@ def compress(
                          prune_policy=prune_policy, rvq_stages=rvq_stages, rvq_size=rvq_size,
                          iterations=iterations, downscale=downscale, device=device,
                          views=views, resolution=resolution, write_spz=spz, lpips=lpips, seed=seed,
-                         spz_version=spz_version)
+                         spz_version=spz_version, training_free=None if training_free else False, refine=refine,
+                         importance_views=importance_views, merge=merge, lod=lod)
     config = {"model": _abs(model), "data": _abs(data), "sweep": sweep, **asdict(cfg)}
     config.pop("device", None)
     config.pop("progress", None)
     owned = ("model.sdz", "model.ply", "model.spz", "summary.json", "sweep.json", "sweep.md", "rate_distortion.png",
-             "high", "balanced", "small", "balanced_prune50", "balanced_prune80", _STAGING)
+             "high", "balanced", "small", "balanced_prune50", "balanced_prune80", "lod", _STAGING)
     with run_folder(out, "compress", config, owned=owned, overwrite=overwrite, can_resume=False):
         staging = out / _STAGING
         if staging.exists():
@@ -389,10 +400,13 @@ def _compress(model, out, staging, data, cfg, sweep) -> None:
     print(f"{s['num_gaussians_input']} -> {s['num_gaussians']} Gaussians, {s['input_bytes'] / 1e6:.2f} MB -> "
           f"{s['output_bytes'] / 1e6:.3f} MB ({s['ratio']:.1f}x); PSNR {s['psnr']:.2f} dB, LPIPS-VGG {lp} "
           f"on {s['evaluated_on']}")
-    conf = s["stages"]["prune"].get("policy_stats", {}).get("mean_confidence")
+    conf = s["stages"].get("prune", {}).get("policy_stats", {}).get("mean_confidence")
     if conf is not None:
         print(f"mean confidence {conf:.3f} (Confident Splatting's scene-quality indicator)")
     print(f"wrote {out / 'model.sdz'}, {out / 'model.ply'}, {out / 'summary.json'}")
+    for lv in s.get("lod") or []:
+        print(f"LOD {lv['level']}: {lv['num_gaussians']} Gaussians ({lv['share']:g}), {lv['sdz_bytes'] / 1e6:.3f} MB "
+              f"in {out / 'lod'}")
     from .view.server import view_command
 
     print(f"see them side by side: {view_command([model, out / 'model.sdz'], data)}")

@@ -38,6 +38,7 @@ RULES: dict[str, Rule] = {
     "seed": Rule(minimum=0), "sh_degree": Rule(minimum=0, maximum=3),
     "keep": FRACTION, "prune": Rule(minimum=0, below=1), "vq_ratio": Rule(minimum=0, maximum=1),
     "lambda_struct": WEIGHT, "lambda_kd": WEIGHT, "lambda_gt": WEIGHT,
+    "refine": COUNT, "importance_views": COUNT,
 }
 
 

@@ -469,6 +469,10 @@ def load_sdz(path: str | os.PathLike) -> GaussianScene:
     """Read a scene written by ``save_sdz`` (Gaussians in storage order)."""
     sections, meta = read_container(path)
     try:
+        from .packed import decode_packed, is_packed
+
+        if is_packed(meta):
+            return decode_packed(sections, meta)
         return decode_scene(sections, meta)
     except UserError as e:
         raise UserError(e.message, path) from None

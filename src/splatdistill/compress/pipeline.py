@@ -132,6 +132,15 @@ class CompressConfig:
     lpips: bool = True
     seed: int = 0
     progress: bool = True
+    # training-free path (compress/trainingfree.py): the default without a dataset
+    training_free: bool | None = None  # None: training-free when no dataset is given
+    refine: int = 0  # training-free: fine-tune iterations after the reduction (0 = none)
+    importance_views: int = 8  # forward renders for the importance (0: opacity x volume)
+    importance_resolution: int = 128
+    merge: bool = True  # moment-matched pairwise merges where they beat pruning
+    palette_size: int | None = None  # SH-rest k-means palette (preset if None)
+    zstd_level: int = 19
+    lod: str | None = None  # e.g. "1,0.5,0.25,0.1": a ladder of models in OUT/lod/
 
     def settings(self, input_degree: int) -> dict:
         """The resolved settings: preset values overridden by the explicit ones, checked."""
@@ -598,6 +607,10 @@ def compress_model(model_path, out_dir, data=None, cfg: CompressConfig | None = 
     from .outputs import StagedOutputs, preflight
 
     cfg = cfg or CompressConfig()
+    if data is None and targets is None and cfg.training_free is not False:
+        from .trainingfree import compress_training_free
+
+        return compress_training_free(model_path, out_dir, cfg, scene=scene)
     model_path, out = Path(model_path), Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError("exists and is not a directory", out)

@@ -1,0 +1,269 @@
+"""Rate-distortion against PlayCanvas splat-transform, side by side in one run.
+
+    PYTHONPATH=src python benchmarks/rd_vs_splat_transform.py MODEL.ply [MODEL.ply ...]
+        [--out benchmarks/out/rd_vs_st] [--sh-variants] [--views 8] [--resolution 192]
+
+For every model: splat-transform (installed from npm into ``benchmarks/out/node_cache`` on first
+use; skipped with a message when node / npm are missing) writes SPZ, SOG (``-g cpu``),
+compressed PLY, and SPZ trimmed with its own ``-H`` (our SH degree) and ``-F`` (pairwise merging
+down to our Gaussian count) for each of our presets; every output is converted back to a plain
+PLY by splat-transform and read here. Ours: training-free ``compress`` at the three presets
+(``model.sdz``, decoded). Everything is rendered from the same held-out orbit cameras as the
+original model and compared with the original's renders (PSNR, SSIM, LPIPS-VGG). Prints a
+Markdown table and writes ``rd.json``, ``rd.md`` and ``rd.png`` (bytes against PSNR, log scale).
+``--sh-variants`` adds the model truncated to SH 1 and 2 (``with_sh_degree``) as further models.
+
+The goal line checks, per model and per splat-transform output, whether one of our outputs of no
+more bytes is at least 1 dB better, and our time against 5x splat-transform's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / "benchmarks" / "out" / "node_cache"
+PACKAGE = "@playcanvas/splat-transform"
+
+
+def splat_transform_cli() -> list[str] | None:
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        print("rd_vs_splat_transform: node/npm not found: splat-transform rows skipped", file=sys.stderr)
+        return None
+    cli = CACHE / "node_modules" / "@playcanvas" / "splat-transform" / "bin" / "cli.mjs"
+    if not cli.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run([npm, "install", "--prefix", str(CACHE), PACKAGE], capture_output=True, text=True)
+        if r.returncode != 0 or not cli.exists():
+            print(f"rd_vs_splat_transform: npm install {PACKAGE} failed: splat-transform rows skipped\n{r.stderr[-500:]}",
+                  file=sys.stderr)
+            return None
+    return [node, str(cli)]
+
+
+def run_st(cli, args, timeout=1800) -> float:
+    t0 = time.perf_counter()
+    r = subprocess.run(cli + ["-q", "-w"] + [str(a) for a in args], capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise RuntimeError(f"splat-transform {' '.join(map(str, args))} failed: {r.stderr[-800:]}")
+    return time.perf_counter() - t0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("models", nargs="+", type=Path)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "rd_vs_st")
+    ap.add_argument("--views", type=int, default=8)
+    ap.add_argument("--resolution", type=int, default=192)
+    ap.add_argument("--sh-variants", action="store_true")
+    ap.add_argument("--presets", default="high,balanced,small")
+    ap.add_argument("--no-sog", action="store_true")
+    a = ap.parse_args(argv)
+
+    from splatdistill.compress.pipeline import CompressConfig, compress_model, sample_cameras
+    from splatdistill.data.cameras import stack_cameras
+    from splatdistill.evaluate.lpips import LPIPSBank
+    from splatdistill.evaluate.metrics import image_metrics
+    from splatdistill.info import load_model
+    from splatdistill.render import render
+    from splatdistill.scene.ply import write_ply
+
+    a.out.mkdir(parents=True, exist_ok=True)
+    cli = splat_transform_cli()
+    bank = LPIPSBank()
+    models = []
+    for m in a.models:
+        scene = load_model(m)
+        models.append((m.stem, m, scene))
+        if a.sh_variants:
+            for d in range(1, scene.sh_degree):
+                p = a.out / f"{m.stem}_sh{d}.ply"
+                write_ply(scene.with_sh_degree(d), p)
+                models.append((p.stem, p, scene.with_sh_degree(d)))
+
+    all_rows = []
+    for name, path, scene in models:
+        work = a.out / name
+        work.mkdir(exist_ok=True)
+        cfg = CompressConfig(eval_views=a.views, resolution=a.resolution, lpips=False, progress=False)
+        _, cams, _ = sample_cameras(scene, cfg)
+        with torch.no_grad():
+            refs = [render(scene, stack_cameras([c], "cpu")).rgb[0].clamp(0, 1) for c in cams]
+
+        def score(s):
+            per = []
+            for c, ref in zip(cams, refs):
+                with torch.no_grad():
+                    img = render(s, stack_cameras([c], "cpu")).rgb[0].clamp(0, 1)
+                per.append(image_metrics(img, ref, ("vgg",), lpips_bank=bank))
+            return {k: float(np.mean([p[k] for p in per])) if all(p.get(k) is not None for p in per) else None
+                    for k in ("psnr", "ssim", "lpips_vgg")}
+
+        rows = []
+        ours = {}
+        for preset in a.presets.split(","):
+            od = work / f"ours_{preset}"
+            t0 = time.perf_counter()
+            summ = compress_model(path, od, None, CompressConfig(quality=preset, eval_views=0, progress=False,
+                                                                 write_spz=True))
+            sec = time.perf_counter() - t0
+            from splatdistill.compress.codec import load_sdz
+
+            dec = load_sdz(od / "model.sdz")
+            ours[preset] = (len(dec), dec.sh_degree)
+            rows.append({"model": name, "tool": "ours", "output": f"sdz {preset}", "bytes": summ["output_bytes"],
+                         "gaussians": len(dec), "sh": dec.sh_degree, "seconds": sec, **score(dec)})
+            spz = read_spz_scene(od / "model.spz")
+            if spz is not None:
+                rows.append({"model": name, "tool": "ours", "output": f"spz {preset}", "bytes": summ["spz_bytes"],
+                             "gaussians": len(spz), "sh": spz.sh_degree, "seconds": sec, **score(spz)})
+        if cli is not None:
+            outs = [("spz", "st.spz", []), ("compressed ply", "st.compressed.ply", [])]
+            if not a.no_sog:
+                outs.append(("sog", "st.sog", ["-g", "cpu"]))
+            for preset, (n_g, deg) in ours.items():
+                outs.append((f"spz -H {deg} -F {n_g} ({preset})", f"st_{preset}.spz", ["-H", deg, "-F", n_g]))
+            for label, fname, acts in outs:
+                dst = work / fname
+                try:
+                    pre = [a_ for a_ in acts if a_ in ("-g",) or (acts.index(a_) > 0 and acts[acts.index(a_) - 1] == "-g")]
+                    post = [a_ for a_ in acts if a_ not in pre]
+                    sec = run_st(cli, pre + [path] + post + [dst])
+                    back = work / (fname + ".back.ply")
+                    run_st(cli, [dst, back])
+                    dec = read_back_ply(back)
+                except (RuntimeError, subprocess.TimeoutExpired) as e:
+                    print(f"rd_vs_splat_transform: {name} {label}: {e}", file=sys.stderr)
+                    continue
+                rows.append({"model": name, "tool": "splat-transform", "output": label, "bytes": dst.stat().st_size,
+                             "gaussians": len(dec), "sh": dec.sh_degree, "seconds": sec, **score(dec)})
+        for r in rows:
+            print(f"{r['model']:>16} {r['tool']:>15} {r['output']:>34} {r['bytes']:>10,} B {r['gaussians']:>8} "
+                  f"SH{r['sh']} {r['psnr']:6.2f} dB {r['ssim']:.4f} {r['lpips_vgg'] or float('nan'):.4f} "
+                  f"{r['seconds']:6.1f} s", flush=True)
+        all_rows += rows
+
+    goal = goal_check(all_rows)
+    result = {"command": "python benchmarks/rd_vs_splat_transform.py " + " ".join(argv or sys.argv[1:]),
+              "views": a.views, "resolution": a.resolution, "rows": all_rows, "goal": goal}
+    (a.out / "rd.json").write_text(json.dumps(result, indent=1))
+    md = markdown(all_rows, goal)
+    (a.out / "rd.md").write_text(md)
+    plot(all_rows, a.out / "rd.png")
+    print(md)
+    return 0
+
+
+def read_back_ply(path: Path):
+    """A binary little-endian Inria PLY written by splat-transform. Its SPZ decoder writes
+    opacity = +inf for alpha = 1 (logit of 1), which our strict reader rejects; such logits are
+    clipped to +-20 (alpha within 2e-9 of 0 or 1) here."""
+    from splatdistill.scene.gaussians import GaussianScene
+
+    data = path.read_bytes()
+    end = data.index(b"end_header\n") + len(b"end_header\n")
+    header = data[:end].decode("ascii").splitlines()
+    if "format binary_little_endian 1.0" not in header:
+        raise RuntimeError(f"{path}: not a binary little-endian PLY")
+    types = {"float": "<f4", "double": "<f8", "uchar": "u1", "int": "<i4", "uint": "<u4"}
+    names, dtype, n = [], [], 0
+    for line in header:
+        t = line.split()
+        if t[:2] == ["element", "vertex"]:
+            n = int(t[2])
+        elif t and t[0] == "property":
+            names.append(t[2])
+            dtype.append((t[2], types[t[1]]))
+    v = np.frombuffer(data, dtype=np.dtype(dtype), count=n, offset=end)
+    f = lambda *k: np.stack([v[x].astype(np.float32) for x in k], axis=1)  # noqa: E731
+    rest = sorted((x for x in names if x.startswith("f_rest_")), key=lambda x: int(x[7:]))
+    k1 = len(rest) // 3
+    shn = f(*rest).reshape(n, 3, k1).transpose(0, 2, 1) if k1 else np.zeros((n, 0, 3), np.float32)
+    op = np.clip(np.nan_to_num(v["opacity"].astype(np.float32), nan=0.0, posinf=20.0, neginf=-20.0), -20, 20)
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
+    return GaussianScene(t(f("x", "y", "z")), t(f("rot_0", "rot_1", "rot_2", "rot_3")),
+                         t(f("scale_0", "scale_1", "scale_2")), t(op), t(f("f_dc_0", "f_dc_1", "f_dc_2")[:, None, :]),
+                         t(shn))
+
+
+def read_spz_scene(p: Path):
+    from splatdistill.info import load_model
+
+    try:
+        return load_model(p) if p.exists() else None
+    except Exception:  # noqa: BLE001 - a row is skipped, not the benchmark
+        return None
+
+
+def goal_check(rows) -> list[dict]:
+    """Per splat-transform row: our best PSNR at no more bytes (sdz rows), its margin and time ratio."""
+    out = []
+    for st in (r for r in rows if r["tool"] == "splat-transform"):
+        cands = [r for r in rows if r["tool"] == "ours" and r["model"] == st["model"] and r["output"].startswith("sdz")
+                 and r["bytes"] <= st["bytes"]]
+        best = max(cands, key=lambda r: r["psnr"], default=None)
+        out.append({"model": st["model"], "splat_transform": st["output"], "st_bytes": st["bytes"],
+                    "st_psnr": st["psnr"], "ours": None if best is None else best["output"],
+                    "ours_bytes": None if best is None else best["bytes"],
+                    "ours_psnr": None if best is None else best["psnr"],
+                    "margin_db": None if best is None else best["psnr"] - st["psnr"],
+                    "time_ratio": None if best is None else best["seconds"] / max(st["seconds"], 1e-9),
+                    "met": bool(best is not None and best["psnr"] - st["psnr"] >= 1.0
+                                and best["seconds"] <= 5 * st["seconds"])})
+    return out
+
+
+def markdown(rows, goal) -> str:
+    f = lambda v, s: "n/a" if v is None else format(v, s)  # noqa: E731
+    lines = ["| model | tool | output | bytes | Gaussians | SH | PSNR | SSIM | LPIPS-VGG | s |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['tool']} | {r['output']} | {r['bytes']:,} | {r['gaussians']:,} | {r['sh']} | "
+                     f"{f(r['psnr'], '.2f')} | {f(r['ssim'], '.4f')} | {f(r['lpips_vgg'], '.4f')} | {r['seconds']:.1f} |")
+    lines += ["", "| model | splat-transform output | its bytes | its PSNR | ours (≤ bytes) | our bytes | our PSNR | "
+                  "margin dB | time ratio | ≥ 1 dB and ≤ 5× time |", "|---|---|---:|---:|---|---:|---:|---:|---:|---|"]
+    for g in goal:
+        lines.append(f"| {g['model']} | {g['splat_transform']} | {g['st_bytes']:,} | {f(g['st_psnr'], '.2f')} | "
+                     f"{g['ours'] or 'none'} | {f(g['ours_bytes'], ',')} | {f(g['ours_psnr'], '.2f')} | "
+                     f"{f(g['margin_db'], '+.2f')} | {f(g['time_ratio'], '.1f')} | {'yes' if g['met'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = sorted({r["model"] for r in rows})
+    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4), squeeze=False)
+    for ax, m in zip(axes[0], models):
+        for tool, mk in (("ours", "o"), ("splat-transform", "s")):
+            pts = sorted((r["bytes"] / 1e3, r["psnr"], r["output"]) for r in rows if r["model"] == m and r["tool"] == tool)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], mk, label=tool)
+                for x, y, lab in pts:
+                    ax.annotate(lab, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_xlabel("kB")
+        ax.set_ylabel("PSNR vs original (dB)")
+        ax.set_title(m)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,369 @@
+"""Training-free compression: moment-matched merges, the closed-form SH fit, fast k-means, the
+forward-only importance, the packed codec, the whole path end to end and the LOD ladder."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from splatdistill.compress.codec import load_sdz
+from splatdistill.compress.kmeans import kmeans, scalar_assign, scalar_codebook
+from splatdistill.compress.merge import (covariances, masses, merge_pairs, plan_reduction, quat_to_rotmat,
+                                         reduce_gaussians, rotmat_to_quat)
+from splatdistill.compress.packed import decode_packed, encode_packed, from_smallest_three, smallest_three
+from splatdistill.compress.pipeline import CompressConfig, compress_model
+from splatdistill.compress.shfit import fit_lower_bands
+from splatdistill.compress.trainingfree import blend_weights, parse_lod
+from splatdistill.errors import UserError
+from splatdistill.scene.gaussians import GaussianScene
+from splatdistill.scene.ply import read_ply, write_ply
+from splatdistill.scene.sh import sh_basis
+
+
+def scene_of(n=400, degree=3, seed=0, opacity=0.5):
+    g = torch.Generator().manual_seed(seed)
+    s = GaussianScene.random_in_box(n, [-1, -1, -1], [1, 1, 1], sh_degree=degree, seed=seed, init_opacity=opacity)
+    s.params["shN"] = 0.1 * torch.randn(s.shN.shape, generator=g)
+    s.params["quats"] = torch.randn(n, 4, generator=g)
+    s.params["scales"] = s.scales + 0.3 * torch.randn(n, 3, generator=g)
+    return s
+
+
+def np_params(s):
+    return {k: v.detach().numpy().astype(np.float32) for k, v in s.items()}
+
+
+# ---- merge ----------------------------------------------------------------------------------------------
+def test_rotation_round_trip():
+    q = np.random.default_rng(0).normal(size=(500, 4))
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    q[q[:, 0] < 0] *= -1
+    back = rotmat_to_quat(quat_to_rotmat(q))
+    assert np.allclose(back, q, atol=1e-9)
+    r = quat_to_rotmat(q)
+    assert np.allclose(r @ r.transpose(0, 2, 1), np.eye(3), atol=1e-12) and np.allclose(np.linalg.det(r), 1)
+
+
+def test_merge_preserves_mass_and_moments():
+    s = scene_of(60, opacity=0.05)  # faint: the merged opacity stays below its clip
+    p = np_params(s)
+    i, j = np.arange(0, 60, 2), np.arange(1, 60, 2)
+    m = merge_pairs(p, i, j)
+    alpha = lambda o: 1 / (1 + np.exp(-o.astype(np.float64)))  # noqa: E731
+    mi, mj = masses(p["scales"][i], alpha(p["opacities"][i])), masses(p["scales"][j], alpha(p["opacities"][j]))
+    mm = masses(m["scales"], alpha(m["opacities"]))
+    assert np.allclose(mm, mi + mj, rtol=1e-4)  # zeroth moment (mass)
+    mu_i, mu_j = p["means"][i].astype(np.float64), p["means"][j].astype(np.float64)
+    first = (mi[:, None] * mu_i + mj[:, None] * mu_j) / (mi + mj)[:, None]
+    assert np.allclose(m["means"], first, atol=1e-5)  # first moment
+    # second moment of the mixture about the origin, E[x x^T] = Sigma + mu mu^T
+    ci, cj = covariances(p["quats"][i], p["scales"][i]), covariances(p["quats"][j], p["scales"][j])
+    outer = lambda v: v[:, :, None] * v[:, None, :]  # noqa: E731
+    second = (mi[:, None, None] * (ci + outer(mu_i)) + mj[:, None, None] * (cj + outer(mu_j))) / (mi + mj)[:, None, None]
+    cm = covariances(m["quats"], m["scales"])
+    got = cm + outer(m["means"].astype(np.float64))
+    assert np.allclose(got, second, rtol=2e-4, atol=1e-7)
+    # colours: mass-weighted means
+    w = (mi / (mi + mj))[:, None, None]
+    assert np.allclose(m["shN"], w * p["shN"][i] + (1 - w) * p["shN"][j], atol=1e-6)
+
+
+def test_merge_of_a_gaussian_with_itself_doubles_its_mass_in_place():
+    p = np_params(scene_of(10, opacity=0.05))
+    m = merge_pairs(p, np.arange(10), np.arange(10))
+    assert np.allclose(m["means"], p["means"], atol=1e-6)
+    assert np.allclose(covariances(m["quats"], m["scales"]), covariances(p["quats"], p["scales"]), rtol=1e-4, atol=1e-9)
+    a = 1 / (1 + np.exp(-p["opacities"].astype(np.float64)))
+    am = 1 / (1 + np.exp(-m["opacities"].astype(np.float64)))
+    assert np.allclose(am, 2 * a, rtol=1e-4)
+
+
+def test_plan_reduction_counts_and_prefers_merging_duplicates():
+    s = scene_of(300)
+    p = np_params(s)
+    # 50 exact duplicates of the first 50 Gaussians: merging them costs nothing
+    p = {k: np.concatenate([v, v[:50]]) for k, v in p.items()}
+    imp = np.ones(350)
+    keep, i, j, info = plan_reduction(p, imp, 300)
+    assert len(keep) + len(i) == 300 and info["merged"] + info["pruned"] == 50
+    assert info["merged"] == 50
+    assert set(map(tuple, np.sort(np.stack([i, j], 1), 1))) == {(k, 300 + k) for k in range(50)}
+    q, qimp, _ = reduce_gaussians(p, imp, 120)
+    assert len(qimp) == 120 and all(len(v) == 120 for v in q.values())
+    keep, i, j, info = plan_reduction(p, np.arange(350.0), 200, merge=False)  # pruning only: the least important go
+    assert len(i) == 0 and np.array_equal(keep, np.arange(150, 350))
+    keep, i, j, info = plan_reduction(p, imp, 400)  # nothing to remove
+    assert len(keep) == 350 and info["merged"] == info["pruned"] == 0
+
+
+# ---- SH fit ---------------------------------------------------------------------------------------------
+def _dirs_basis(means, centers, deg):
+    d = torch.as_tensor(means[:, None, :] - centers[None], dtype=torch.float64)
+    return sh_basis(deg, d).numpy()
+
+
+@pytest.mark.parametrize("low", [0, 1, 2])
+def test_sh_fit_is_exact_when_the_higher_bands_are_zero(low):
+    rng = np.random.default_rng(low)
+    n, kl = 50, (low + 1) ** 2
+    sh = np.zeros((n, 16, 3), np.float32)
+    sh[:, :kl] = rng.normal(size=(n, kl, 3))
+    means, centers = rng.normal(size=(n, 3)), 4 * rng.normal(size=(7, 3))
+    for rho in (0.0, 0.5, 5.0):
+        got = fit_lower_bands(means, sh, low, centers, rho=max(rho, 1e-9))
+        assert np.allclose(got, sh[:, :kl], atol=1e-5)
+
+
+def test_sh_fit_is_the_least_squares_optimum():
+    rng = np.random.default_rng(1)
+    n = 20
+    sh = rng.normal(size=(n, 16, 3)).astype(np.float32)
+    means, centers = rng.normal(size=(n, 3)), 4 * rng.normal(size=(24, 3))
+    got = fit_lower_bands(means, sh, 1, centers, rho=0.0)
+    y = _dirs_basis(means, centers, 3)
+    for g in range(n):
+        target = y[g] @ sh[g].astype(np.float64)  # (V, 3) colours of degree 3
+        ref = np.linalg.lstsq(y[g][:, :4], target, rcond=None)[0]
+        assert np.allclose(got[g], ref, atol=1e-4)
+    # better than truncation on the views, and the whole-sphere prior pulls towards truncation
+    def err(x):
+        return sum(float(((y[g][:, :4] @ x[g] - y[g] @ sh[g]) ** 2).sum()) for g in range(n))
+    assert err(got) < err(sh[:, :4])
+    strong = fit_lower_bands(means, sh, 1, centers, rho=1e6)
+    assert np.allclose(strong, sh[:, :4], atol=1e-3)
+
+
+# ---- k-means ---------------------------------------------------------------------------------------------
+def _distortion(x, cb, lab):
+    return float(((x - cb[lab]) ** 2).sum(1).mean())
+
+
+@pytest.mark.parametrize("two_level", [False, True])
+def test_kmeans_quality_against_scipy(two_level):
+    from scipy.cluster.vq import kmeans2
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(400, 12))
+    x = (centres[rng.integers(0, 400, 20000)] + 0.2 * rng.normal(size=(20000, 12))).astype(np.float32)
+    cb, lab = kmeans(x, 256, two_level=two_level)
+    assert lab.min() >= 0 and lab.max() < len(cb) <= 256
+    ref_cb, ref_lab = kmeans2(x.astype(np.float64), 256, iter=20, minit="++", seed=0)
+    ours, ref = _distortion(x, cb, lab), _distortion(x, ref_cb, ref_lab)
+    assert ours <= (1.10 if not two_level else 1.30) * ref, (ours, ref)  # 8 Lloyd iterations vs 20
+    # far better than a random codebook of the same size
+    rand = x[rng.choice(len(x), 256, replace=False)]
+    from splatdistill.compress.kmeans import assign
+
+    assert ours < 0.8 * _distortion(x, rand, assign(x, rand))
+
+
+def test_kmeans_edge_cases():
+    cb, lab = kmeans(np.zeros((0, 5), np.float32), 8)
+    assert cb.shape == (0, 5) and lab.shape == (0,)
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    cb, lab = kmeans(x, 10)  # k capped at N: every point its own codeword
+    assert np.allclose(cb[lab], x)
+    lv = scalar_codebook(np.array([1.0, 1.0, 2.0]), 256)
+    assert np.allclose(lv[scalar_assign(np.array([2.0, 1.0]), lv)], [2.0, 1.0])
+
+
+# ---- importance ------------------------------------------------------------------------------------------
+def test_forward_blend_weights_match_the_backward_pass():
+    from splatdistill.compress.pipeline import CompressConfig, sample_cameras
+    from splatdistill.distill.importance import accumulated_weights
+
+    s = scene_of(500, opacity=0.3)
+    cams, _, _ = sample_cameras(s, CompressConfig(views=3, resolution=40))
+    ref = accumulated_weights(s, cams, backend="cpu").numpy()
+    got = blend_weights(s, cams)
+    assert got.max() > 0 and np.allclose(got, ref, rtol=1e-4, atol=1e-5)
+
+
+# ---- packed codec ----------------------------------------------------------------------------------------
+def test_smallest_three_round_trip():
+    q = np.random.default_rng(0).normal(size=(1000, 4))
+    big, codes = smallest_three(q, 12)
+    back = from_smallest_three(big, codes, 12)
+    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+    dots = np.abs((back * qn).sum(1))
+    assert np.all(dots > 1 - 1e-5)
+
+
+@pytest.mark.parametrize("degree", [0, 1, 2, 3])
+def test_packed_codec_every_degree_and_empty(degree, tmp_path):
+    from splatdistill.compress.container import write_container
+
+    s = scene_of(700, degree=degree)
+    sections, meta = encode_packed(s, vq_size=64, opacity_bits=10)
+    d = decode_packed(sections, meta)
+    assert len(d) == 700 and d.sh_degree == degree
+    from splatdistill.compress.morton import morton_order
+
+    ref = s[torch.as_tensor(morton_order(s.means.numpy()))]  # the stored order
+    assert torch.allclose(d.means, ref.means, atol=1e-4)  # 16-bit log-uniform codes on a unit box
+    assert torch.allclose(torch.sigmoid(d.opacities), torch.sigmoid(ref.opacities), atol=0.5 / 1023 + 1e-6)
+    qr = ref.quats / ref.quats.norm(dim=1, keepdim=True)
+    assert ((d.quats * qr).sum(1).abs() > 0.995).all()  # 8-bit smallest three
+    from splatdistill.compress.quantize import dequantize, quantize
+
+    for name in ("scales", "sh0"):  # the 256-level codebook beats 8-bit uniform codes in RMS error
+        x = ref.params[name].numpy().reshape(700, 3)
+        lo, hi = x.min(), x.max()
+        codes, qlo, qhi = quantize(x.reshape(-1, 1), 8, lo=np.array([lo]), hi=np.array([hi]))
+        uni = dequantize(codes, qlo, qhi, 8).reshape(x.shape)
+        rms = float(np.sqrt(((d.params[name].numpy().reshape(700, 3) - x) ** 2).mean()))
+        assert rms <= float(np.sqrt(((uni - x) ** 2).mean())), name
+    write_container(tmp_path / "m.sdz", sections, meta)
+    back = load_sdz(tmp_path / "m.sdz")  # through the container and the codec's dispatch
+    for k, v in back.items():
+        assert torch.equal(v, d.params[k]), k
+    empty = GaussianScene(*(torch.zeros((0,) + sh) for sh in ((3,), (4,), (3,), (), (1, 3), ((degree + 1) ** 2 - 1, 3))))
+    e = decode_packed(*encode_packed(empty))
+    assert len(e) == 0 and e.sh_degree == degree
+
+
+def test_packed_rejects_corrupt_sections():
+    sections, meta = encode_packed(scene_of(100), vq_size=16)
+    bad = dict(sections, quats_index=np.full(100, 7, np.uint8))
+    with pytest.raises(UserError, match="quaternion index"):
+        decode_packed(bad, meta)
+    bad = dict(sections)
+    del bad["opacities"]
+    with pytest.raises(UserError, match="missing"):
+        decode_packed(bad, meta)
+
+
+# ---- end to end ------------------------------------------------------------------------------------------
+FAST_TF = dict(importance_views=3, importance_resolution=32, eval_views=2, resolution=32, lpips=False,
+               progress=False)
+
+
+@pytest.fixture(scope="module")
+def small_ply(tmp_path_factory):
+    p = tmp_path_factory.mktemp("tf") / "scene.ply"
+    write_ply(scene_of(2000), p)
+    return p
+
+
+def test_training_free_compress_end_to_end(small_ply, tmp_path):
+    out = tmp_path / "c"
+    s = compress_model(small_ply, out, None, CompressConfig(**FAST_TF))
+    assert s["mode"] == "training-free"
+    assert s["num_gaussians"] == 2000 - round(0.66 * 2000) and s["sh_degree"] == 2
+    decoded = load_sdz(out / "model.sdz")
+    for k, v in read_ply(out / "model.ply").items():
+        assert torch.equal(v, decoded.params[k]), k
+    summary = json.loads((out / "summary.json").read_text())
+    for st in ("load", "importance", "reduce", "sh_fit", "encode", "evaluate"):
+        rec = summary["stage_metrics"][st]
+        assert rec["seconds"] >= 0 and rec["peak_rss_bytes"] > 0
+    assert summary["stages"]["reduce"]["merged"] + summary["stages"]["reduce"]["pruned"] == 2000 - 680
+    assert np.isfinite(s["psnr"]) and s["psnr"] > 15
+    assert s["output_bytes"] < s["input_bytes"] / 5
+    # no renders: opacity x volume
+    s0 = compress_model(small_ply, tmp_path / "c0", None, CompressConfig(**{**FAST_TF, "importance_views": 0}))
+    assert s0["data_free_views"]["importance"] == 0 and s0["num_gaussians"] == 680
+
+
+def test_refine_runs_the_fine_tune(small_ply, tmp_path):
+    s = compress_model(small_ply, tmp_path / "r", None,
+                       CompressConfig(**{**FAST_TF, "refine": 3, "views": 3, "quality": "small"}))
+    assert s["mode"] == "training-free+refine" and s["stages"]["refine"]["loss"] is not None
+    assert s["num_gaussians"] == 400 and s["sh_degree"] == 1
+
+
+def test_lod_ladder(small_ply, tmp_path):
+    out = tmp_path / "l"
+    s = compress_model(small_ply, out, None, CompressConfig(**{**FAST_TF, "lod": "1,0.5,0.25,0.1", "eval_views": 0}))
+    meta = json.loads((out / "lod" / "lod.json").read_text())
+    counts = [lv["num_gaussians"] for lv in meta["levels"]]
+    assert counts == [2000, 1000, 500, 200] and [lv["share"] for lv in meta["levels"]] == [1.0, 0.5, 0.25, 0.1]
+    for i, c in enumerate(counts):
+        assert len(load_sdz(out / "lod" / f"lod{i}.sdz")) == c
+        assert len(read_ply(out / "lod" / f"lod{i}.ply")) == c
+        assert (out / "lod" / f"lod{i}.spz").is_file()
+    assert s["num_gaussians"] == 2000
+    sizes = [lv["sdz_bytes"] for lv in meta["levels"]]
+    assert sizes == sorted(sizes, reverse=True)
+
+
+def test_lod_and_flag_errors(small_ply, tmp_path, capsys):
+    from conftest import assert_one_line_error, run_cli
+
+    assert parse_lod("0.25,1,0.5") == [1.0, 0.5, 0.25] and parse_lod(None) is None
+    for bad in ("0", "1,x", "1.5"):
+        with pytest.raises(UserError, match="--lod"):
+            parse_lod(bad)
+    code, _, err = run_cli(capsys, "compress", small_ply, "--out", tmp_path / "e", "--lod", "2")
+    assert_one_line_error(code, err, "--lod")
+    assert not (tmp_path / "e").exists()
+
+
+def test_sh_fit_kernel_matches_the_torch_reference():
+    rng = np.random.default_rng(3)
+    sh = rng.normal(size=(300, 16, 3)).astype(np.float32)
+    means, centers = rng.normal(size=(300, 3)), 4 * rng.normal(size=(8, 3))
+    for deg in (0, 1, 2):
+        a = fit_lower_bands(means, sh, deg, centers)
+        b = fit_lower_bands(means, sh, deg, centers, reference=True)
+        assert np.allclose(a, b, atol=1e-5), deg
+
+
+def test_pair_dissimilarity_kernel_matches_numpy():
+    from splatdistill.compress.merge import _pair_dissimilarity, bhattacharyya_coefficient
+    from splatdistill.scene.sh import C0
+
+    p = np_params(scene_of(200))
+    a, b = np.arange(100), np.arange(100, 200)
+    rgb = p["sh0"][:, 0].astype(np.float64) * C0
+    got = np.empty(100)
+    _pair_dissimilarity(p["means"].astype(np.float64), p["quats"].astype(np.float64), p["scales"].astype(np.float64),
+                        rgb, a, b, 0.1, got)
+    bc = bhattacharyya_coefficient(p["means"][a].astype(np.float64), covariances(p["quats"][a], p["scales"][a]),
+                                   p["means"][b].astype(np.float64), covariances(p["quats"][b], p["scales"][b]))
+    ref = 1 - bc * np.exp(-((rgb[a] - rgb[b]) ** 2).sum(1) / (2 * 0.1**2))
+    assert np.allclose(got, ref, atol=1e-9)
+    # identical Gaussians of one colour: dissimilarity 0
+    same = np.empty(1)
+    _pair_dissimilarity(p["means"].astype(np.float64), p["quats"].astype(np.float64), p["scales"].astype(np.float64),
+                        rgb, a[:1], a[:1], 0.1, same)
+    assert abs(same[0]) < 1e-9
+
+
+def test_lod_files_read_back_by_splat_transform(small_ply, tmp_path):
+    """Where node and a cached splat-transform exist (``benchmarks/rd_vs_splat_transform.py``
+    installs it into benchmarks/out/node_cache), it reads every LOD file back."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    cli = Path(__file__).resolve().parents[1] / "benchmarks" / "out" / "node_cache" / "node_modules" / "@playcanvas" / \
+        "splat-transform" / "bin" / "cli.mjs"
+    if not shutil.which("node") or not cli.exists():
+        pytest.skip("node or the cached splat-transform (run benchmarks/rd_vs_splat_transform.py once) is missing")
+    out = tmp_path / "l"
+    compress_model(small_ply, out, None, CompressConfig(**{**FAST_TF, "lod": "1,0.25", "eval_views": 0}))
+    for i, n in enumerate((2000, 500)):
+        for ext in (".spz", ".ply"):
+            back = tmp_path / f"back{i}{ext}.ply"
+            r = subprocess.run(["node", str(cli), "-q", "-w", str(out / "lod" / f"lod{i}{ext}"), str(back)],
+                               capture_output=True, text=True, timeout=300)
+            assert r.returncode == 0, r.stderr
+            assert len(read_ply(back)) == n
+
+
+def test_cli_training_free_default_and_opt_out(small_ply, tmp_path, capsys):
+    from conftest import run_cli
+
+    code, out, err = run_cli(capsys, "compress", small_ply, "--out", tmp_path / "a", "--importance-views", "2",
+                             "--resolution", "24", "--no-lpips", "--no-spz", "--quality", "small")
+    assert code == 0, err
+    assert json.loads((tmp_path / "a" / "summary.json").read_text())["mode"] == "training-free"
+    assert "splatdistill: reduce: 2,000 -> 400 Gaussians" in err  # per-stage progress with its counts
+    code, out, err = run_cli(capsys, "compress", small_ply, "--out", tmp_path / "b", "--no-training-free",
+                             "--iterations", "1", "--views", "2", "--resolution", "16", "--no-lpips", "--no-spz",
+                             "--quality", "small")
+    assert code == 0, err
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["mode"] == "data-free"
