@@ -76,8 +76,9 @@ def test_pseudo_cameras_keep_orientation(dataset):
 def test_every_loss_term_passes_gradient_to_the_student(dataset, tmp_path):
     teacher = toy_teacher(800)
     train = [v.camera for v in dataset.split("train")]
+    # the demo scene is RGBA: the default student trains on random backgrounds, on targets with alpha
     targets = build_soft_targets([teacher, toy_teacher(800, seed=5)], train, len(train), dataset.background,
-                                 "cpu", progress=False)
+                                 "cpu", progress=False, with_alpha=True)
     cfg = StudentConfig(iterations=10, keep=0.5, struct="joint", lambda_struct=0.1)
     st = StudentTrainer(dataset, targets, teacher, cfg, tmp_path / "student", "cpu", progress=False)
     st.params["means"].data += 0.05  # the student differs from the teacher, so the structure term is live
@@ -238,7 +239,8 @@ def test_kd_on_pseudo_views_only(dataset, tmp_path):
     teacher = toy_teacher(400)
     train = [v.camera for v in dataset.split("train")]
     cams = train + make_pseudo_cameras(train, 4, dataset.extent, seed=0)
-    targets = build_soft_targets([teacher], cams, len(train), dataset.background, "cpu", progress=False)
+    targets = build_soft_targets([teacher], cams, len(train), dataset.background, "cpu", progress=False,
+                                 with_alpha=True)
     cfg = StudentConfig(iterations=5, keep=0.5, struct="none", kd_views="pseudo")
     st = StudentTrainer(dataset, targets, teacher, cfg, tmp_path / "s", "cpu", progress=False)
     on_train = st.losses(0, True, 0, {})

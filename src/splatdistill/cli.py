@@ -87,17 +87,20 @@ def train(
     branch_from: Optional[Path] = None,
     checkpoint_every: int = 500,
     init_points: int = 20_000,
-    background: Literal["dataset", "random", "black", "white"] = "dataset",
+    background: Literal["auto", "dataset", "random", "black", "white"] = "auto",
+    train_views: Optional[int] = None,
     eval: bool = True,
 ) -> None:
     """Train a 3DGS teacher (vanilla, noise-augmented or dropout-regularised). Schedules scale with
-    --iterations; checkpoints are written every --checkpoint-every iterations; --resume continues."""
+    --iterations; checkpoints are written every --checkpoint-every iterations; --resume continues.
+    --background auto (default): a random colour each iteration for images with alpha, the dataset's
+    otherwise; evaluation uses the dataset's. --train-views N: N evenly spaced training views."""
     from .train.config import TrainConfig
     from .train.trainer import Trainer
 
     cfg = TrainConfig(iterations=iterations, variant=variant, downscale=downscale, device=device,
                       strategy=strategy, seed=seed, checkpoint_every=checkpoint_every,
-                      init_points=init_points, background=background)
+                      init_points=init_points, background=background, train_views=train_views)
     trainer = Trainer(data, out, cfg, resume=resume, branch_from=branch_from)
     result = trainer.run()
     print(f"trained {result.iterations} iterations in {result.wall_s:.1f} s: {len(result.scene)} Gaussians "
@@ -173,13 +176,18 @@ def distill(
     iterations: int = 3000,
     teacher_iterations: int = 3000,
     teacher_init_points: int = 20_000,
-    background: Literal["dataset", "random", "black", "white"] = "dataset",
+    background: Literal["auto", "dataset", "random", "black", "white"] = "auto",
+    train_views: Optional[int] = None,
     student_init: Literal["teacher", "sfm"] = "teacher",
     struct: Literal["joint", "marginal", "none"] = "joint",
     lambda_struct: float = 0.01,
     lambda_kd: float = 0.4,
     lambda_gt: float = 1.0,
     kd_views: Literal["all", "pseudo"] = "all",
+    kd_weight: Literal["uniform", "agreement", "alpha"] = "uniform",
+    kd_spread_scale: float = 0.05,
+    kd_anneal: float = 0.0,
+    kd_far: float = 1.0,
     score: Literal["significance", "blend", "opacity"] = "significance",
     prune_policy: Literal["significance", "mask", "confidence"] = "significance",
     pseudo_views: Optional[int] = None,
@@ -196,17 +204,25 @@ def distill(
     only). --kd-views pseudo applies the teacher term only on pseudo views (ground truth alone on the
     training views). --score ranks Gaussians for pruning; --prune-policy mask|confidence adds a
     learned gate (Compact-3DGS mask, Confident-Splatting Beta confidence) that is baked into the
-    exported opacities; the mean confidence is reported."""
+    exported opacities; the mean confidence is reported. --background auto (default): teachers and
+    student on a random colour each iteration for images with alpha (the soft targets recomposited
+    on it), the dataset's otherwise. --train-views N: N evenly spaced training views (sparse views).
+    Teacher term: --kd-weight agreement|alpha weighs pixels by the teachers' agreement (exp(-std /
+    --kd-spread-scale)) or alpha confidence |2a-1|; --kd-anneal F lowers --lambda-kd to 0 at F of
+    the run; --kd-far F uses only the share F of pseudo views farthest from the training cameras."""
     from .distill.pipeline import run_distill
     from .distill.report import markdown_table, table_rows
     from .distill.student import StudentConfig
 
     cfg = StudentConfig(iterations=iterations, keep=keep, target_gaussians=target_gaussians, init=student_init,
                         struct=struct, lambda_struct=lambda_struct, lambda_kd=lambda_kd, lambda_gt=lambda_gt,
-                        score=score, prune_policy=prune_policy, kd_views=kd_views, seed=seed)
+                        score=score, prune_policy=prune_policy, kd_views=kd_views, seed=seed,
+                        kd_weight=kd_weight, kd_spread_scale=kd_spread_scale, kd_anneal=kd_anneal, kd_far=kd_far,
+                        background=background)
     summary = run_distill(data, out, teachers=teachers, cfg=cfg, teacher_iterations=teacher_iterations,
                           downscale=downscale, device=device, n_pseudo=pseudo_views, ablation=ablation,
-                          teacher_init_points=teacher_init_points, teacher_background=background)
+                          teacher_init_points=teacher_init_points, teacher_background=background,
+                          train_views=train_views)
     print(markdown_table(table_rows(summary)))
     stats = summary["student"].get("prune_policy") or {}
     if stats.get("mean_confidence") is not None:

@@ -10,12 +10,13 @@ from typing import Sequence
 
 import torch
 
-from ..data.dataset import Dataset, load_dataset
+from ..data.dataset import Dataset, load_dataset, with_train_views
 from ..errors import UserError
 from ..evaluate.evaluator import evaluate_scene
 from ..evaluate.lpips import LPIPSBank
 from ..fileio import write_json_atomic
 from ..info import load_model
+from ..train.background import fixed_background, resolve_background
 from ..train.checkpoint import branch_point
 from ..train.config import TrainConfig
 from ..train.setup import pick_device
@@ -29,7 +30,7 @@ METRICS = ("psnr", "ssim", "lpips_vgg", "lpips_alex")
 
 
 def train_teachers(dataset: Dataset, out: Path, iterations: int, device: str, seed: int = 0,
-                   progress: bool = True, init_points: int = 20_000, background: str = "dataset") -> list[Path]:
+                   progress: bool = True, init_points: int = 20_000, background: str = "auto") -> list[Path]:
     """The three teachers, the noise and dropout ones branched from the vanilla run at the start of
     their windows (until there the three are the same procedure). Finished teachers are reused."""
     base = TrainConfig(iterations=iterations, device=device, seed=seed, init_points=init_points, background=background,
@@ -120,8 +121,11 @@ def train_student(dataset, teacher_plys: Sequence[Path], vanilla: Path, cfg: Stu
     targets = None
     if cfg.lambda_kd > 0 and teacher_plys:
         cams = train_cams + make_pseudo_cameras(train_cams, n_pseudo, dataset.extent, seed=cfg.seed)
-        targets = build_soft_targets(list(teacher_plys), cams, len(train_cams), dataset.background, device,
-                                     spill_dir=out / "cache", progress=progress)
+        random_bg = resolve_background(cfg.background, dataset) == "random"
+        targets = build_soft_targets(list(teacher_plys), cams, len(train_cams),
+                                     fixed_background(resolve_background(cfg.background, dataset), dataset),
+                                     device, spill_dir=out / "cache", progress=progress,
+                                     with_alpha=random_bg, with_spread=cfg.kd_weight == "agreement")
     st = StudentTrainer(dataset, targets, teacher0, cfg, out, device, progress=progress)
     scene, _ = st.run()
     return scene, st.policy_stats
@@ -130,13 +134,15 @@ def train_student(dataset, teacher_plys: Sequence[Path], vanilla: Path, cfg: Stu
 def run_distill(data, out, teachers: Sequence[Path] | None = None, cfg: StudentConfig | None = None,
                 teacher_iterations: int = 3000, downscale: int = 1, device: str = "auto",
                 n_pseudo: int | None = None, ablation: bool = False, progress: bool = True,
-                teacher_init_points: int = 20_000, teacher_background: str = "dataset") -> dict:
+                teacher_init_points: int = 20_000, teacher_background: str = "auto",
+                train_views: int | None = None) -> dict:
     cfg = (cfg or StudentConfig()).validate()
     if teacher_iterations < 1:
         raise UserError(f"--teacher-iterations must be at least 1, got {teacher_iterations}")
     out = Path(out)
     dev = pick_device(device)
     dataset = data if isinstance(data, Dataset) else load_dataset(data, downscale=downscale)
+    dataset = with_train_views(dataset, train_views)  # sparse views: an evenly spaced subset
     if teachers:
         plys = [resolve_teacher(t) for t in teachers]
     else:

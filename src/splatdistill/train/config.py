@@ -63,9 +63,11 @@ class TrainConfig:
     init_points: int = 20_000  # random init when the dataset has no SfM points
     init_box: float = 0.3  # random-init half-size, fraction of the scene extent
     init_opacity: float = 0.1
+    train_views: int | None = None  # an evenly spaced subset of the train split (sparse views)
     # "random": a random background colour each iteration, for datasets with transparent images
-    # (the ground truth is recomposited on it), which penalises floaters in empty space
-    background: Literal["dataset", "random", "black", "white"] = "dataset"
+    # (the ground truth is recomposited on it), which penalises floaters in empty space; "auto":
+    # random when the dataset's images have alpha, the dataset's background otherwise (train/background.py)
+    background: Literal["auto", "dataset", "random", "black", "white"] = "auto"
     # bookkeeping
     checkpoint_every: int = 500
     branch_points: tuple[int, ...] = ()  # iterations whose checkpoints are kept for --branch-from
@@ -79,7 +81,9 @@ class TrainConfig:
                   (0 <= self.sh_degree <= 3, f"SH degree must be in 0..3, got {self.sh_degree}"),
                   (self.init_points >= 1, f"--init-points must be at least 1, got {self.init_points}"),
                   (self.checkpoint_every >= 1, f"--checkpoint-every must be at least 1, got {self.checkpoint_every}"),
-                  (self.downscale >= 1, f"--downscale must be at least 1, got {self.downscale}")]
+                  (self.downscale >= 1, f"--downscale must be at least 1, got {self.downscale}"),
+                  (self.train_views is None or self.train_views >= 1,
+                   f"--train-views must be at least 1, got {self.train_views}")]
         for ok, msg in checks:
             if not ok:
                 raise UserError(msg)
