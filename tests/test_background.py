@@ -59,6 +59,10 @@ def test_auto_background_is_random_for_rgba_and_the_datasets_for_rgb(rgba, rgb_d
     assert Trainer(rgb, tmp_path / "b", TrainConfig(iterations=1, init_points=50)).bg_mode == "dataset"
     t = Trainer(rgba, tmp_path / "c", TrainConfig(iterations=1, init_points=50, background="white"))
     assert t.bg_mode == "white" and t.background == (1.0, 1.0, 1.0)
+    k = Trainer(rgba, tmp_path / "d", TrainConfig(iterations=1, init_points=50, background="black"))
+    view = rgba.split("train")[0]  # the ground truth is composited on the colour the renders use
+    assert torch.equal(k._images_of(view), rgba.image_on(view, (0.0, 0.0, 0.0)))
+    assert not torch.equal(k._images_of(view), rgba.image(view))
 
 
 def test_recomposited_soft_target_equals_the_teachers_rendered_on_that_background(rgba):
@@ -181,3 +185,29 @@ def test_compress_fine_tune_targets_composite_on_the_step_colour(rgba, demo_scen
     fixed = prepare_targets(teacher(6), demo_scene_dir, CompressConfig(background=(1.0, 1.0, 1.0)),
                             torch.device("cpu"))
     assert not fixed.random_background and not isinstance(fixed.image(fixed.train_images, 0), Layered)
+
+
+def test_teacher_selection_drops_teachers_below_the_margin(rgba, tmp_path):
+    from splatdistill.distill.targets import select_teachers
+    from splatdistill.evaluate.ssim import psnr
+    from splatdistill.scene.ply import write_ply
+
+    scenes = [teacher(7), teacher(8), teacher(9)]
+    scenes[1].params["sh0"] = torch.full_like(scenes[1].sh0, -0.5 / 0.28209479177387814)  # black blobs
+    scenes[1].params["opacities"] = scenes[1].opacities + 4.0
+    plys = []
+    for i, s in enumerate(scenes):
+        write_ply(s, tmp_path / f"t{i}.ply")
+        plys.append(tmp_path / f"t{i}.ply")
+    views = rgba.split("train")
+    want = []
+    for s in scenes:  # independent: the evaluator's PSNR per view, averaged
+        with torch.no_grad():
+            want.append(np.mean([float(psnr(render(s, [v.camera], background=rgba.background).rgb[0].clamp(0, 1),
+                                            rgba.image(v))) for v in views]))
+    kept, scores = select_teachers(plys, rgba, 0.05, "cpu", progress=False)
+    np.testing.assert_allclose(scores, want, atol=1e-3)
+    assert kept == [p for p, s in zip(plys, want) if s >= max(want) - 0.05]
+    assert len(kept) < 3
+    assert select_teachers(plys, rgba, None, "cpu")[0] == plys
+    assert select_teachers(plys, rgba, 100.0, "cpu", progress=False)[0] == plys

@@ -188,6 +188,7 @@ def distill(
     kd_spread_scale: float = 0.05,
     kd_anneal: float = 0.0,
     kd_far: float = 1.0,
+    teacher_margin_db: Optional[float] = None,
     score: Literal["significance", "blend", "opacity"] = "significance",
     prune_policy: Literal["significance", "mask", "confidence"] = "significance",
     pseudo_views: Optional[int] = None,
@@ -209,7 +210,8 @@ def distill(
     on it), the dataset's otherwise. --train-views N: N evenly spaced training views (sparse views).
     Teacher term: --kd-weight agreement|alpha weighs pixels by the teachers' agreement (exp(-std /
     --kd-spread-scale)) or alpha confidence |2a-1|; --kd-anneal F lowers --lambda-kd to 0 at F of
-    the run; --kd-far F uses only the share F of pseudo views farthest from the training cameras."""
+    the run; --kd-far F uses only the share F of pseudo views farthest from the training cameras;
+    --teacher-margin-db D leaves out teachers more than D dB below the best on the training views."""
     from .distill.pipeline import run_distill
     from .distill.report import markdown_table, table_rows
     from .distill.student import StudentConfig
@@ -218,7 +220,7 @@ def distill(
                         struct=struct, lambda_struct=lambda_struct, lambda_kd=lambda_kd, lambda_gt=lambda_gt,
                         score=score, prune_policy=prune_policy, kd_views=kd_views, seed=seed,
                         kd_weight=kd_weight, kd_spread_scale=kd_spread_scale, kd_anneal=kd_anneal, kd_far=kd_far,
-                        background=background)
+                        teacher_margin_db=teacher_margin_db, background=background)
     summary = run_distill(data, out, teachers=teachers, cfg=cfg, teacher_iterations=teacher_iterations,
                           downscale=downscale, device=device, n_pseudo=pseudo_views, ablation=ablation,
                           teacher_init_points=teacher_init_points, teacher_background=background,

@@ -23,7 +23,7 @@ from ..train.setup import pick_device
 from ..train.trainer import Trainer
 from .report import write_report
 from .student import StudentConfig, StudentTrainer
-from .targets import build_soft_targets, make_pseudo_cameras
+from .targets import build_soft_targets, make_pseudo_cameras, select_teachers
 
 VARIANTS = ("vanilla", "noise", "dropout")
 METRICS = ("psnr", "ssim", "lpips_vgg", "lpips_alex")
@@ -120,6 +120,7 @@ def train_student(dataset, teacher_plys: Sequence[Path], vanilla: Path, cfg: Stu
     train_cams = [v.camera for v in dataset.split("train")]
     targets = None
     if cfg.lambda_kd > 0 and teacher_plys:
+        teacher_plys, _ = select_teachers(teacher_plys, dataset, cfg.teacher_margin_db, device, progress)
         cams = train_cams + make_pseudo_cameras(train_cams, n_pseudo, dataset.extent, seed=cfg.seed)
         random_bg = resolve_background(cfg.background, dataset) == "random"
         targets = build_soft_targets(list(teacher_plys), cams, len(train_cams),

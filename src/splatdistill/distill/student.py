@@ -81,6 +81,9 @@ class StudentConfig:
     kd_spread_scale: float = 0.05
     kd_anneal: float = 0.0  # > 0: lambda_kd falls linearly to 0 at this fraction of the run
     kd_far: float = 1.0  # the share of pseudo views used, the farthest from every training camera
+    # teachers whose PSNR on the training views is more than this many dB below the best teacher's
+    # are left out of the soft targets (None: keep every teacher)
+    teacher_margin_db: float | None = None
     # "auto": random for RGBA data, else the dataset's (train/background.py); the soft targets are
     # then rendered with alpha and recomposited on the same colour as the ground truth each step
     background: Literal["auto", "dataset", "random", "black", "white"] = "auto"

@@ -154,3 +154,27 @@ def build_soft_targets(
         store.flush()
     return SoftTargets(list(cameras), store, num_train,
                        alpha=None if alpha is None else alpha.astype(np.float16), spread=spread)
+
+
+def select_teachers(teachers: Sequence[Path], dataset, margin_db: float | None, device,
+                    progress: bool = True) -> tuple[list[Path], list[float]]:
+    """The teachers within ``margin_db`` of the best one's mean PSNR on the training views, and every
+    teacher's PSNR (None margin: all teachers, no renders)."""
+    from ..evaluate.ssim import psnr
+    from ..info import load_model
+
+    if margin_db is None or len(teachers) < 2:
+        return list(teachers), []
+    views = dataset.split("train")
+    scores = []
+    for t in teachers:
+        scene = load_model(t).detach().to(device)
+        vals = []
+        for v in tqdm(views, desc="teacher check", disable=not progress, leave=False):
+            with torch.no_grad():
+                img = render(scene, stack_cameras([v.camera], device), background=dataset.background).rgb[0]
+            vals.append(float(psnr(img.clamp(0, 1).cpu(), dataset.image(v))))
+        scores.append(float(np.mean(vals)))
+        del scene
+    best = max(scores)
+    return [t for t, s in zip(teachers, scores) if s >= best - margin_db], scores

@@ -150,7 +150,7 @@ class Trainer:
         if self.bg_mode == "random":
             return (self.dataset.image_on(view, (0.0, 0.0, 0.0)).to(self.device),
                     self.dataset.image_on(view, (1.0, 1.0, 1.0)).to(self.device))
-        return self.dataset.image(view).to(self.device)
+        return self.dataset.image_on(view, self.background).to(self.device)  # composited on the render background
 
     def step(self, step: int, image_cache: dict) -> tuple[float, float]:
         cfg = self.cfg
