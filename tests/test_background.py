@@ -96,7 +96,7 @@ def test_random_background_student_uses_one_colour_for_render_ground_truth_and_t
     train = [v.camera for v in rgba.split("train")]
     cams = train + make_pseudo_cameras(train, 4, rgba.extent, seed=0)
     targets = build_soft_targets([tch], cams, len(train), rgba.background, "cpu", progress=False, with_alpha=True)
-    cfg = StudentConfig(iterations=5, keep=0.5, struct="none")
+    cfg = StudentConfig(iterations=5, keep=0.5, struct="none", lambda_kd=0.4)
     st = StudentTrainer(rgba, targets, tch, cfg, tmp_path / "s", "cpu", progress=False)
     assert st.bg_mode == "random"
     seen = []
@@ -139,7 +139,8 @@ def test_teacher_term_options(rgba, tmp_path):
     cams = train + make_pseudo_cameras(train, 10, rgba.extent, seed=0)
     targets = build_soft_targets([tch], cams, len(train), rgba.background, "cpu", progress=False,
                                  with_alpha=True, with_spread=True)
-    st = StudentTrainer(rgba, targets, tch, StudentConfig(iterations=5, kd_weight="agreement", kd_far=0.3),
+    st = StudentTrainer(rgba, targets, tch, StudentConfig(iterations=5, kd_weight="agreement", kd_far=0.3,
+                                                               lambda_kd=0.4),
                         tmp_path / "s", "cpu", progress=False)
     assert torch.equal(st.kd_weights(3), torch.ones_like(st.kd_weights(3)))
     # the 3 of 10 pseudo views farthest from every training camera
@@ -149,6 +150,7 @@ def test_teacher_term_options(rgba, tmp_path):
     assert st.pseudo_pool == sorted(far)
     picks = [st._pick(0) for _ in range(40)]
     assert {i for i, is_train in picks if not is_train} <= set(far)
+    assert any(not is_train for _, is_train in picks)
     from splatdistill.errors import UserError
 
     with pytest.raises(UserError, match="--kd-far"):

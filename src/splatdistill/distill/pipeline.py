@@ -22,7 +22,7 @@ from ..train.config import TrainConfig
 from ..train.setup import pick_device
 from ..train.trainer import Trainer
 from .report import write_report
-from .student import StudentConfig, StudentTrainer
+from .student import TEACHER_WEIGHT, StudentConfig, StudentTrainer
 from .targets import build_soft_targets, make_pseudo_cameras, select_teachers
 
 VARIANTS = ("vanilla", "noise", "dropout")
@@ -162,12 +162,13 @@ def run_distill(data, out, teachers: Sequence[Path] | None = None, cfg: StudentC
     # label -> (config, teachers); the configured student is trained once, under "student"
     runs = {"student": (cfg, plys)}
     if ablation:
+        kd = cfg.lambda_kd if cfg.lambda_kd > 0 else TEACHER_WEIGHT  # the teacher rows need a teacher term
         runs = {
             "gt_only": (replace(cfg, lambda_kd=0.0, struct="none"), []),
-            "one_teacher": (replace(cfg, struct="none"), [vanilla]),
-            "three_teachers": (replace(cfg, struct="none"), plys),
-            "three_teachers_joint": (replace(cfg, struct="joint"), plys),
-            "three_teachers_pseudo": (replace(cfg, struct="none", kd_views="pseudo"), plys),
+            "one_teacher": (replace(cfg, lambda_kd=kd, struct="none"), [vanilla]),
+            "three_teachers": (replace(cfg, lambda_kd=kd, struct="none"), plys),
+            "three_teachers_joint": (replace(cfg, lambda_kd=kd, struct="joint"), plys),
+            "three_teachers_pseudo": (replace(cfg, lambda_kd=kd, struct="none", kd_views="pseudo"), plys),
         }
         same = [k for k, (c, tp) in runs.items() if c == cfg and list(tp) == list(plys)]
         runs = {("student" if k in same else k): v for k, v in runs.items()}
