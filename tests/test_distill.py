@@ -250,7 +250,7 @@ def test_kd_on_pseudo_views_only(dataset, tmp_path):
     from splatdistill.errors import UserError
 
     with pytest.raises(UserError, match="training views without a loss"):
-        StudentConfig(kd_views="pseudo", lambda_gt=0.0).validate()
+        StudentConfig(kd_views="pseudo", lambda_gt=0.0, lambda_kd=0.4).validate()
 
 
 def test_student_resumes_after_a_crash_to_the_same_result(dataset, tmp_path, monkeypatch):

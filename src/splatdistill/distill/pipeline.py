@@ -170,7 +170,8 @@ def run_distill(data, out, teachers: Sequence[Path] | None = None, cfg: StudentC
             "three_teachers_joint": (replace(cfg, lambda_kd=kd, struct="joint"), plys),
             "three_teachers_pseudo": (replace(cfg, lambda_kd=kd, struct="none", kd_views="pseudo"), plys),
         }
-        same = [k for k, (c, tp) in runs.items() if c == cfg and list(tp) == list(plys)]
+        # the configured student is one of the rows (without a teacher term the teachers do not matter)
+        same = [k for k, (c, tp) in runs.items() if c == cfg and (list(tp) == list(plys) or c.lambda_kd == 0)]
         runs = {("student" if k in same else k): v for k, v in runs.items()}
         if not same:
             runs["student"] = (cfg, plys)
