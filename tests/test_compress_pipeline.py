@@ -57,7 +57,7 @@ def fitted_ply(demo_data, tmp_path_factory):
     views = ds.split("train")
     scene = GaussianScene.random_in_box(2000, [-0.2 * ds.extent] * 3, [0.2 * ds.extent] * 3, sh_degree=3,
                                         init_opacity=0.3)
-    cfg = CompressConfig(**FAST)
+    cfg = CompressConfig(**{**FAST, "background": (1.0, 1.0, 1.0)})  # fitted on the evaluation background
     t = prepare_targets(scene, demo_data, cfg, torch.device("cpu"))
     params, opt = _adam(dict(scene.items()), _lrs(t.extent) | {"means": 3e-4 * t.extent, "sh0": 0.05,
                                                                "opacities": 0.05})

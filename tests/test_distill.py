@@ -77,9 +77,10 @@ def test_pseudo_cameras_keep_orientation(dataset):
 def test_every_loss_term_passes_gradient_to_the_student(dataset, tmp_path):
     teacher = toy_teacher(800)
     train = [v.camera for v in dataset.split("train")]
+    # the demo scene is RGBA: the default student trains on random backgrounds, on targets with alpha
     targets = build_soft_targets([teacher, toy_teacher(800, seed=5)], train, len(train), dataset.background,
-                                 "cpu", progress=False)
-    cfg = StudentConfig(iterations=10, keep=0.5, struct="joint", lambda_struct=0.1)
+                                 "cpu", progress=False, with_alpha=True)
+    cfg = StudentConfig(iterations=10, keep=0.5, struct="joint", lambda_struct=0.1, lambda_kd=0.4)
     st = StudentTrainer(dataset, targets, teacher, cfg, tmp_path / "student", "cpu", progress=False)
     st.params["means"].data += 0.05  # the student differs from the teacher, so the structure term is live
     terms = st.losses(0, True, 0, {})
@@ -249,8 +250,9 @@ def test_kd_on_pseudo_views_only(dataset, tmp_path):
     teacher = toy_teacher(400)
     train = [v.camera for v in dataset.split("train")]
     cams = train + make_pseudo_cameras(train, 4, dataset.extent, seed=0)
-    targets = build_soft_targets([teacher], cams, len(train), dataset.background, "cpu", progress=False)
-    cfg = StudentConfig(iterations=5, keep=0.5, struct="none", kd_views="pseudo")
+    targets = build_soft_targets([teacher], cams, len(train), dataset.background, "cpu", progress=False,
+                                 with_alpha=True)
+    cfg = StudentConfig(iterations=5, keep=0.5, struct="none", kd_views="pseudo", lambda_kd=0.4)
     st = StudentTrainer(dataset, targets, teacher, cfg, tmp_path / "s", "cpu", progress=False)
     on_train = st.losses(0, True, 0, {})
     on_pseudo = st.losses(len(train) + 1, False, 0, {})
@@ -259,7 +261,7 @@ def test_kd_on_pseudo_views_only(dataset, tmp_path):
     from splatdistill.errors import UserError
 
     with pytest.raises(UserError, match="training views without a loss"):
-        StudentConfig(kd_views="pseudo", lambda_gt=0.0).validate()
+        StudentConfig(kd_views="pseudo", lambda_gt=0.0, lambda_kd=0.4).validate()
 
 
 def test_student_resumes_after_a_crash_to_the_same_result(dataset, tmp_path, monkeypatch):
@@ -309,13 +311,16 @@ def test_ablation_trains_same_budget_students_and_writes_the_table(dataset, tmp_
         plys.append(run / "point_cloud.ply")
     cfg = StudentConfig(iterations=6, keep=0.2, prune_steps=2)
     s = run_distill(dataset, tmp_path / "d", teachers=plys, cfg=cfg, n_pseudo=4, ablation=True, progress=False)
-    assert set(s["ablation"]) == {"ground truth only", "one teacher", "three teachers",
-                                  "three teachers + joint (student)", "three teachers, pseudo views only"}
+    # the default student is ground truth only; the teacher rows get the paper's teacher weight
+    assert set(s["ablation"]) == {"ground truth only (student)", "one teacher", "three teachers",
+                                  "three teachers + joint", "three teachers, pseudo views only"}
     budget = round(0.2 * 500)
     for row in [*s["ablation"].values(), s["student"]]:
         assert row["num_gaussians"] == budget and np.isfinite(row["psnr"])
-    assert s["ablation"]["ground truth only"]["teachers"] == 0 and s["ablation"]["one teacher"]["teachers"] == 1
-    assert s["ablation"]["three teachers + joint (student)"] == s["student"]
+    assert s["ablation"]["ground truth only (student)"]["teachers"] == 0
+    assert s["ablation"]["one teacher"]["teachers"] == 1
+    assert s["ablation"]["ground truth only (student)"] == s["student"]
+    assert s["ablation"]["three teachers"] != s["ablation"]["ground truth only (student)"]
     report = (tmp_path / "d" / "report.md").read_text()
     for label in s["ablation"]:
         assert f"| student: {label} |" in report

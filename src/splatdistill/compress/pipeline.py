@@ -124,6 +124,9 @@ class CompressConfig:
     fov_deg: float = 50.0
     up: tuple[float, float, float] = (0.0, 0.0, 1.0)
     background: tuple[float, float, float] | None = None  # None: the dataset's, or black
+    # fine-tunes with --data on RGBA images: a random background colour each step (None: when the
+    # images have alpha and no background is given; train/background.py); metrics stay on ``background``
+    random_background: bool | None = None
     pseudo_views: int | None = None  # SH-distillation pseudo-view pool (default 2 x train views, <= 256)
     rvq_stages: int = 0  # residual VQ of scales and rotations (Compact-3DGS: 6 stages); 0 = off
     rvq_size: int = 64  # codewords per R-VQ stage (Compact-3DGS: 64)
@@ -184,9 +187,27 @@ class CompressConfig:
 
 
 # ---- targets --------------------------------------------------------------------------------------------
-def _h(x: torch.Tensor) -> torch.Tensor:
+def _h(x):
     """Images kept on the CPU as float16 (half the memory; 1e-3 relative precision)."""
+    if isinstance(x, Layered):
+        return Layered(_h(x.black), _h(x.transmittance))
     return x.detach().to("cpu", torch.float16)
+
+
+@dataclass
+class Layered:
+    """A target for random-background fine-tunes: its image on a colour ``bg`` is
+    ``black + transmittance * bg`` (ground truth: its black composite and 1 - alpha; a render: the
+    render on black and 1 - its alpha)."""
+
+    black: torch.Tensor  # (H, W, 3)
+    transmittance: torch.Tensor  # (H, W, 1)
+
+    def to(self, device, dtype=None) -> "Layered":
+        return Layered(self.black.to(device, dtype), self.transmittance.to(device, dtype))
+
+    def on(self, bg: torch.Tensor) -> torch.Tensor:
+        return (self.black + self.transmittance * bg.reshape(1, 1, 3)).clamp(0.0, 1.0)
 
 
 @dataclass
@@ -204,6 +225,7 @@ class Targets:
     teacher: GaussianScene  # the uncompressed input (on the device)
     device: torch.device
     pseudo_cams: list[Camera] = field(default_factory=list)
+    random_background: bool = False  # fine-tunes on a random colour each step (targets are Layered)
     _teacher_train: list | None = None
     _teacher_pseudo: list | None = None
 
@@ -212,8 +234,11 @@ class Targets:
         x = x() if callable(x) else x
         return x.to(self.device, torch.float32)
 
-    def teacher_render(self, cam: Camera) -> torch.Tensor:
+    def teacher_render(self, cam: Camera):
         with torch.no_grad():
+            if self.random_background:
+                out = render(self.teacher, stack_cameras([cam], self.device), background=(0.0, 0.0, 0.0))
+                return Layered(out.rgb[0], 1.0 - out.alpha[0].unsqueeze(-1))
             return render(self.teacher, stack_cameras([cam], self.device), background=self.background).rgb[0]
 
     def teacher_images(self, progress: bool = True) -> tuple[list, list]:
@@ -261,12 +286,24 @@ def prepare_targets(scene: GaussianScene, data, cfg: CompressConfig, device: tor
             test = views
             eval_kind = "dataset training views (no test split)"
         bg = tuple(float(b) for b in (cfg.background if cfg.background is not None else ds.background))
-        # the images composited on the background the renders use
+        random_bg = cfg.random_background
+        if random_bg is None:
+            from ..train.background import dataset_has_alpha
+
+            random_bg = cfg.background is None and dataset_has_alpha(ds)
+
+        def train_image(v):
+            if not random_bg:  # the images composited on the background the renders use
+                return ds.image_on(v, bg)
+            black = ds.image_on(v, (0.0, 0.0, 0.0))
+            return Layered(black, (ds.image_on(v, (1.0, 1.0, 1.0)) - black)[..., :1])
+
         t = Targets(
             mode="data", train_cams=[v.camera for v in views],
-            train_images=[(lambda v=v: ds.image_on(v, bg)) for v in views],
+            train_images=[(lambda v=v: train_image(v)) for v in views],
             eval_cams=[v.camera for v in test], eval_images=[(lambda v=v: ds.image_on(v, bg)) for v in test],
             eval_kind=eval_kind, background=bg, extent=float(ds.extent), teacher=teacher, device=device,
+            random_background=bool(random_bg),
         )
     else:
         train, evals, _ = sample_cameras(scene, cfg)
@@ -315,13 +352,18 @@ def _fit(build, params, opt, n_iter: int, pick, targets: Targets, extent: float,
     gamma = 0.1 ** (1.0 / max(1, n_iter))
     last = None
     bar = tqdm(range(n_iter), desc=desc, disable=not progress, dynamic_ncols=True, leave=False)
+    gen = torch.Generator().manual_seed(n_iter)
     for step in bar:
         cam, target = pick(step)
+        bg = targets.background
+        if isinstance(target, Layered):  # random-background fine-tune: one colour for both
+            bg = torch.rand(3, generator=gen).to(targets.device)
+            target = target.on(bg)
         scene = build()
         opacity_scale = None
         if policy is not None:
             scene, opacity_scale = policy.render_inputs(scene)
-        out = render(scene, stack_cameras([cam], targets.device), background=targets.background,
+        out = render(scene, stack_cameras([cam], targets.device), background=bg,
                      opacity_scale=opacity_scale)
         loss = photometric_loss(out.rgb, target.unsqueeze(0), ssim_lambda)
         if policy is not None:

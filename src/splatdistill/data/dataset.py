@@ -317,3 +317,17 @@ def load_dataset(
         colors = np.asarray(cols, dtype=np.uint8)
     models = sorted({v.camera.model for v in views})
     return Dataset(fmt, root, splits, points, colors, norm, bg, models, cache_dir)
+
+
+def with_train_views(dataset: Dataset, n: int | None) -> Dataset:
+    """The dataset with ``n`` evenly spaced views of its train split (sparse-view training; the
+    other splits unchanged). ``None`` or ``n`` >= the split's size: the dataset itself."""
+    if n is None:
+        return dataset
+    views = dataset.split("train")
+    if isinstance(n, bool) or int(n) != n or int(n) < 1:
+        raise UserError(f"--train-views must be a positive integer, got {n!r}", dataset.root)
+    if int(n) >= len(views):
+        return dataset
+    idx = np.unique(np.round(np.linspace(0, len(views) - 1, int(n))).astype(int))
+    return replace(dataset, splits={**dataset.splits, "train": [views[i] for i in idx]})

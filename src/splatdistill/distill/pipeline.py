@@ -11,26 +11,27 @@ from typing import Sequence
 
 import torch
 
-from ..data.dataset import Dataset, load_dataset
+from ..data.dataset import Dataset, load_dataset, with_train_views
 from ..errors import UserError
 from ..evaluate.evaluator import evaluate_scene
 from ..evaluate.lpips import LPIPSBank
 from ..fileio import dumps_json, write_json_atomic
 from ..info import load_model
+from ..train.background import fixed_background, resolve_background
 from ..train.checkpoint import branch_point
 from ..train.config import TrainConfig
 from ..train.setup import pick_device
 from ..train.trainer import Trainer
 from .report import write_report
-from .student import StudentConfig, StudentTrainer
-from .targets import build_soft_targets, make_pseudo_cameras
+from .student import TEACHER_WEIGHT, StudentConfig, StudentTrainer
+from .targets import build_soft_targets, make_pseudo_cameras, select_teachers
 
 VARIANTS = ("vanilla", "noise", "dropout")
 METRICS = ("psnr", "ssim", "lpips_vgg", "lpips_alex")
 
 
 def train_teachers(dataset: Dataset, out: Path, iterations: int, device: str, seed: int = 0,
-                   progress: bool = True, init_points: int = 20_000, background: str = "dataset") -> list[Path]:
+                   progress: bool = True, init_points: int = 20_000, background: str = "auto") -> list[Path]:
     """The three teachers, the noise and dropout ones branched from the vanilla run at the start of
     their windows (until there the three are the same procedure). Finished teachers are reused."""
     base = teacher_config(iterations, device, seed, init_points, background)
@@ -177,9 +178,13 @@ def train_student(dataset, teacher_plys: Sequence[Path], vanilla: Path, cfg: Stu
     train_cams = [v.camera for v in dataset.split("train")]
     targets = None
     if cfg.lambda_kd > 0 and teacher_plys:
+        teacher_plys, _ = select_teachers(teacher_plys, dataset, cfg.teacher_margin_db, device, progress)
         cams = train_cams + make_pseudo_cameras(train_cams, n_pseudo, dataset.extent, seed=cfg.seed)
-        targets = build_soft_targets(list(teacher_plys), cams, len(train_cams), dataset.background, device,
-                                     spill_dir=out / "cache", progress=progress)
+        random_bg = resolve_background(cfg.background, dataset) == "random"
+        targets = build_soft_targets(list(teacher_plys), cams, len(train_cams),
+                                     fixed_background(resolve_background(cfg.background, dataset), dataset),
+                                     device, spill_dir=out / "cache", progress=progress,
+                                     with_alpha=random_bg, with_spread=cfg.kd_weight == "agreement")
     st = StudentTrainer(dataset, targets, teacher0, cfg, out, device, progress=progress)
     st.done_record = {"teachers": [str(Path(p).resolve()) for p in teacher_plys]}
     scene, _ = st.run()
@@ -189,13 +194,15 @@ def train_student(dataset, teacher_plys: Sequence[Path], vanilla: Path, cfg: Stu
 def run_distill(data, out, teachers: Sequence[Path] | None = None, cfg: StudentConfig | None = None,
                 teacher_iterations: int = 3000, downscale: int = 1, device: str = "auto",
                 n_pseudo: int | None = None, ablation: bool = False, progress: bool = True,
-                teacher_init_points: int = 20_000, teacher_background: str = "dataset") -> dict:
+                teacher_init_points: int = 20_000, teacher_background: str = "auto",
+                train_views: int | None = None) -> dict:
     cfg = (cfg or StudentConfig()).validate()
     if teacher_iterations < 1:
         raise UserError(f"--teacher-iterations must be at least 1, got {teacher_iterations}")
     out = Path(out)
     dev = pick_device(device)
     dataset = data if isinstance(data, Dataset) else load_dataset(data, downscale=downscale)
+    dataset = with_train_views(dataset, train_views)  # sparse views: an evenly spaced subset
     if teachers:
         plys = [resolve_teacher(t) for t in teachers]
         for p in plys:  # before any work: a teacher must have Gaussians to render soft targets from
@@ -217,14 +224,16 @@ def run_distill(data, out, teachers: Sequence[Path] | None = None, cfg: StudentC
     # label -> (config, teachers); the configured student is trained once, under "student"
     runs = {"student": (cfg, plys)}
     if ablation:
+        kd = cfg.lambda_kd if cfg.lambda_kd > 0 else TEACHER_WEIGHT  # the teacher rows need a teacher term
         runs = {
             "gt_only": (replace(cfg, lambda_kd=0.0, struct="none"), []),
-            "one_teacher": (replace(cfg, struct="none"), [vanilla]),
-            "three_teachers": (replace(cfg, struct="none"), plys),
-            "three_teachers_joint": (replace(cfg, struct="joint"), plys),
-            "three_teachers_pseudo": (replace(cfg, struct="none", kd_views="pseudo"), plys),
+            "one_teacher": (replace(cfg, lambda_kd=kd, struct="none"), [vanilla]),
+            "three_teachers": (replace(cfg, lambda_kd=kd, struct="none"), plys),
+            "three_teachers_joint": (replace(cfg, lambda_kd=kd, struct="joint"), plys),
+            "three_teachers_pseudo": (replace(cfg, lambda_kd=kd, struct="none", kd_views="pseudo"), plys),
         }
-        same = [k for k, (c, tp) in runs.items() if c == cfg and list(tp) == list(plys)]
+        # the configured student is one of the rows (without a teacher term the teachers do not matter)
+        same = [k for k, (c, tp) in runs.items() if c == cfg and (list(tp) == list(plys) or c.lambda_kd == 0)]
         runs = {("student" if k in same else k): v for k, v in runs.items()}
         if not same:
             runs["student"] = (cfg, plys)

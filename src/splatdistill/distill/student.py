@@ -39,6 +39,8 @@ from ..render import render
 from ..scene.gaussians import GaussianScene
 from ..scene.ply import write_ply
 from ..train import checkpoint as ck
+from ..evaluate.ssim import ssim
+from ..train.background import fixed_background, resolve_background
 from ..train.config import TrainConfig
 from ..train.losses import photometric_loss, psnr_from_mse
 from ..train.setup import (global_rng_state, initial_scene, make_optimizers, make_params, make_strategy,
@@ -46,6 +48,20 @@ from ..train.setup import (global_rng_state, initial_scene, make_optimizers, mak
 from .importance import Score, importance, top_k_mask
 from .structure import StructuralLoss, StructuralLossConfig
 from .targets import SoftTargets
+
+
+def weighted_photometric_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+                              ssim_lambda: float = 0.2) -> torch.Tensor:
+    """(1 - lambda) mean(w |pred - target|) + lambda mean(w) (1 - SSIM): per-pixel weights on the L1
+    term; the SSIM term (a windowed statistic) is scaled by the mean weight."""
+    l1 = (weight * (pred - target).abs()).mean()
+    if ssim_lambda == 0:
+        return l1
+    s = ssim(pred.permute(0, 3, 1, 2), target.permute(0, 3, 1, 2))
+    return (1.0 - ssim_lambda) * l1 + ssim_lambda * weight.mean() * (1.0 - s)
+
+
+TEACHER_WEIGHT = 0.4  # the teacher term's weight when one is asked for (--lambda-kd, the ablation rows)
 
 
 @dataclass
@@ -59,10 +75,25 @@ class StudentConfig:
     prune_steps: int = 3
     prune_window: float = 0.4  # pruning happens in the first 40% of the run
     lambda_gt: float = 1.0
-    lambda_kd: float = 0.4  # the Distilled-3DGS release weights its teacher term by 0.4 (METHODS.md §1)
+    # 0: ground truth only, the default: no teacher-guided student beat it in any setting measured
+    # (docs/benchmarks.md); TEACHER_WEIGHT is the Distilled-3DGS release's weight (METHODS.md §1)
+    lambda_kd: float = 0.0
     pseudo_fraction: float = 0.5  # share of iterations spent on pseudo views (kd term only)
     kd_views: Literal["all", "pseudo"] = "all"  # "pseudo": the teacher term only where there is no GT
-    struct: Literal["joint", "marginal", "none"] = "joint"
+    # per-pixel weights of the teacher term: "agreement" exp(-spread / kd_spread_scale), the spread
+    # being the teachers' per-pixel standard deviation; "alpha" |2 a - 1| of the teachers' mean alpha
+    # (low where they are semi-transparent: floaters, fuzzy edges); "uniform": every pixel the same
+    kd_weight: Literal["uniform", "agreement", "alpha"] = "uniform"
+    kd_spread_scale: float = 0.05
+    kd_anneal: float = 0.0  # > 0: lambda_kd falls linearly to 0 at this fraction of the run
+    kd_far: float = 1.0  # the share of pseudo views used, the farthest from every training camera
+    # teachers whose PSNR on the training views is more than this many dB below the best teacher's
+    # are left out of the soft targets (None: keep every teacher)
+    teacher_margin_db: float | None = None
+    # "auto": random for RGBA data, else the dataset's (train/background.py); the soft targets are
+    # then rendered with alpha and recomposited on the same colour as the ground truth each step
+    background: Literal["auto", "dataset", "random", "black", "white"] = "auto"
+    struct: Literal["joint", "marginal", "none"] = "none"  # "joint": neutral or worse where measured
     lambda_struct: float = 0.01
     ssim_lambda: float = 0.2
     lr_means: float = 1.6e-5  # fine-tuning from a trained teacher: a tenth of the 3DGS start value
@@ -87,12 +118,21 @@ class StudentConfig:
         checks = [(self.lambda_gt > 0 or self.lambda_kd > 0, "--lambda-gt and --lambda-kd are both 0: nothing to fit"),
                   (self.lambda_gt > 0 or self.kd_views == "all",
                    "--kd-views pseudo with --lambda-gt 0 leaves the training views without a loss"),
+                  (self.kd_spread_scale > 0, f"--kd-spread-scale must be > 0, got {self.kd_spread_scale}"),
+                  (0.0 <= self.kd_anneal <= 1.0, f"--kd-anneal must be in [0, 1], got {self.kd_anneal}"),
+                  (0.0 < self.kd_far <= 1.0, f"--kd-far must be in (0, 1], got {self.kd_far}"),
                   (self.prune_policy in POLICIES,
                    f"unknown prune policy '{self.prune_policy}' (choose {', '.join(POLICIES)})")]
         for ok, msg in checks:
             if not ok:
                 raise UserError(msg)
         return self
+
+    def kd_at(self, step: int) -> float:
+        """The teacher weight at ``step`` (annealed to 0 with ``kd_anneal``)."""
+        if self.kd_anneal <= 0:
+            return self.lambda_kd
+        return self.lambda_kd * max(0.0, 1.0 - step / (self.kd_anneal * self.iterations))
 
     def target_count(self, n_teacher: int) -> int:
         if self.target_gaussians is not None:
@@ -119,7 +159,15 @@ class StudentTrainer:
         self.progress = progress
         self.train_views = dataset.split("train")
         self.extent = float(dataset.extent)
-        self.background = tuple(dataset.background)
+        self.bg_mode = resolve_background(cfg.background, dataset)
+        self.background = fixed_background(self.bg_mode, dataset)
+        if self.bg_mode == "random" and targets is not None and targets.alpha is None:
+            raise ValueError("random-background students need soft targets rendered with alpha")
+        if cfg.kd_weight == "agreement" and targets is not None and targets.spread is None:
+            raise ValueError("agreement weights need soft targets built with their spread")
+        if cfg.kd_weight == "alpha" and targets is not None and targets.alpha is None:
+            raise UserError("--kd-weight alpha needs a training background of 'random' (or 'auto' on RGBA data)")
+        self.pseudo_pool = self._pseudo_pool()
         self.n_target = cfg.target_count(len(teacher))
         self.teacher_means = teacher.means.detach().to(self.device)
         self.antialiased = teacher.antialiased  # rendered (and so trained) the way the teacher was
@@ -201,13 +249,51 @@ class StudentTrainer:
         self.policy_stats = self.policy.stats()
         return self.policy.bake(scene)[self.policy.keep_mask(None, None)]
 
-    def _pick(self) -> tuple[int, bool]:
+    def _pseudo_pool(self) -> list[int]:
+        """Indices (into the targets) of the pseudo views in use: all, or with ``kd_far`` < 1 that
+        share of them farthest from every training camera centre."""
+        if self.targets is None or len(self.targets) <= self.targets.num_train:
+            return []
+        idx = list(range(self.targets.num_train, len(self.targets)))
+        if self.cfg.kd_far >= 1.0:
+            return idx
+        train_c = np.stack([c.center for c in self.targets.cameras[: self.targets.num_train]])
+        d = [float(np.linalg.norm(train_c - self.targets.cameras[i].center, axis=1).min()) for i in idx]
+        n = max(1, int(round(self.cfg.kd_far * len(idx))))
+        far = np.argsort(d, kind="stable")[::-1][:n]
+        return sorted(idx[j] for j in far)
+
+    def _pick(self, step: int = 0) -> tuple[int, bool]:
         """(index into targets / train views, is_training_view)."""
-        use_pseudo = (self.targets is not None and len(self.targets) > self.targets.num_train
-                      and self.cfg.lambda_kd > 0 and self.rng.random() < self.cfg.pseudo_fraction)
+        use_pseudo = (bool(self.pseudo_pool) and self.cfg.kd_at(step) > 0
+                      and self.rng.random() < self.cfg.pseudo_fraction)
         if use_pseudo:
-            return int(self.rng.integers(self.targets.num_train, len(self.targets))), False
+            return self.pseudo_pool[int(self.rng.integers(0, len(self.pseudo_pool)))], False
         return int(self.rng.integers(0, len(self.train_views))), True
+
+    def _gt(self, idx: int, gt_cache: dict, bg) -> torch.Tensor:
+        """The ground truth of training view ``idx`` on ``bg`` (random mode) or the fixed background."""
+        if idx not in gt_cache:
+            v = self.train_views[idx]
+            if self.bg_mode == "random":
+                black = self.ds.image_on(v, (0.0, 0.0, 0.0)).to(self.device)
+                gt_cache[idx] = (black, self.ds.image_on(v, (1.0, 1.0, 1.0)).to(self.device) - black)
+            else:
+                gt_cache[idx] = self.ds.image_on(v, self.background).to(self.device)
+        if self.bg_mode == "random":
+            black, one_minus_alpha = gt_cache[idx]
+            return black + one_minus_alpha * bg.reshape(1, 1, 3)
+        return gt_cache[idx]
+
+    def kd_weights(self, idx: int) -> torch.Tensor | None:
+        """(H, W, 1) per-pixel weights of the teacher term, or None (uniform)."""
+        cfg = self.cfg
+        if cfg.kd_weight == "agreement":
+            return torch.exp(-self.targets.spread_of(idx, self.device) / cfg.kd_spread_scale).unsqueeze(-1)
+        if cfg.kd_weight == "alpha":
+            a = torch.from_numpy(np.asarray(self.targets.alpha[idx], dtype=np.float32)).to(self.device)
+            return (2.0 * a - 1.0).abs().unsqueeze(-1)
+        return None
 
     def losses(self, idx: int, is_train: bool, step: int, gt_cache: dict) -> dict[str, torch.Tensor]:
         """The loss terms of one iteration (exposed for tests)."""
@@ -220,23 +306,30 @@ class StudentTrainer:
         scene, opacity_scale = self.scene(), None
         if self.policy is not None:
             scene, opacity_scale = self.policy.render_inputs(scene)
+        bg = self.background
+        if self.bg_mode == "random":  # one colour for the render, the ground truth and the soft target
+            bg = torch.rand(3, generator=self.gen).to(self.device)
         out = render(scene, stack_cameras([cam], self.device), sh_degree=sh_deg,
-                     background=self.background, opacity_scale=opacity_scale)
+                     background=bg, opacity_scale=opacity_scale)
         self._last_info = out.info
+        self._last_background = bg
         terms: dict[str, torch.Tensor] = {}
+        gt = self._gt(idx, gt_cache, bg).unsqueeze(0) if is_train else None
         if is_train and cfg.lambda_gt > 0:
-            if idx not in gt_cache:
-                gt_cache[idx] = self.ds.image(self.train_views[idx]).to(self.device)
-            terms["gt"] = cfg.lambda_gt * photometric_loss(out.rgb, gt_cache[idx].unsqueeze(0), cfg.ssim_lambda)
-        if self.targets is not None and cfg.lambda_kd > 0 and not (is_train and cfg.kd_views == "pseudo"):
-            tgt = self.targets.image(idx, self.device).unsqueeze(0)
-            terms["kd"] = cfg.lambda_kd * photometric_loss(out.rgb, tgt, cfg.ssim_lambda)
+            terms["gt"] = cfg.lambda_gt * photometric_loss(out.rgb, gt, cfg.ssim_lambda)
+        lam_kd = cfg.kd_at(step)
+        if self.targets is not None and lam_kd > 0 and not (is_train and cfg.kd_views == "pseudo"):
+            tgt = self.targets.image(idx, self.device, background=bg).unsqueeze(0)
+            w = self.kd_weights(idx)
+            if w is None:
+                terms["kd"] = lam_kd * photometric_loss(out.rgb, tgt, cfg.ssim_lambda)
+            else:
+                terms["kd"] = lam_kd * weighted_photometric_loss(out.rgb, tgt, w.unsqueeze(0), cfg.ssim_lambda)
         if self.struct is not None:
             terms["struct"] = self.struct(self.params["means"])
         if self.policy is not None:
             terms["gate"] = self.policy.loss()
-        terms["_mse"] = ((out.rgb.detach() - (gt_cache[idx].unsqueeze(0) if is_train and idx in gt_cache
-                                               else out.rgb.detach())) ** 2).mean()
+        terms["_mse"] = ((out.rgb.detach() - (gt if gt is not None else out.rgb.detach())) ** 2).mean()
         return terms
 
     # --- checkpoints: a crashed student resumes where it was (same config only) -------------------
@@ -298,7 +391,7 @@ class StudentTrainer:
             for step in bar:
                 if step in self.prune_at:
                     self._prune(self.prune_at[step], n_prune)
-                idx, is_train = self._pick()
+                idx, is_train = self._pick(step)
                 terms = self.losses(idx, is_train, step, gt_cache)
                 mse = terms.pop("_mse")
                 loss = sum(terms.values())

@@ -63,9 +63,11 @@ class TrainConfig:
     init_points: int = 20_000  # random init when the dataset has no SfM points
     init_box: float = 0.3  # random-init half-size, fraction of the scene extent
     init_opacity: float = 0.1
+    train_views: int | None = None  # an evenly spaced subset of the train split (sparse views)
     # "random": a random background colour each iteration, for datasets with transparent images
-    # (the ground truth is recomposited on it), which penalises floaters in empty space
-    background: Literal["dataset", "random", "black", "white"] = "dataset"
+    # (the ground truth is recomposited on it), which penalises floaters in empty space; "auto":
+    # random when the dataset's images have alpha, the dataset's background otherwise (train/background.py)
+    background: Literal["auto", "dataset", "random", "black", "white"] = "auto"
     # bookkeeping
     checkpoint_every: int = 500
     branch_points: tuple[int, ...] = ()  # iterations whose checkpoints are kept for --branch-from
@@ -86,6 +88,8 @@ class TrainConfig:
         for name in ("lr_means", "lr_means_final", "lr_scales", "lr_quats", "lr_opacities", "lr_sh0", "lr_shN",
                      "ssim_lambda", "grow_grad2d", "grow_scale3d", "prune_opa", "prune_scale3d", "init_box"):
             check(name, getattr(self, name), Rule(minimum=0))
+        if self.train_views is not None:
+            check("train_views", self.train_views, RULES["train_views"])
         return self
 
     def at(self, fraction: float, minimum: int = 0) -> int:

@@ -12,13 +12,14 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.cameras import stack_cameras
-from ..data.dataset import Dataset, load_dataset
+from ..data.dataset import Dataset, load_dataset, with_train_views
 from ..errors import UserError
 from ..fileio import dumps_json, write_json_atomic
 from ..render import render
 from ..scene.gaussians import GaussianScene
 from ..scene.ply import write_ply
 from . import checkpoint as ck
+from .background import fixed_background, resolve_background
 from .config import TrainConfig
 from .losses import photometric_loss, psnr_from_mse
 from .setup import (global_rng_state, initial_scene, make_optimizers, make_params, make_strategy, means_lr_gamma,
@@ -40,9 +41,8 @@ class TrainingDiverged(UserError):
 
 
 def background_for(dataset: Dataset, cfg: TrainConfig) -> tuple[float, float, float]:
-    if cfg.background in ("dataset", "random"):
-        return tuple(dataset.background)
-    return (0.0, 0.0, 0.0) if cfg.background == "black" else (1.0, 1.0, 1.0)
+    """The constant training background (with ``random``: the dataset's, for anything but the loss)."""
+    return fixed_background(resolve_background(cfg.background, dataset), dataset)
 
 
 class Trainer:
@@ -54,12 +54,14 @@ class Trainer:
         self.out = Path(out_dir)
         self.device = pick_device(cfg.device)
         self.dataset = data if isinstance(data, Dataset) else load_dataset(data, downscale=cfg.downscale)
+        self.dataset = with_train_views(self.dataset, cfg.train_views)
         self.progress = progress
         self.views = self.dataset.split("train")
         if not self.views:
             raise UserError("the dataset has no training views", self.dataset.root)
         self.extent = float(self.dataset.extent)
-        self.background = background_for(self.dataset, cfg)
+        self.bg_mode = resolve_background(cfg.background, self.dataset)  # "auto" -> random for RGBA data
+        self.background = fixed_background(self.bg_mode, self.dataset)
         self.start = 0
         self.resumed_from = None
         self.torch_gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
@@ -151,10 +153,10 @@ class Trainer:
             self.noise_acc.reset(len(self.params["means"]), self.device)
 
     def _images_of(self, view):
-        if self.cfg.background == "random":
+        if self.bg_mode == "random":
             return (self.dataset.image_on(view, (0.0, 0.0, 0.0)).to(self.device),
                     self.dataset.image_on(view, (1.0, 1.0, 1.0)).to(self.device))
-        return self.dataset.image(view).to(self.device)
+        return self.dataset.image_on(view, self.background).to(self.device)  # composited on the render background
 
     def step(self, step: int, image_cache: dict) -> tuple[float, float]:
         cfg = self.cfg
@@ -163,7 +165,7 @@ class Trainer:
         if idx not in image_cache:
             image_cache[idx] = self._images_of(view)
         background = self.background
-        if cfg.background == "random":
+        if self.bg_mode == "random":
             black, white = image_cache[idx]
             bg = torch.rand(3, generator=self.torch_gen, device=self.device)
             gt = (black + (white - black) * bg).unsqueeze(0)  # white - black = 1 - alpha

@@ -1,0 +1,61 @@
+"""Same-budget students from given teachers, one ablation row per call (so rows can run in parallel),
+evaluated on the test split by PSNR and SSIM (no LPIPS: it dominates the time of small CPU runs).
+Prints one JSON line.
+
+    python benchmarks/student_rows.py DATA --teachers T1 [T2 ...] --row gt|kd|pseudo|far|anneal|alpha|agreement
+        [--train-views N] [--downscale F] [--iterations N] [--keep 0.12] [--seed S] --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from splatdistill.data.dataset import load_dataset, with_train_views
+from splatdistill.distill.pipeline import train_student
+from splatdistill.distill.student import StudentConfig
+from splatdistill.evaluate.evaluator import evaluate_scene
+
+ROWS = {
+    "gt": dict(lambda_kd=0.0, struct="none"),
+    "kd": dict(struct="none"),
+    "joint": dict(struct="joint"),
+    "pseudo": dict(struct="none", kd_views="pseudo"),
+    "far": dict(struct="none", kd_views="pseudo", kd_far=0.5),
+    "anneal": dict(struct="none", kd_anneal=0.5),
+    "alpha": dict(struct="none", kd_weight="alpha"),
+    "agreement": dict(struct="none", kd_weight="agreement"),
+    "margin": dict(struct="none", teacher_margin_db=0.5),
+}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("data", type=Path)
+    ap.add_argument("--teachers", type=Path, nargs="+", required=True)
+    ap.add_argument("--row", choices=sorted(ROWS), required=True)
+    ap.add_argument("--train-views", type=int, default=None)
+    ap.add_argument("--downscale", type=int, default=1)
+    ap.add_argument("--iterations", type=int, default=3000)
+    ap.add_argument("--keep", type=float, default=0.12)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, required=True)
+    a = ap.parse_args(argv)
+    ds = with_train_views(load_dataset(a.data, downscale=a.downscale), a.train_views)
+    plys = [t / "point_cloud.ply" if t.is_dir() else t for t in a.teachers]
+    cfg = replace(StudentConfig(iterations=a.iterations, keep=a.keep, seed=a.seed), **ROWS[a.row])
+    t0 = time.perf_counter()
+    n_pseudo = len(ds.split("train"))
+    scene, _ = train_student(ds, plys if cfg.lambda_kd > 0 else [], plys[0], cfg, a.out, "cpu", n_pseudo, False)
+    wall = time.perf_counter() - t0
+    m = evaluate_scene(scene, ds, "test", lpips=False, progress=False)
+    print(json.dumps({"row": a.row, "seed": a.seed, "train_views": len(ds.split("train")), "psnr": m["psnr"],
+                      "ssim": m["ssim"], "num_gaussians": m["num_gaussians"], "wall_s": round(wall, 1)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
