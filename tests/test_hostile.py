@@ -30,8 +30,9 @@ from conftest import REPO, assert_one_line_error, run_cli
 
 TINY = dict(resolution=24, train_views=4, test_views=2, seed=0)
 TRAIN = ["--iterations", "40", "--init-points", "200", "--no-eval"]
+# the teacher term on (--lambda-kd 0.4), so every stage of a distillation runs: teachers, soft targets, student
 DISTILL = ["--iterations", "6", "--teacher-iterations", "12", "--teacher-init-points", "100", "--pseudo-views", "2",
-           "--device", "cpu"]
+           "--device", "cpu", "--lambda-kd", "0.4"]
 COMPRESS = ["--iterations", "6", "--views", "4", "--resolution", "16", "--no-lpips", "--device", "cpu"]
 
 
@@ -683,7 +684,12 @@ def test_distill_kill_9_at_each_stage_boundary_equals_an_uninterrupted_run(capsy
 
 def test_compress_kill_9_and_sigint_leave_no_partial_outputs(capsys, w, tmp_path):
     out = tmp_path / "c"
-    args = ["compress", w.model, "--out", out, *COMPRESS]
+    tf = run_with_fault("splatdistill.compress.trainingfree:importance_scores", "before", 1, "SIGINT",
+                        "compress", w.model, "--out", tmp_path / "tf", *COMPRESS)  # the default without data
+    assert tf.returncode == 130 and "Traceback" not in tf.stderr, tf.stderr[-2000:]
+    assert visible_lines(tf.stderr)[-1] == "splatdistill: interrupted"  # after its stage progress lines
+    assert not (tmp_path / "tf").exists() or not list((tmp_path / "tf").rglob("model*"))
+    args = ["compress", w.model, "--out", out, *COMPRESS, "--no-training-free"]  # the fine-tuning stages
     r = run_with_fault("splatdistill.compress.pipeline:evaluate", "before", 1, "SIGKILL", *args)
     assert r.returncode == -signal.SIGKILL
     assert not [p for p in out.iterdir() if p.name.startswith(("model", "summary"))]  # only in staging
@@ -695,7 +701,8 @@ def test_compress_kill_9_and_sigint_leave_no_partial_outputs(capsys, w, tmp_path
     assert {"model.sdz", "model.ply", "model.spz", "summary.json"} <= {p.name for p in out.iterdir()}
     assert not (out / ".incomplete").exists()
     strict_json((out / "summary.json").read_text())
-    code, _, err = run_cli(capsys, "compress", w.model, "--out", out, *COMPRESS, "--quality", "small")
+    code, _, err = run_cli(capsys, "compress", w.model, "--out", out, *COMPRESS, "--no-training-free",
+                           "--quality", "small")
     assert_one_line_error(code, err, str(out), "--overwrite")
 
 
