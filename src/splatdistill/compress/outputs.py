@@ -18,7 +18,6 @@ import contextlib
 import math
 import os
 import secrets
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -90,28 +89,16 @@ def _unlink(p: Path) -> None:
         p.unlink()
 
 
-def check_output_dir(out: Path, names: list[str]) -> None:
-    """The output folder exists or can be created, accepts files, and ``out / name`` is not a folder."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError("exists and is not a directory", out)
+def check_outputs(out: Path, names: list[str]) -> None:
+    """The output folder exists or can be created and accepts files (``fileio.check_output_dir``), and
+    no ``out / name`` is a folder; the folder is created."""
+    from ..fileio import check_output_dir
+
+    out = check_output_dir(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise UserError("a parent of the output folder is a file", out) from None
-    except NotADirectoryError:
-        raise UserError("a parent of the output folder is a file", out) from None
     except OSError as e:
         raise UserError(f"cannot create the output folder ({e.strerror or e})", out) from None
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=out)
-        try:
-            os.write(fd, b"x")
-        finally:
-            os.close(fd)
-            _unlink(Path(probe))
-    except OSError as e:
-        raise UserError(f"cannot write in the output folder ({e.strerror or e})", out) from None
     for name in names:
         if (out / name).is_dir():
             raise UserError("is a directory; the output file cannot be written", out / name)
@@ -169,7 +156,7 @@ def preflight(scene: GaussianScene, out: Path, settings: dict, n_after_prune: in
     from .spz import write_spz as spz_writer
 
     names = ["model.sdz", "model.ply", "summary.json"] + (["model.spz"] if write_spz else [])
-    check_output_dir(out, names)
+    check_outputs(out, names)
     probe = scene.detach().to("cpu").with_sh_degree(settings["sh_degree"])
     opts = probe_codec_inputs(probe, settings, n_after_prune, points_per_codeword)
     target = out / "model.sdz"

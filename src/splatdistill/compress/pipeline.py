@@ -795,11 +795,11 @@ def run_sweep(model_path, out_dir, data=None, cfg: CompressConfig | None = None)
     OUT/rate_distortion.png (size in MB, log scale, against PSNR and LPIPS-VGG)."""
     cfg = cfg or CompressConfig()
     out = Path(out_dir)
-    from .outputs import check_output_dir, preflight
+    from .outputs import check_outputs, preflight
 
     scene = load_input(model_path)
     cfg.settings(scene.sh_degree)  # fail early on bad flags
-    check_output_dir(out, ["sweep.json", "sweep.md", "rate_distortion.png"])
+    check_outputs(out, ["sweep.json", "sweep.md", "rate_distortion.png"])
     for name, c in sweep_settings(cfg):  # every run's output folder and writers, before any work
         st = c.settings(scene.sh_degree)
         preflight(scene, out / name, st, pruned_count(len(scene), st["prune"]), c.write_spz, _VQ_POINTS_PER_CODEWORD)

@@ -314,9 +314,9 @@ def compress_training_free(model_path, out_dir, cfg, *, scene: GaussianScene | N
         raise UserError("--importance-views must be >= 0 and --importance-resolution >= 8")
     if cfg.refine < 0:
         raise UserError(f"--refine must be >= 0, got {cfg.refine}")
-    from .outputs import check_output_dir
+    from .outputs import check_outputs
 
-    check_output_dir(out, ["model.sdz", "model.ply", "summary.json"] + (["model.spz"] if cfg.write_spz else [])
+    check_outputs(out, ["model.sdz", "model.ply", "summary.json"] + (["model.spz"] if cfg.write_spz else [])
                      + (["lod"] if lod else []))
     meter = StageMeter(cfg.progress)
     t_all = time.perf_counter()
