@@ -47,6 +47,7 @@ from numba import njit, prange
 
 from ..errors import UserError
 from ..fileio import write_json_atomic
+from ..render.cpu_kernels import ALPHA_MAX, ALPHA_MIN, T_MIN, _pixel_range
 from ..scene.gaussians import GaussianScene
 
 # Training-free settings per preset: the SH palette size (k-means codewords for the SH rest).
@@ -132,10 +133,8 @@ def _accumulate_weights(means2d, conics, opacities, radii, offsets, ids, width, 
             a_, b_, c_ = conics[g, 0], conics[g, 1], conics[g, 2]
             op = opacities[g]
             s_max = np.float32(math.log(255.0 * op) + 1e-3)
-            x0 = max(x_lo, int(math.floor(mx - radii[g, 0] - 0.5)))
-            x1 = min(min(x_lo + tile_size, width), int(math.ceil(mx + radii[g, 0] - 0.5)) + 1)
-            y0 = max(y_lo, int(math.floor(my - radii[g, 1] - 0.5)))
-            y1 = min(min(y_lo + tile_size, height), int(math.ceil(my + radii[g, 1] - 0.5)) + 1)
+            x0, x1 = _pixel_range(x_lo, tile_size, width, mx, radii[g, 0])
+            y0, y1 = _pixel_range(y_lo, tile_size, height, my, radii[g, 1])
             acc = np.float32(0.0)
             for py in range(y0, y1):
                 dy = my - (np.float32(py) + np.float32(0.5))
@@ -148,12 +147,12 @@ def _accumulate_weights(means2d, conics, opacities, radii, offsets, ids, width, 
                     sigma = np.float32(0.5) * (a_ * dx * dx + c_ * dy * dy) + b_ * dx * dy
                     if sigma < 0.0 or sigma > s_max:
                         continue
-                    alpha = min(np.float32(0.999), op * np.float32(math.exp(-sigma)))
-                    if alpha < np.float32(1.0 / 255.0):
+                    alpha = min(ALPHA_MAX, op * np.float32(math.exp(-sigma)))
+                    if alpha < ALPHA_MIN:
                         continue
                     tp = T[p]
                     next_t = tp * (np.float32(1.0) - alpha)
-                    if next_t <= np.float32(1e-4):
+                    if next_t <= T_MIN:
                         done[p] = True
                         n_live -= 1
                         continue
