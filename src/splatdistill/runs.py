@@ -149,13 +149,17 @@ class RunFolder:
             self._settle()
         except BaseException:
             self.lock.release()
-            for d in reversed(self.created):
-                try:
-                    d.rmdir()
-                except OSError:
-                    break
+            self._remove_created()
             raise
         return self
+
+    def _remove_created(self) -> None:
+        """Remove the (still empty) folders this job created, innermost first."""
+        for d in reversed(self.created):
+            try:
+                d.rmdir()
+            except OSError:
+                break
 
     def _settle(self) -> None:
         existing = self._existing()
@@ -201,11 +205,7 @@ class RunFolder:
         if exc_type is not None and not self._existing():  # failed before making anything: leave no trace
             (self.folder / MANIFEST).unlink(missing_ok=True)
             self.lock.release()
-            for d in reversed(self.created):
-                try:
-                    d.rmdir()
-                except OSError:
-                    break
+            self._remove_created()
             return
         self.lock.release()
 
