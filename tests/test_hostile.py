@@ -123,15 +123,22 @@ def blender(w: W, tmp: Path, edit) -> Path:
     return d
 
 
+def _damaged(p: Path, data: bytes, kind: str, keep: int, garbage: int) -> Path | None:
+    """The damage every file type gets: cut to ``keep`` bytes, random bytes, empty; None for others."""
+    if kind == "truncated":
+        return _write(p, data[:keep])
+    if kind == "garbage":
+        return _write(p, os.urandom(garbage))
+    if kind == "empty":
+        return _write(p, b"")
+    return None
+
+
 def bad_ply(w: W, tmp: Path, kind: str) -> Path:
     p = tmp / f"{kind}.ply"
     data = w.model.read_bytes()
-    if kind == "truncated":
-        return _write(p, data[: len(data) // 2])
-    if kind == "garbage":
-        return _write(p, os.urandom(300))
-    if kind == "empty":
-        return _write(p, b"")
+    if (d := _damaged(p, data, kind, len(data) // 2, 300)) is not None:
+        return d
     if kind == "header_only":
         return _write(p, data[: data.index(b"end_header\n") + 11])
     if kind == "nan":
@@ -150,12 +157,8 @@ def bad_spz(w: W, tmp: Path, kind: str) -> Path:
     write_spz(read_ply(w.model), good)
     data = good.read_bytes()
     p = tmp / f"{kind}.spz"
-    if kind == "garbage":
-        return _write(p, os.urandom(200))
-    if kind == "truncated":
-        return _write(p, data[: len(data) // 2])
-    if kind == "empty":
-        return _write(p, b"")
+    if (d := _damaged(p, data, kind, len(data) // 2, 200)) is not None:
+        return d
     if kind == "bad_magic":  # a version-3 file (one gzip stream) whose inner header is not SPZ's
         write_spz(read_ply(w.model), good, version=3)
         raw = bytearray(gzip.decompress(good.read_bytes()))
@@ -174,12 +177,8 @@ def bad_sdz(w: W, tmp: Path, kind: str) -> Path:
     save_sdz(read_ply(w.model), good)
     data = good.read_bytes()
     p = tmp / f"{kind}.sdz"
-    if kind == "garbage":
-        return _write(p, os.urandom(200))
-    if kind == "truncated":
-        return _write(p, data[: len(data) - 40])
-    if kind == "empty":
-        return _write(p, b"")
+    if (d := _damaged(p, data, kind, len(data) - 40, 200)) is not None:
+        return d
     raise ValueError(kind)
 
 
