@@ -16,7 +16,7 @@ from pathlib import Path
 
 from splatdistill.data.dataset import load_dataset
 from splatdistill.data.demo_scene import make_demo_scene
-from splatdistill.evaluate.evaluator import evaluate_scene
+from splatdistill.ops.evaluate import evaluate_scene
 from splatdistill.train.config import TrainConfig
 from splatdistill.train.trainer import Trainer
 

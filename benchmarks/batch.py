@@ -29,7 +29,7 @@ DEFAULT_FLAGS = "--iterations 30 --views 12 --resolution 64 --no-lpips"
 
 def make_models(folder: Path, jobs: int, gaussians: int) -> None:
     from splatdistill.scene.gaussians import GaussianScene
-    from splatdistill.scene.ply import write_ply
+    from splatdistill.formats.ply import write_ply
 
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(jobs):

@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     from synthetic import synthetic_model
 
-    from splatdistill.scene.ply import write_ply
+    from splatdistill.formats.ply import write_ply
 
     a.out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS=str(a.threads),

@@ -71,12 +71,12 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
 
     from splatdistill.compress.pipeline import CompressConfig, compress_model, sample_cameras
-    from splatdistill.data.cameras import stack_cameras
-    from splatdistill.evaluate.lpips import LPIPSBank
-    from splatdistill.evaluate.metrics import image_metrics
-    from splatdistill.info import load_model
+    from splatdistill.cameras.camera import stack_cameras
+    from splatdistill.ops.lpips import LPIPSBank
+    from splatdistill.ops.metrics import image_metrics
+    from splatdistill.formats.io import load_model
     from splatdistill.render import render
-    from splatdistill.scene.ply import write_ply
+    from splatdistill.formats.ply import write_ply
 
     a.out.mkdir(parents=True, exist_ok=True)
     cli = splat_transform_cli()
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
             summ = compress_model(path, od, None, CompressConfig(quality=preset, eval_views=0, progress=False,
                                                                  write_spz=True))
             sec = time.perf_counter() - t0
-            from splatdistill.compress.codec import load_sdz
+            from splatdistill.formats.sdz import load_sdz
 
             dec = load_sdz(od / "model.sdz")
             ours[preset] = (len(dec), dec.sh_degree)
@@ -197,7 +197,7 @@ def read_back_ply(path: Path):
 
 
 def read_spz_scene(p: Path):
-    from splatdistill.info import load_model
+    from splatdistill.formats.io import load_model
 
     try:
         return load_model(p) if p.exists() else None

@@ -21,7 +21,7 @@ import time
 import numpy as np
 import torch
 
-from splatdistill.data.cameras import Camera
+from splatdistill.cameras.camera import Camera
 from splatdistill.render import render
 from splatdistill.scene.gaussians import GaussianScene
 

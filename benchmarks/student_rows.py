@@ -17,7 +17,7 @@ from pathlib import Path
 from splatdistill.data.dataset import load_dataset, with_train_views
 from splatdistill.distill.pipeline import train_student
 from splatdistill.distill.student import StudentConfig
-from splatdistill.evaluate.evaluator import evaluate_scene
+from splatdistill.ops.evaluate import evaluate_scene
 
 ROWS = {
     "gt": dict(lambda_kd=0.0, struct="none"),

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from splatdistill.data.dataset import load_dataset
-from splatdistill.evaluate.evaluator import evaluate_scene
+from splatdistill.ops.evaluate import evaluate_scene
 from splatdistill.train.config import TrainConfig
 from splatdistill.train.trainer import Trainer
 

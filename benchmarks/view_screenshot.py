@@ -24,8 +24,8 @@ def compare(models, cam: dict, shots: list[bytes], background) -> None:
     import torch
     from PIL import Image
 
-    from splatdistill.data.cameras import Camera
-    from splatdistill.info import load_model
+    from splatdistill.cameras.camera import Camera
+    from splatdistill.formats.io import load_model
     from splatdistill.render import render
 
     c = Camera(**{k: cam[k] for k in ("fx", "fy", "cx", "cy", "width", "height", "world_to_camera")})
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
                 return 1
             if a.camera:
                 split, idx = a.camera.split("/")
-                page.evaluate(f"window.splatdistill.setCamera(window.splatdistill.info.cameras[{json.dumps(split)}]"
+                page.evaluate(f"window.splatdistill.setCamera(window.splatdistill.formats.io.cameras[{json.dumps(split)}]"
                               f"[{int(idx)}])")
             page.wait_for("(() => { const h = window.splatdistill; return h.panels.every((p, i) => p.div.hidden || "
                           "h.framesSinceCamera()[i] >= 2) && h.idleMs() > 1000 && [...document.images].every("
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
                                       ".map(c => { const r = c.getBoundingClientRect(); "
                                       "return {x: r.x, y: r.y, width: r.width, height: r.height}; })")
                 shots = [page.screenshot(r) for r in rects]
-                bg = page.evaluate("window.splatdistill.info.background")
+                bg = page.evaluate("window.splatdistill.formats.io.background")
     finally:
         server.shutdown()
         server.server_close()

@@ -14,9 +14,9 @@ from splatdistill.distill.student import StudentConfig, StudentTrainer
 from splatdistill.distill.targets import build_soft_targets, make_pseudo_cameras
 from splatdistill.render import render
 from splatdistill.scene.gaussians import GaussianScene
-from splatdistill.train.background import dataset_has_alpha, resolve_background
+from splatdistill.ops.background import dataset_has_alpha, resolve_background
 from splatdistill.train.config import TrainConfig
-from splatdistill.train.losses import photometric_loss
+from splatdistill.ops.losses import photometric_loss
 from splatdistill.train.trainer import Trainer
 
 
@@ -191,8 +191,8 @@ def test_compress_fine_tune_targets_composite_on_the_step_colour(rgba, demo_scen
 
 def test_teacher_selection_drops_teachers_below_the_margin(rgba, tmp_path):
     from splatdistill.distill.targets import select_teachers
-    from splatdistill.evaluate.ssim import psnr
-    from splatdistill.scene.ply import write_ply
+    from splatdistill.ops.ssim import psnr
+    from splatdistill.formats.ply import write_ply
 
     scenes = [teacher(7), teacher(8), teacher(9)]
     scenes[1].params["sh0"] = torch.full_like(scenes[1].sh0, -0.5 / 0.28209479177387814)  # black blobs

@@ -29,7 +29,7 @@ TIMING_KEYS = {"mtime_ns", "peak_rss_bytes", "timings_s", "wall_s", "elapsed_s",
 def ray_local(tmp_path_factory):
     """One local Ray instance with 2 CPUs for the whole module."""
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'splatdistill[ray]')")
-    from splatdistill import batch
+    from splatdistill.commands import batch
 
     old = os.environ.get("SPLATDISTILL_CACHE")
     os.environ["SPLATDISTILL_CACHE"] = str(tmp_path_factory.getbasetemp() / "cache")  # the workers' too
@@ -51,7 +51,7 @@ def ray_local(tmp_path_factory):
 
 def _write_model(path, n, degree, seed):
     from splatdistill.scene.gaussians import GaussianScene
-    from splatdistill.scene.ply import write_ply
+    from splatdistill.formats.ply import write_ply
 
     write_ply(GaussianScene.random_in_box(n, [-1, -1, -1], [1, 1, 1], sh_degree=degree, seed=seed), path)
 
@@ -205,7 +205,7 @@ def test_a_bad_job_fails_alone_with_its_one_line_error(ray_local, inputs, tmp_pa
 
 
 def test_a_killed_worker_is_retried_and_the_job_resumes_from_its_checkpoint(ray_local, inputs, tmp_path, capsys):
-    from splatdistill import batch
+    from splatdistill.commands import batch
 
     _, scenes = inputs
     flags = ["--iterations", "150", "--checkpoint-every", "10", "--init-points", "300", "--no-eval"]

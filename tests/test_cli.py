@@ -9,7 +9,7 @@ import torch
 
 from splatdistill.cli import main
 from splatdistill.scene.gaussians import GaussianScene
-from splatdistill.scene.ply import read_ply, write_ply
+from splatdistill.formats.ply import read_ply, write_ply
 
 from conftest import assert_one_line_error, run_cli, shared_path
 
@@ -184,7 +184,7 @@ def test_outputs_get_ordinary_file_permissions(tmp_path):
                                  RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1"),
                                  type("OutOfMemoryError", (RuntimeError,), {})("boom")])
 def test_out_of_memory_is_one_line(capsys, monkeypatch, exc):
-    import splatdistill.info as info_mod
+    import splatdistill.commands.info as info_mod
 
     def boom(*a, **k):
         raise exc
@@ -195,7 +195,7 @@ def test_out_of_memory_is_one_line(capsys, monkeypatch, exc):
 
 
 def test_other_errors_are_not_hidden(monkeypatch):
-    import splatdistill.info as info_mod
+    import splatdistill.commands.info as info_mod
     from splatdistill.cli import main
 
     def boom(*a, **k):

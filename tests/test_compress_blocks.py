@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from splatdistill.compress import container as C
-from splatdistill.compress.codec import (
+from splatdistill.formats import container as C
+from splatdistill.formats.sdz import (
     DEFAULT_BITS,
     build_color_vq,
     canonical_quats,
@@ -25,9 +25,9 @@ from splatdistill.compress.codec import (
     load_sdz,
     save_sdz,
 )
-from splatdistill.compress.container import read_container, read_container_header, write_container
-from splatdistill.compress.morton import _spread_bits, morton_codes, morton_order
-from splatdistill.compress.quantize import (
+from splatdistill.formats.container import read_container, read_container_header, write_container
+from splatdistill.formats.morton import spread_bits, morton_codes, morton_order
+from splatdistill.formats.quantize import (
     dequantize,
     fp16_error_bound,
     from_fp16,
@@ -35,36 +35,19 @@ from splatdistill.compress.quantize import (
     quantize,
     to_fp16,
 )
-from splatdistill.compress.vq import assign_nearest, residual_vq, rvq_decode, weighted_kmeans
+from splatdistill.formats.vq import assign_nearest, residual_vq, rvq_decode, weighted_kmeans
 from splatdistill.errors import UserError
-from splatdistill.scene.gaussians import GaussianScene
+
+from helpers import clustered_scene
 
 F32_REL = 2.0 ** -23  # one float32 ulp, relative
-
-
-def make_scene(n: int, degree: int = 3, seed: int = 0, extent: float = 5.0) -> GaussianScene:
-    """A random-ish scene: clustered positions (surfaces-like blobs), random rotations, realistic
-    log-scales / opacity logits / SH magnitudes."""
-    rng = np.random.default_rng(seed)
-    blobs = rng.uniform(-extent, extent, (64, 3))
-    pts = blobs[rng.integers(0, 64, n)] + rng.normal(0, 0.05 * extent, (n, 3))
-    k = (degree + 1) ** 2 - 1
-    t = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float32))  # noqa: E731
-    return GaussianScene(
-        t(pts),
-        t(rng.normal(size=(n, 4))),
-        t(rng.normal(-4.0, 0.7, (n, 3))),
-        t(rng.normal(0.0, 2.5, n)),
-        t(rng.normal(0.0, 0.6, (n, 1, 3))),
-        t(rng.normal(0.0, 0.08, (n, k, 3)) / np.sqrt(1 + np.arange(k))[None, :, None]),
-    )
 
 
 # ---- Morton ---------------------------------------------------------------------------------------------
 def test_spread_bits_matches_bitwise_reference():
     rng = np.random.default_rng(0)
     v = rng.integers(0, 1 << 21, 200, dtype=np.uint64)
-    got = _spread_bits(v)
+    got = spread_bits(v)
     for a, b in zip(v.tolist(), got.tolist()):
         ref = 0
         for i in range(21):
@@ -395,7 +378,7 @@ def _check_round_trip(scene, dec, meta, sections):
 
 
 def test_codec_round_trip_default_precision():
-    scene = make_scene(4000, seed=1)
+    scene = clustered_scene(4000, seed=1)
     sections, meta = encode_scene(scene)
     dec = decode_scene(sections, meta)
     order = encode_order(scene.means.numpy())
@@ -406,7 +389,7 @@ def test_codec_round_trip_default_precision():
 
 
 def test_codec_fp32_is_bit_exact_and_other_settings():
-    scene = make_scene(3000, seed=2)
+    scene = clustered_scene(3000, seed=2)
     order = torch.from_numpy(encode_order(scene.means.numpy()))
     ref = scene[order]
     sections, meta = encode_scene(scene, position="fp32", bits={k: "fp32" for k in DEFAULT_BITS})
@@ -430,19 +413,19 @@ def test_codec_fp32_is_bit_exact_and_other_settings():
 
 def test_codec_edge_cases():
     for n in (0, 1):
-        scene = make_scene(max(n, 1), seed=3)[:n]
+        scene = clustered_scene(max(n, 1), seed=3)[:n]
         dec = decode_scene(*encode_scene(scene))
         assert len(dec) == n and dec.sh_degree == 3
-    bad = make_scene(10)
+    bad = clustered_scene(10)
     bad.means[3, 1] = float("nan")
     with pytest.raises(UserError, match="NaN"):
         encode_scene(bad)
-    far = make_scene(10)
+    far = clustered_scene(10)
     far.means[0, 0] = 1e6
     with pytest.raises(UserError, match="float16"):
         encode_scene(far)
     assert len(decode_scene(*encode_scene(far, position=16))) == 10
-    sections, meta = encode_scene(make_scene(10))
+    sections, meta = encode_scene(clustered_scene(10))
     with pytest.raises(UserError, match="shape"):
         decode_scene(sections, {**meta, "count": 11})
     with pytest.raises(UserError, match="missing"):
@@ -452,7 +435,7 @@ def test_codec_edge_cases():
 
 
 def test_codec_color_vq():
-    scene = make_scene(5000, seed=4)
+    scene = clustered_scene(5000, seed=4)
     sig = np.random.default_rng(0).exponential(size=5000)
     vq = build_color_vq(scene, sig, k=300, fraction=0.6, iters=5)
     keep = vq["keep_mask"]
@@ -486,7 +469,7 @@ def test_codec_color_vq():
 
 def test_sdz_file_round_trip_and_compression_ratio(tmp_path):
     n = 50_000
-    scene = make_scene(n, seed=5)
+    scene = clustered_scene(n, seed=5)
     raw = 62 * 4 * n  # the Inria PLY's 62 float32 per Gaussian
     path = tmp_path / "scene.sdz"
     report = {}
@@ -533,7 +516,7 @@ def test_sdz_file_round_trip_and_compression_ratio(tmp_path):
 def test_codec_residual_vq_of_scales_and_rotations():
     """R-VQ'd attributes decode to the sums of their codewords, in storage order; the rest is as
     without R-VQ; an index beyond the codebook or a missing section is a user error."""
-    scene = make_scene(900, degree=1, seed=3)
+    scene = clustered_scene(900, degree=1, seed=3)
     sb, si = residual_vq(scene.scales.numpy(), stages=3, k=16, seed=0)
     qb, qi = residual_vq(canonical_quats(scene.quats.numpy()).astype(np.float32), stages=2, k=16, seed=0)
     rvq = {"scales": (sb, si), "quats": (qb, qi)}

@@ -9,22 +9,20 @@ import pytest
 import torch
 
 from conftest import assert_one_line_error, run_cli
+from helpers import box_scene, write_model
 from splatdistill.errors import UserError
-from splatdistill.scene.gaussians import GaussianScene
-from splatdistill.scene.ply import write_ply
+from splatdistill.formats.ply import write_ply
 
 # these tests are about the fine-tuning path's outputs (the training-free path has its own below)
 FAST = ["--iterations", 2, "--views", 2, "--resolution", 16, "--no-lpips", "--device", "cpu", "--no-training-free"]
 FINAL = ("model.sdz", "model.ply", "model.spz", "summary.json")
 
 
-def tiny(tmp_path, n=300, degree=1, far=False):
-    s = GaussianScene.random_in_box(n, [-0.7] * 3, [0.7] * 3, sh_degree=degree, seed=3, init_opacity=0.6)
+def tiny(tmp_path, degree=1, far=False):
+    s = box_scene(300, degree, seed=3, half=0.7, opacity=0.6)
     if far:  # one Gaussian 10^6 away: positions relative to the median overflow float16
         s.params["means"][0] = torch.tensor([1e6, 0.0, 0.0])
-    p = tmp_path / ("far.ply" if far else "m.ply")
-    write_ply(s, p)
-    return p
+    return write_model(tmp_path / ("far.ply" if far else "m.ply"), s)
 
 
 @pytest.fixture
@@ -91,8 +89,8 @@ def test_a_failure_at_the_end_leaves_no_final_file(tmp_path, capsys, monkeypatch
     """The pre-flight passes (each writer's first call), the work runs, then something fails: no
     model.* or summary.json appears (a user's own file in the folder stays), no temporary is left."""
     import splatdistill.compress.pipeline as pl
-    import splatdistill.compress.spz as spz
-    import splatdistill.scene.ply as ply
+    import splatdistill.formats.spz as spz
+    import splatdistill.formats.ply as ply
 
     out = tmp_path / "out"
     out.mkdir()
@@ -137,15 +135,13 @@ def test_compress_keeps_the_antialiased_flag(tmp_path, policy):
     import json
 
     from splatdistill.compress.pipeline import CompressConfig, compress_model
-    from splatdistill.compress.spz import read_spz_header
+    from splatdistill.formats.spz import read_spz_header
 
-    s = GaussianScene.random_in_box(300, [-0.7] * 3, [0.7] * 3, sh_degree=2, seed=4, init_opacity=0.6)
-    aa = GaussianScene(**dict(s.items()), antialiased=True)
+    aa = box_scene(300, 2, seed=4, half=0.7, opacity=0.6, antialiased=True)
     cfg = CompressConfig(quality="small", prune_policy=policy, iterations=4, views=2, resolution=16, lpips=False,
                          training_free=False,
                          rvq_stages=1, rvq_size=4, device="cpu", progress=False)
-    model = tmp_path / "aa.ply"
-    write_ply(aa, model)
+    model = write_model(tmp_path / "aa.ply", aa)
     summary = compress_model(model, tmp_path / "out", cfg=cfg, scene=aa)
     assert summary["antialiased"] is True
     assert summary["stages"]["vq"].get("skipped") is not True and summary["stages"]["rvq"].get("skipped") is not True
@@ -154,14 +150,13 @@ def test_compress_keeps_the_antialiased_flag(tmp_path, policy):
 
 
 def test_policies_student_and_trainer_keep_the_antialiased_flag(demo_scene_dir, tmp_path):
-    from splatdistill.compress.policies import bake_gates, make_policy
+    from splatdistill.ops.policies import bake_gates, make_policy
     from splatdistill.data.dataset import load_dataset
     from splatdistill.distill.student import StudentConfig, StudentTrainer
     from splatdistill.train.config import TrainConfig
     from splatdistill.train.trainer import Trainer
 
-    s = GaussianScene.random_in_box(60, [-0.7] * 3, [0.7] * 3, sh_degree=1, seed=5)
-    aa = GaussianScene(**dict(s.items()), antialiased=True)
+    aa = box_scene(60, 1, seed=5, half=0.7, opacity=0.1, antialiased=True)
     for name in ("mask", "confidence"):
         pol = make_policy(name, len(aa))
         assert pol.render_inputs(aa)[0].antialiased and pol.bake(aa).antialiased
@@ -184,11 +179,11 @@ def test_stages_and_codecs_handle_no_gaussians_left(tmp_path):
     """0 Gaussians after a prune (e.g. a learned gate that switched every one off): each later stage,
     the .sdz codec (with residual VQ), the SPZ and PLY writers and the evaluation still work."""
     from splatdistill.compress import pipeline as pl
-    from splatdistill.compress.codec import load_sdz, save_sdz
-    from splatdistill.compress.spz import read_spz, write_spz
-    from splatdistill.scene.ply import read_ply
+    from splatdistill.formats.sdz import load_sdz, save_sdz
+    from splatdistill.formats.spz import read_spz, write_spz
+    from splatdistill.formats.ply import read_ply
 
-    s = GaussianScene.random_in_box(200, [-0.7] * 3, [0.7] * 3, sh_degree=3, seed=1, init_opacity=0.6)
+    s = box_scene(200, 3, seed=1, half=0.7, opacity=0.6)
     cfg = pl.CompressConfig(views=2, resolution=16, lpips=False, progress=False, device="cpu")
     t = pl.prepare_targets(s, None, cfg, torch.device("cpu"))
     for policy in ("significance", "mask", "confidence"):

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from splatdistill.compress.codec import load_sdz
-from splatdistill.compress.container import read_container
+from splatdistill.formats.sdz import load_sdz
+from splatdistill.formats.container import read_container
 from splatdistill.compress.pipeline import (CompressConfig, _adam, _fit, _lrs, _scene_of, compress_model,
                                             prepare_targets, run_sweep)
-from splatdistill.compress.policies import ConfidencePolicy, MaskPolicy, bake_gates, make_policy
-from splatdistill.data.cameras import stack_cameras
+from splatdistill.ops.policies import ConfidencePolicy, MaskPolicy, bake_gates, make_policy
+from splatdistill.cameras.camera import stack_cameras
 from splatdistill.errors import UserError
 from splatdistill.render import render
 from splatdistill.scene.gaussians import GaussianScene
-from splatdistill.scene.ply import read_ply, write_ply
+from splatdistill.formats.ply import read_ply, write_ply
 
 from conftest import assert_one_line_error, run_cli  # noqa: E402
 
@@ -236,8 +236,8 @@ def test_sweep(model_ply, tmp_path):
 
 
 def _corrupt_files(tmp_path):
-    from splatdistill.compress.codec import save_sdz
-    from splatdistill.compress.spz import write_spz
+    from splatdistill.formats.sdz import save_sdz
+    from splatdistill.formats.spz import write_spz
 
     scene = random_scene(300)
     sdz = save_sdz(scene, tmp_path / "ok.sdz").read_bytes()

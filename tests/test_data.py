@@ -17,6 +17,8 @@ from splatdistill.data import colmap
 from splatdistill.data.dataset import detect_format, load_dataset
 from splatdistill.errors import UserError
 
+from helpers import assert_close
+
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LEGO = DATA / "nerf_synthetic" / "lego"
 BEER = DATA / "colmap" / "beer"
@@ -86,7 +88,7 @@ def test_lego_black_background_and_downscale():
     assert img.shape == (200, 200, 3) and np.allclose(img[0, 0], 0.0)
     rgba = np.asarray(Image.open(v.image_path), dtype=np.float32) / 255.0
     ref = cv2.resize(rgba[..., :3] * rgba[..., 3:], (200, 200), interpolation=cv2.INTER_AREA)
-    assert np.abs(img - ref).max() <= 1.0 / 255 + 1e-6
+    assert_close(img, ref, rtol=0, atol=1.0 / 255 + 1e-6, what="image")
 
 
 @needs_beer

@@ -13,6 +13,8 @@ from splatdistill.data import colmap
 from splatdistill.data.dataset import load_dataset
 from splatdistill.errors import UserError
 
+from helpers import assert_close
+
 PARAMS = {  # plausible parameters of each supported model for a 64x48 image
     "SIMPLE_PINHOLE": [60.0, 32.0, 24.0],
     "PINHOLE": [60.0, 58.5, 31.5, 24.5],
@@ -167,7 +169,7 @@ def test_downscale_uses_images_n_or_resizes(tmp_path, _cache):
     assert v.camera.fx == pytest.approx(full.split("train")[0].camera.fx / 2)
     src = np.asarray(Image.open(v.image_path), dtype=np.float32)
     ref = cv2.resize(src, (32, 24), interpolation=cv2.INTER_AREA)
-    assert np.abs(ds.image(v).numpy() * 255 - ref).max() <= 0.51
+    assert_close(ds.image(v).numpy() * 255, ref, rtol=0, atol=0.51, what="image")
     assert len(list(_cache.rglob("*.png"))) == 1
     # a cache hit returns the same pixels without decoding the source again
     ds2 = load_dataset(tmp_path / "ds", downscale=2)
@@ -263,8 +265,8 @@ def test_llff_layout_matches_images_n_by_sorted_order(tmp_path, capsys, factor):
         assert v.image_path == tmp_path / "ds" / f"images_{factor}" / f"image{k:03d}.png"
         assert (v.camera.width, v.camera.height) == (256 // factor, 192 // factor)
         assert v.camera.fx == pytest.approx(0.8 * 256 / factor)
-        img = ds.image(v).numpy()
-        assert np.abs(img * 255 - _llff_colour(k)).max() <= 0.51  # the camera's own image
+        img = ds.image(v).numpy()  # the camera's own image
+        assert_close(img * 255, np.broadcast_to(_llff_colour(k), img.shape), rtol=0, atol=0.51, what=v.image_path.name)
     # ... and the whole training command on it
     code, out, err = run_cli(capsys, "train", tmp_path / "ds", "--out", tmp_path / f"run{factor}",
                              "--downscale", factor, "--iterations", 6, "--init-points", 200,
@@ -303,4 +305,5 @@ def test_llff_layout_with_an_unregistered_image_maps_through_images(tmp_path, ca
     for v in views:
         k = rank[v.camera.image_name]
         assert v.image_path.name == f"image{k:03d}.png"
-        assert np.abs(ds.image(v).numpy() * 255 - _llff_colour(k)).max() <= 0.51
+        img = ds.image(v).numpy()
+        assert_close(img * 255, np.broadcast_to(_llff_colour(k), img.shape), rtol=0, atol=0.51, what=v.image_path.name)

@@ -15,6 +15,8 @@ from splatdistill.data import colmap
 from splatdistill.data.dataset import load_dataset
 from splatdistill.errors import UserError
 
+from helpers import assert_close
+
 
 @pytest.fixture(autouse=True)
 def _cache(tmp_path, monkeypatch):
@@ -58,7 +60,7 @@ def test_blender_rgba_composite_and_pose(tmp_path):
     assert (c.world_to_camera[:3, :3] @ [0, 0, 1.0])[1] < 0
     a = rgba[..., 3:] / 255.0
     expected = rgba[..., :3] / 255.0 * a + np.asarray(bg) * (1 - a)
-    assert np.abs(ds.image(ds.split("train")[0]).numpy() - expected).max() <= 0.5 / 255 + 1e-6
+    assert_close(ds.image(ds.split("train")[0]).numpy(), expected, rtol=0, atol=0.5 / 255 + 1e-6, what="image")
     assert ds.split("train")[1].image_path.name == "r_1.jpg"
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from splatdistill.data.cameras import Camera, look_at
-from splatdistill.data.views import (
+from splatdistill.cameras.camera import Camera
+from splatdistill.cameras.views import (
     bounding_sphere,
     camera_extent,
     fibonacci_directions,
@@ -17,14 +17,7 @@ from splatdistill.data.views import (
     sphere_cameras,
 )
 
-
-def _ring(n: int = 8, radius: float = 4.0) -> list[Camera]:
-    cams = []
-    for i in range(n):
-        a = 2 * np.pi * i / n
-        eye = np.array([radius * np.cos(a), radius * np.sin(a), 1.0])
-        cams.append(Camera(100.0, 100.0, 50.0, 40.0, 100, 80, look_at(eye, np.zeros(3)), image_name=f"c{i}"))
-    return cams
+from helpers import ring_cameras
 
 
 def _project(cam: Camera, x: np.ndarray) -> tuple[np.ndarray, float]:
@@ -33,12 +26,12 @@ def _project(cam: Camera, x: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def test_camera_extent_is_inria_convention():
-    cams = _ring(8, 4.0)
+    cams = ring_cameras(8, 4.0)
     assert camera_extent(cams) == pytest.approx(1.1 * 4.0)
 
 
 def test_pseudo_views_keep_orientation_and_spread_centres():
-    cams = _ring(8)
+    cams = ring_cameras(8)
     n = 4000
     views = pseudo_views(cams, n, sigma_fraction=0.05, seed=1)
     assert len(views) == n
@@ -64,7 +57,7 @@ def test_pseudo_views_keep_orientation_and_spread_centres():
 
 
 def test_interpolated_views_lie_between_neighbours():
-    cams = _ring(12)
+    cams = ring_cameras(12)
     centers = np.stack([c.center for c in cams])
     views = interpolated_views(cams, 50, seed=0, neighbours=2)
     assert len(views) == 50

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from splatdistill.data.cameras import look_at
-from splatdistill.data.demo_scene import _look_at_origin, _poses, make_demo_scene
+from splatdistill.cameras.camera import look_at
+from splatdistill.data.demo_scene import make_demo_scene
 from splatdistill.errors import UserError
+
+from helpers import assert_close
 
 RES, TRAIN, TEST = 32, 6, 3
 
@@ -111,10 +113,18 @@ def test_test_views_differ_from_train(scene):
             assert np.linalg.norm(a[:3, 3] - b[:3, 3]) > 0.05
 
 
-def test_look_at_matches_cameras_module():
-    for w2c, _ in _poses("train", 10, 3):
-        eye = -w2c[:3, :3].T @ w2c[:3, 3]
-        assert np.allclose(_look_at_origin(eye), look_at(eye, np.zeros(3)), atol=1e-12)
+def test_poses_are_the_cameras_modules_look_at(scene):
+    """The demo's own look-at (plain Python floats, for bit-for-bit reproducible poses) is the same matrix
+    as ``cameras.look_at`` of the camera's centre and the origin."""
+    for split in ("train", "test"):
+        for frame in json.loads((scene / f"transforms_{split}.json").read_text())["frames"]:
+            # Blender -> OpenCV: flip the camera's y and z axes; then the rigid inverse
+            c2w = np.array(frame["transform_matrix"], dtype=np.float64) * np.array([1.0, -1.0, -1.0, 1.0])
+            eye = c2w[:3, 3]
+            w2c = np.eye(4)
+            w2c[:3, :3] = c2w[:3, :3].T
+            w2c[:3, 3] = -c2w[:3, :3].T @ eye
+            assert_close(w2c, look_at(eye, np.zeros(3)), rtol=0, atol=1e-12, what=frame["file_path"])
 
 
 def test_reuse_and_repair(scene, tmp_path):

@@ -10,7 +10,7 @@ import torch
 from conftest import assert_one_line_error, run_cli
 
 from splatdistill.data.dataset import load_dataset
-from splatdistill.distill.importance import accumulated_weights, importance, top_k_mask
+from splatdistill.ops.importance import accumulated_weights, importance, top_k_mask
 from splatdistill.distill.student import StudentConfig, StudentTrainer, prune_schedule
 from splatdistill.distill.targets import build_soft_targets, make_pseudo_cameras
 from splatdistill.render import render
@@ -161,7 +161,7 @@ def test_student_from_scratch_densifies_then_prunes_to_target(dataset, tmp_path)
 
 def test_demo_runs_the_whole_pipeline_small(tmp_path, capsys):
     """What `make demo` runs, at a tiny size: scene, teachers, student, report, compressed package."""
-    from splatdistill.pipeline import run_demo
+    from splatdistill.demo import run_demo
 
     s = run_demo(tmp_path / "demo", teacher_iterations=30, student_iterations=20, resolution=24,
                  compress_iterations=4, train_views=12, test_views=3, init_points=800)
@@ -177,7 +177,7 @@ def test_student_learned_gate_prunes_to_target_and_is_baked(dataset, tmp_path, p
     """--prune-policy mask|confidence: the gate trains with the student (its regulariser reaches the
     gate parameters), pruning ends at or below the target, and the exported PLY renders exactly the
     gated scene that was trained."""
-    from splatdistill.scene.ply import read_ply
+    from splatdistill.formats.ply import read_ply
 
     teacher = toy_teacher(1000)
     cfg = StudentConfig(iterations=12, keep=0.2, struct="none", lambda_kd=0.0, prune_steps=2,
@@ -300,7 +300,7 @@ def test_ablation_trains_same_budget_students_and_writes_the_table(dataset, tmp_
     teacher term on pseudo views only; each at the configured student's budget, in summary.json
     and report.md (the configured student is one of them and is trained once)."""
     from splatdistill.distill.pipeline import run_distill
-    from splatdistill.scene.ply import write_ply
+    from splatdistill.formats.ply import write_ply
 
     plys = []
     for i, variant in enumerate(("vanilla", "noise", "dropout")):

@@ -13,33 +13,26 @@ import pytest
 import torch
 
 from conftest import assert_one_line_error, run_cli
-from splatdistill.compress.morton import morton_order
+from helpers import assert_close, random_scene
+from splatdistill.formats.morton import morton_order
 from splatdistill.errors import UserError
 from splatdistill.formats.compressed_ply import read_compressed_ply, write_compressed_ply
 from splatdistill.formats.sog import kmeans_1d, read_sog, write_sog
-from splatdistill.info import load_model, save_model
+from splatdistill.formats.io import load_model, save_model
 from splatdistill.scene.gaussians import GaussianScene
-from splatdistill.scene.ply import ply_info, read_ply, write_ply
+from splatdistill.formats.ply import ply_info, read_ply, write_ply
 
 SH_C0 = 0.28209479177387814
 
 
 def make_scene(n=600, degree=3, seed=0, extent=3.0, sh_palette=None) -> GaussianScene:
-    g = torch.Generator().manual_seed(seed)
-    k = (degree + 1) ** 2 - 1
-    shN = (torch.rand(n, k, 3, generator=g) - 0.5) * 0.8
+    scene = random_scene(n, degree, seed, extent=extent, log_scales=(-8.0, -2.0), sh0=1.5, shN=0.4)
     if sh_palette:  # few distinct SH vectors made of few distinct values (exact in SOG's palette)
+        g = torch.Generator().manual_seed(seed)
         levels = torch.linspace(-0.4, 0.4, 9)
-        pal = levels[torch.randint(0, 9, (sh_palette, k, 3), generator=g)]
-        shN = pal[torch.randint(0, sh_palette, (n,), generator=g)]
-    return GaussianScene(
-        means=(torch.rand(n, 3, generator=g) * 2 - 1) * extent,
-        quats=torch.randn(n, 4, generator=g),
-        scales=torch.rand(n, 3, generator=g) * 6 - 8,
-        opacities=torch.randn(n, generator=g) * 2,
-        sh0=(torch.rand(n, 1, 3, generator=g) - 0.5) * 3,
-        shN=shN,
-    )
+        pal = levels[torch.randint(0, 9, (sh_palette, *scene.shN.shape[1:]), generator=g)]
+        scene.params["shN"] = pal[torch.randint(0, sh_palette, (n,), generator=g)]
+    return scene
 
 
 def morton_sorted(scene: GaussianScene) -> GaussianScene:
@@ -50,12 +43,6 @@ def quat_angle(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     a = torch.nn.functional.normalize(a.double(), dim=1)
     b = torch.nn.functional.normalize(b.double(), dim=1)
     return 2 * torch.arccos((a * b).sum(1).abs().clamp(max=1))
-
-
-def empty_scene(degree=1) -> GaussianScene:
-    k = (degree + 1) ** 2 - 1
-    return GaussianScene(torch.zeros(0, 3), torch.zeros(0, 4), torch.zeros(0, 3), torch.zeros(0),
-                         torch.zeros(0, 1, 3), torch.zeros(0, k, 3))
 
 
 # --- compressed PLY ----------------------------------------------------------------------------
@@ -71,14 +58,15 @@ def test_compressed_ply_round_trip(tmp_path, degree):
     assert back.sh_degree == degree and back.antialiased == (degree == 2)
     ext = 6.0  # the chunk ranges are at most the scene's extent
     # half a step of an 10-bit (y) / 11-bit (x, z) fraction of the chunk range
-    assert (back.means - want.means).abs().max() <= 0.5 * ext / 1023 + 1e-5
-    assert (back.scales - want.scales).abs().max() <= 0.5 * 6.0 / 1023 + 1e-5
+    assert_close(back.means, want.means, rtol=0, atol=0.5 * ext / 1023 + 1e-5, what="means")
+    assert_close(back.scales, want.scales, rtol=0, atol=0.5 * 6.0 / 1023 + 1e-5, what="scales")
     color = lambda s: s.sh0 * SH_C0 + 0.5  # noqa: E731
-    assert (color(back) - color(want)).abs().max() <= 0.5 * (3 * SH_C0) / 255 + 1e-6
-    assert (torch.sigmoid(back.opacities) - torch.sigmoid(want.opacities)).abs().max() <= 0.5 / 255 + 1e-6
+    assert_close(color(back), color(want), rtol=0, atol=0.5 * (3 * SH_C0) / 255 + 1e-6, what="colour")
+    assert_close(torch.sigmoid(back.opacities), torch.sigmoid(want.opacities), rtol=0, atol=0.5 / 255 + 1e-6,
+                 what="alpha")
     assert quat_angle(back.quats, want.quats).max() < 0.01  # 10 bits per smallest-three component
     if degree:
-        assert (back.shN - want.shN).abs().max() <= 8 / 256 + 1e-6  # byte = trunc((v/8 + 1/2) 256)
+        assert_close(back.shN, want.shN, rtol=0, atol=8 / 256 + 1e-6, what="shN")  # byte = trunc((v/8 + 1/2) 256)
 
 
 def test_compressed_ply_is_detected_by_content(tmp_path):
@@ -95,7 +83,7 @@ def test_compressed_ply_is_detected_by_content(tmp_path):
 
 
 def test_compressed_ply_empty_and_errors(tmp_path):
-    write_compressed_ply(empty_scene(2), tmp_path / "e.compressed.ply")
+    write_compressed_ply(random_scene(0, 2), tmp_path / "e.compressed.ply")
     back = read_ply(tmp_path / "e.compressed.ply")
     assert len(back) == 0 and back.sh_degree == 2
     good = make_scene(n=300, degree=0)
@@ -150,9 +138,10 @@ def test_sog_round_trip(tmp_path, degree):
     assert back.antialiased == (degree == 1) and back.sh_degree == degree
     # means: 16 bits of the log-transformed range; |d x / d l| = |x| + 1 <= 4
     lrange = 2 * math.log1p(3.0)
-    assert (back.means - want.means).abs().max() <= 0.5 * lrange / 65535 * 4 + 1e-5
+    assert_close(back.means, want.means, rtol=0, atol=0.5 * lrange / 65535 * 4 + 1e-5, what="means")
     assert quat_angle(back.quats, want.quats).max() < 0.03  # 8 bits per smallest-three component
-    assert (torch.sigmoid(back.opacities) - torch.sigmoid(want.opacities)).abs().max() <= 0.5 / 255 + 1e-6
+    assert_close(torch.sigmoid(back.opacities), torch.sigmoid(want.opacities), rtol=0, atol=0.5 / 255 + 1e-6,
+                 what="alpha")
     # 256-entry codebooks: every decoded value is a codebook entry, close to the original
     assert (back.scales - want.scales).abs().max() < 0.05
     assert (back.sh0 - want.sh0).abs().max() < 0.03
@@ -171,7 +160,7 @@ def test_sog_folder_and_empty(tmp_path):
     c = read_sog(tmp_path / "z.sog")
     for (_, x), (_, y), (_, z) in zip(a.items(), b.items(), c.items()):
         assert torch.equal(x, y) and torch.equal(x, z)
-    write_sog(empty_scene(3), tmp_path / "e.sog")
+    write_sog(random_scene(0, 3), tmp_path / "e.sog")
     e = read_sog(tmp_path / "e.sog")
     assert len(e) == 0
 
@@ -225,7 +214,7 @@ def test_cli_convert_and_info_every_format(tmp_path, capsys, degree):
 
 
 def test_cli_spz_version(tmp_path, capsys):
-    from splatdistill.compress.spz import read_spz_header
+    from splatdistill.formats.spz import read_spz_header
 
     write_ply(make_scene(n=50, degree=1), tmp_path / "s.ply")
     for v in (2, 3, 4):
@@ -272,7 +261,7 @@ def test_render_and_eval_take_every_format(tmp_path, capsys, demo_scene_dir):
 
 def test_compress_takes_other_formats_keeps_the_flag_and_spz_version(tmp_path, capsys):
     """compress reads a compressed PLY; its outputs keep the antialiased flag; --spz-version 3."""
-    from splatdistill.compress.spz import read_spz_header
+    from splatdistill.formats.spz import read_spz_header
 
     scene = make_scene(n=400, degree=2, extent=0.5)
     scene.antialiased = True

@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from splatdistill.scene.gaussians import GaussianScene
-from splatdistill.scene.ply import write_ply
+from splatdistill.formats.ply import write_ply
 
 from conftest import REPO, assert_one_line_error, run_cli
 
@@ -150,8 +150,8 @@ def bad_ply(w: W, tmp: Path, kind: str) -> Path:
 
 
 def bad_spz(w: W, tmp: Path, kind: str) -> Path:
-    from splatdistill.compress.spz import write_spz
-    from splatdistill.scene.ply import read_ply
+    from splatdistill.formats.spz import write_spz
+    from splatdistill.formats.ply import read_ply
 
     good = tmp / "good.spz"
     write_spz(read_ply(w.model), good)
@@ -170,8 +170,8 @@ def bad_spz(w: W, tmp: Path, kind: str) -> Path:
 
 
 def bad_sdz(w: W, tmp: Path, kind: str) -> Path:
-    from splatdistill.compress.codec import save_sdz
-    from splatdistill.scene.ply import read_ply
+    from splatdistill.formats.sdz import save_sdz
+    from splatdistill.formats.ply import read_ply
 
     good = tmp / "good.sdz"
     save_sdz(read_ply(w.model), good)
@@ -329,7 +329,7 @@ def _dataset_with(w: W, t: Path, kind: str) -> Path:
 
 
 def _cameras(t: Path, **change) -> Path:
-    from splatdistill.data.cameras import Camera
+    from splatdistill.cameras.camera import Camera
 
     c = Camera(30.0, 30.0, 12.0, 12.0, 24, 24, np.eye(4)).to_dict()
     c["world_to_camera"][2][3] = 3.0
@@ -362,7 +362,7 @@ def test_hostile_input(capsys, w, tmp_path, monkeypatch, case):
 # --- mid-run OS errors: one line naming the file, nothing half-written ------------------------------------
 @pytest.mark.parametrize("err_no", [errno.ENOSPC, errno.EACCES, errno.EROFS, errno.ENOTDIR, errno.EEXIST, errno.EISDIR])
 def test_os_errors_mid_run_are_one_line(capsys, w, tmp_path, monkeypatch, err_no):
-    import splatdistill.render.images as images
+    import splatdistill.commands.render as images
 
     calls = []
 
@@ -445,7 +445,7 @@ def test_render_refuses_a_folder_of_another_render_and_overwrite_replaces_it(cap
 
 
 def test_a_held_lock_refuses_and_a_stale_one_is_taken_over(capsys, w, tmp_path):
-    from splatdistill.runs import LOCK_NAME, FolderLock
+    from splatdistill.commands.runs import LOCK_NAME, FolderLock
 
     out = tmp_path / "r"
     out.mkdir()

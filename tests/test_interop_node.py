@@ -26,12 +26,14 @@ import numpy as np
 import pytest
 import torch
 
-from splatdistill.compress.spz import read_spz, read_spz_header, write_spz
+from splatdistill.formats.spz import read_spz, read_spz_header, write_spz
 from splatdistill.formats.compressed_ply import write_compressed_ply
 from splatdistill.formats.sog import write_sog
-from splatdistill.info import load_model
+from splatdistill.formats.io import load_model
 from splatdistill.scene.gaussians import GaussianScene
-from splatdistill.scene.ply import read_ply, write_ply
+from splatdistill.formats.ply import read_ply, write_ply
+
+from helpers import assert_close, random_scene
 
 # splat-transform 3.x needs Node >= 22; 2.7.1 runs on Node 20 and has SPZ v4 (Niantic's library)
 NPM_PACKAGES = ["@playcanvas/splat-transform@2.7.1", "@spz-loader/core@0.3.1"]
@@ -111,18 +113,9 @@ def niantic_decode(tools, path: Path, frame: str = "RDF") -> dict:
 
 
 def make_model(n=1000, degree=3, seed=0) -> GaussianScene:
-    g = torch.Generator().manual_seed(seed)
-    k = (degree + 1) ** 2 - 1
-    op = torch.randn(n, generator=g) * 2
-    op[: n // 30] = 30.0  # alpha 1 after 8-bit quantisation: splat-transform decodes it to +inf
-    return GaussianScene(
-        means=(torch.rand(n, 3, generator=g) * 2 - 1) * 2.5,
-        quats=torch.randn(n, 4, generator=g),
-        scales=torch.rand(n, 3, generator=g) * 4 - 7,
-        opacities=op,
-        sh0=(torch.rand(n, 1, 3, generator=g) - 0.5) * 2,
-        shN=(torch.rand(n, k, 3, generator=g) - 0.5) * 0.6,
-    )
+    scene = random_scene(n, degree, seed, extent=2.5, log_scales=(-7.0, -3.0), sh0=1.0, shN=0.3)
+    scene.opacities[: n // 30] = 30.0  # alpha 1 after 8-bit quantisation: splat-transform decodes it to +inf
+    return scene
 
 
 def assert_same(ours: GaussianScene, theirs: GaussianScene, *, tol=2e-6, alpha_tol=0.25 / 255 + 1e-6,
@@ -210,9 +203,9 @@ def test_we_read_splat_transform_files(tools, tmp_path, capsys):
             assert_same(load_model(tmp_path / "st3.spz"), theirs, what="st3.spz")
     # and within each format's quantisation of the original (SPZ keeps the order)
     spz4 = load_model(tmp_path / "st4.spz")
-    assert (spz4.means - scene.means).abs().max() <= 0.5 / 4096 + 1e-5  # 12 fractional bits
-    assert (spz4.scales - scene.scales).abs().max() <= 0.5 / 16 + 1e-5
-    assert (spz4.sh0 - scene.sh0).abs().max() <= 0.5 / (0.15 * 255) + 1e-5
+    assert_close(spz4.means, scene.means, rtol=0, atol=0.5 / 4096 + 1e-5, what="means")  # 12 fractional bits
+    assert_close(spz4.scales, scene.scales, rtol=0, atol=0.5 / 16 + 1e-5, what="scales")
+    assert_close(spz4.sh0, scene.sh0, rtol=0, atol=0.5 / (0.15 * 255) + 1e-5, what="sh0")
     # the PLY splat-transform decodes a compressed PLY to: +inf opacity where alpha was 255
     capsys.readouterr()
     plus_inf = read_ply(tmp_path / "st.compressed.ply.dec.ply")

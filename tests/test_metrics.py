@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 
 from splatdistill.errors import UserError
-from splatdistill.evaluate.lpips import LPIPSBank, LPIPSUnavailable, load_lpips_weights
-from splatdistill.evaluate.metrics import compare_paths, image_metrics, load_image
-from splatdistill.evaluate.ssim import psnr, ssim
+from splatdistill.ops.lpips import LPIPSBank, LPIPSUnavailable, load_lpips_weights
+from splatdistill.ops.metrics import compare_paths, image_metrics, load_image
+from splatdistill.ops.ssim import psnr, ssim
 
 REF_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lpips_reference"
 needs_ref = pytest.mark.skipif(

@@ -11,27 +11,9 @@ import torch
 
 from splatdistill.errors import UserError
 from splatdistill.scene.gaussians import GaussianScene
-from splatdistill.scene.ply import ply_info, property_names, read_ply, write_ply
+from splatdistill.formats.ply import ply_info, property_names, read_ply, write_ply
 
-EXTREMES = np.array(
-    [1e30, -1e30, -0.0, 0.0, 1e-45, -1e-45, 1.17549435e-38, 3.4028235e38, -3.4028235e38, 1e-40],
-    dtype=np.float32,
-)
-
-
-def random_scene(n: int, degree: int, seed: int = 0, extremes: bool = True) -> GaussianScene:
-    rng = np.random.default_rng(seed)
-    k1 = (degree + 1) ** 2 - 1
-
-    def arr(*shape):
-        a = (rng.standard_normal(shape) * 10.0 ** rng.integers(-3, 4, shape)).astype(np.float32)
-        if extremes:
-            flat = a.reshape(-1)
-            pos = rng.choice(flat.size, size=min(flat.size, len(EXTREMES)), replace=False)
-            flat[pos] = EXTREMES[: len(pos)]
-        return torch.from_numpy(a)
-
-    return GaussianScene(arr(n, 3), arr(n, 4), arr(n, 3), arr(n), arr(n, 1, 3), arr(n, k1, 3))
+from helpers import random_scene
 
 
 def assert_bit_equal(a: GaussianScene, b: GaussianScene) -> None:
@@ -75,7 +57,7 @@ def write_foreign(path, arr: np.ndarray, text: bool = False, byte_order: str = "
 # --- round trips ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("degree", [0, 1, 2, 3])
 def test_round_trip_bit_exact(tmp_path, degree):
-    scene = random_scene(257, degree, seed=degree)
+    scene = random_scene(257, degree, seed=degree, wide=True, extremes=True)
     path = write_ply(scene, tmp_path / "s.ply")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a file of our own reads without warnings
@@ -89,7 +71,7 @@ def test_round_trip_bit_exact(tmp_path, degree):
 
 
 def test_write_is_inria_layout(tmp_path):
-    scene = random_scene(10, 3, extremes=False)
+    scene = random_scene(10, 3, wide=True)
     write_ply(scene, tmp_path / "s.ply")
     ply = plyfile.PlyData.read(str(tmp_path / "s.ply"))
     v = ply["vertex"].data
@@ -105,7 +87,7 @@ def test_write_is_inria_layout(tmp_path):
 
 
 def test_empty_scene_round_trip(tmp_path):
-    scene = random_scene(0, 1, extremes=False)
+    scene = random_scene(0, 1, wide=True)
     back = read_ply(write_ply(scene, tmp_path / "e.ply"))
     assert len(back) == 0 and back.sh_degree == 1
 
@@ -113,7 +95,7 @@ def test_empty_scene_round_trip(tmp_path):
 @pytest.mark.parametrize("text,byte_order", [(False, "<"), (False, ">"), (True, "<")])
 def test_foreign_file_read_write_identical(tmp_path, text, byte_order):
     """A PLY written by another tool (plyfile, as the Inria code does) -> read -> write -> read."""
-    scene = random_scene(64, 3, seed=5, extremes=not text)
+    scene = random_scene(64, 3, seed=5, wide=True, extremes=not text)
     write_foreign(tmp_path / "foreign.ply", inria_array(scene), text=text, byte_order=byte_order)
     first = read_ply(tmp_path / "foreign.ply")
     if not text:
@@ -123,7 +105,7 @@ def test_foreign_file_read_write_identical(tmp_path, text, byte_order):
 
 
 def test_ascii_ply(tmp_path):
-    scene = random_scene(20, 1, extremes=False)
+    scene = random_scene(20, 1, wide=True)
     write_foreign(tmp_path / "a.ply", inria_array(scene), text=True)
     back = read_ply(tmp_path / "a.ply")
     for (_, x), (_, y) in zip(scene.items(), back.items()):
@@ -141,7 +123,7 @@ def one_warning(capsys, *fragments) -> str:
 
 
 def test_extra_properties_warn(tmp_path, capsys):
-    scene = random_scene(30, 2, extremes=False)
+    scene = random_scene(30, 2, wide=True)
     n = len(scene)
     extra = {"filter_3D": np.full(n, np.nan, np.float32),  # NaN in an ignored property is fine
              "normal": np.ones(n, np.float32), "red": np.full(n, 200, np.uint8)}
@@ -158,7 +140,7 @@ def test_extra_properties_warn(tmp_path, capsys):
 
 def test_other_elements_and_lists(tmp_path, capsys):
     """Elements before 'vertex' (one with a list property) are skipped."""
-    scene = random_scene(12, 0, extremes=False)
+    scene = random_scene(12, 0, wide=True)
     face = np.empty(2, dtype=[("vertex_indices", "O")])
     face["vertex_indices"] = [np.array([0, 1, 2], np.int32), np.array([2, 3, 4], np.int32)]
     meta = np.array([(1.5,)], dtype=[("v", "<f8")])
@@ -177,7 +159,7 @@ def test_other_elements_and_lists(tmp_path, capsys):
 
 
 def test_non_float_properties(tmp_path):
-    scene = random_scene(8, 0, extremes=False)
+    scene = random_scene(8, 0, wide=True)
     scene.params["opacities"] = torch.tensor([0, 1, -5, 7, 100, -128, 3, 2], dtype=torch.float32)
     scene.params["means"][:, 0] = 0.25  # exactly representable as double and float
     dt = {"opacity": "i1", "x": "<f8"}
@@ -210,7 +192,7 @@ def test_non_float_properties(tmp_path):
 
 # --- errors ---------------------------------------------------------------------------------------
 def test_truncated(tmp_path):
-    path = write_ply(random_scene(100, 3), tmp_path / "cut.ply")
+    path = write_ply(random_scene(100, 3, wide=True, extremes=True), tmp_path / "cut.ply")
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(UserError, match="truncated") as e:
@@ -223,7 +205,7 @@ def test_truncated(tmp_path):
 
 
 def test_truncated_ascii(tmp_path):
-    scene = random_scene(50, 0, extremes=False)
+    scene = random_scene(50, 0, wide=True)
     write_foreign(tmp_path / "a.ply", inria_array(scene), text=True)
     text = (tmp_path / "a.ply").read_bytes()
     (tmp_path / "a.ply").write_bytes(text[: len(text) * 2 // 3])
@@ -234,7 +216,7 @@ def test_truncated_ascii(tmp_path):
 @pytest.mark.parametrize("prop,value", [("scale_1", np.nan), ("f_rest_7", np.inf),
                                         ("opacity", np.nan), ("x", np.nan), ("scale_0", -np.inf)])
 def test_nan_names_property(tmp_path, prop, value):
-    scene = random_scene(40, 1, extremes=False)
+    scene = random_scene(40, 1, wide=True)
     arr = inria_array(scene)
     arr[prop][17] = value
     write_foreign(tmp_path / "nan.ply", arr)
@@ -246,7 +228,7 @@ def test_nan_names_property(tmp_path, prop, value):
 @pytest.mark.parametrize("dtype", ["<f4", "<f8"])
 def test_infinite_opacity_is_clamped(tmp_path, capsys, dtype):
     """splat-transform writes opacity = +inf for alpha 1: clamped to a finite logit, one warning."""
-    scene = random_scene(40, 1, extremes=False)
+    scene = random_scene(40, 1, wide=True)
     arr = inria_array(scene, dtypes={"opacity": dtype})
     arr["opacity"][[3, 9, 11]] = np.inf
     arr["opacity"][20] = -np.inf
@@ -265,7 +247,7 @@ def test_infinite_opacity_is_clamped(tmp_path, capsys, dtype):
 
 def test_antialiased_comment(tmp_path):
     """Both comment conventions splat-transform reads (Brush's and Postshot's); we write Brush's."""
-    scene = random_scene(10, 0, extremes=False)
+    scene = random_scene(10, 0, wide=True)
     write_ply(scene, tmp_path / "plain.ply")
     assert not read_ply(tmp_path / "plain.ply").antialiased
     assert ply_info(tmp_path / "plain.ply")["comments"] == []
@@ -285,7 +267,7 @@ def test_antialiased_comment(tmp_path):
 
 
 def test_nan_in_double_property(tmp_path):
-    arr = inria_array(random_scene(5, 0, extremes=False), dtypes={"rot_2": "<f8"})
+    arr = inria_array(random_scene(5, 0, wide=True), dtypes={"rot_2": "<f8"})
     arr["rot_2"][1] = np.nan
     write_foreign(tmp_path / "nan.ply", arr)
     with pytest.raises(UserError, match="'rot_2'.*NaN"):
@@ -293,7 +275,7 @@ def test_nan_in_double_property(tmp_path):
 
 
 def test_missing_property(tmp_path):
-    arr = inria_array(random_scene(10, 2, extremes=False))
+    arr = inria_array(random_scene(10, 2, wide=True))
     keep = [k for k in arr.dtype.names if k != "scale_1"]
     write_foreign(tmp_path / "m.ply", _select(arr, keep))
     with pytest.raises(UserError, match="missing property 'scale_1'") as e:
@@ -309,7 +291,7 @@ def _select(arr: np.ndarray, names: list[str]) -> np.ndarray:
 
 
 def test_wrong_f_rest_count(tmp_path):
-    arr = inria_array(random_scene(10, 1, extremes=False))
+    arr = inria_array(random_scene(10, 1, wide=True))
     keep = [k for k in arr.dtype.names if k != "f_rest_8"]
     write_foreign(tmp_path / "r.ply", _select(arr, keep))
     with pytest.raises(UserError, match="8 f_rest"):
@@ -351,7 +333,7 @@ def test_no_vertex_element(tmp_path):
 
 
 def test_write_refuses_nan_and_is_atomic(tmp_path):
-    scene = random_scene(10, 0, extremes=False)
+    scene = random_scene(10, 0, wide=True)
     path = write_ply(scene, tmp_path / "s.ply")
     before = path.read_bytes()
     bad = scene.clone()
@@ -363,7 +345,7 @@ def test_write_refuses_nan_and_is_atomic(tmp_path):
 
 
 def test_write_accepts_parameters_and_other_dtypes(tmp_path):
-    scene = random_scene(16, 1, extremes=False)
+    scene = random_scene(16, 1, wide=True)
     params = {k: torch.nn.Parameter(v.double()) for k, v in scene.items()}
     back = read_ply(write_ply(GaussianScene(**params), tmp_path / "p.ply"))
     assert_bit_equal(scene, back)

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from conftest import assert_one_line_error, run_cli
-from splatdistill.info import load_model
+from splatdistill.formats.io import load_model
 from splatdistill.scene.gaussians import GaussianScene
-from splatdistill.scene.ply import read_ply, write_ply
+from splatdistill.formats.ply import read_ply, write_ply
 
 DEGREES = [0, 1, 2, 3]
 N = 300  # enough for the colour VQ of every preset to run (>= 32 VQ'd Gaussians after pruning)

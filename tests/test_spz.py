@@ -6,16 +6,19 @@ from __future__ import annotations
 import gzip
 import math
 import struct
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
 
-from splatdistill.compress import spz
-from splatdistill.compress.spz import read_spz, read_spz_header, write_spz
+from splatdistill.formats import spz
+from splatdistill.formats.spz import read_spz, read_spz_header, write_spz
 from splatdistill.errors import UserError
 from splatdistill.scene.gaussians import GaussianScene
 from splatdistill.scene.sh import eval_sh
+
+from helpers import assert_close, random_scene
 
 gsply = pytest.importorskip("gsply")
 
@@ -34,21 +37,9 @@ def pos_tol(frac_bits: int, extent: float) -> float:
     return 0.5 * 2.0 ** -frac_bits + 2 * extent * 2.0 ** -23  # + float32 rounding of the result
 
 
-def make_scene(n=500, degree=3, seed=0, extent=100.0) -> GaussianScene:
-    g = torch.Generator().manual_seed(seed)
-    k = (degree + 1) ** 2 - 1
-
-    def u(*shape, lo, hi):
-        return lo + (hi - lo) * torch.rand(*shape, generator=g)
-
-    return GaussianScene(
-        means=u(n, 3, lo=-extent, hi=extent),
-        quats=torch.randn(n, 4, generator=g) * u(n, 1, lo=0.1, hi=3.0),
-        scales=u(n, 3, lo=-9.0, hi=5.0),
-        opacities=torch.randn(n, generator=g) * 3,
-        sh0=u(n, 1, 3, lo=-3.2, hi=3.2),
-        shN=u(n, k, 3, lo=-1.0, hi=0.95),
-    )
+# uniform over (nearly) the whole range of each quantised attribute, positions far from the origin
+make_scene = partial(random_scene, n=500, degree=3, seed=0, extent=100.0, quat_norms=(0.1, 3.0),
+                     log_scales=(-9.0, 5.0), opacity_std=3.0, sh0=3.2, shN=(-1.0, 0.95))
 
 
 # ---- the RDF <-> RUB map, derived here independently of the module -------------------------------
@@ -106,8 +97,8 @@ def unit_quats(q: np.ndarray) -> np.ndarray:
     return q / np.linalg.norm(q, axis=1, keepdims=True)
 
 
-def assert_close(got: dict, want: dict, *, frac_bits=12, extent=100.0, version=3, sh_tol=None,
-                 extra=0.0):
+def assert_spz_close(got: dict, want: dict, *, frac_bits=12, extent=100.0, version=3, sh_tol=None,
+                     extra=0.0):
     """``got`` decodes an SPZ made from ``want``: every attribute within the format's precision
     (``extra`` widens each bound by that many quantisation steps, for comparing two encoders)."""
     n = want["means"].shape[0]
@@ -157,7 +148,7 @@ def test_round_trip_within_precision(tmp_path, degree, version):
     back = read_spz(path)
     assert len(back) == len(scene) and back.sh_degree == degree
     assert back.means.dtype == torch.float32
-    assert_close(arrays_of(back), arrays_of(scene), version=version)
+    assert_spz_close(arrays_of(back), arrays_of(scene), version=version)
     h = read_spz_header(path)
     assert (h.version, h.num_points, h.sh_degree, h.fractional_bits) == (version, 500, degree, 12)
 
@@ -168,7 +159,7 @@ def test_round_trip_fractional_bits(tmp_path, frac_bits):
     scene = make_scene(degree=1, extent=extent)
     write_spz(scene, tmp_path / "s.spz", fractional_bits=frac_bits)
     back = read_spz(tmp_path / "s.spz")
-    assert_close(arrays_of(back), arrays_of(scene), frac_bits=frac_bits, extent=extent)
+    assert_spz_close(arrays_of(back), arrays_of(scene), frac_bits=frac_bits, extent=extent)
 
 
 def test_header_layout_and_sh_buckets(tmp_path):
@@ -223,15 +214,15 @@ def test_version1_float16_positions(tmp_path):
     scene = make_scene(n=50, degree=1, extent=10.0)
     raw = bytearray(gzip.decompress(spz.encode_spz(scene, version=2)))
     n = 50
-    means = spz._frame_flip(scene.means.double().numpy().copy(), np.zeros((n, 4)), np.zeros((n, 3, 3)))[0]
+    means = spz.frame_flip(scene.means.double().numpy().copy(), np.zeros((n, 4)), np.zeros((n, 3, 3)))[0]
     half = means.astype("<f2").tobytes()
     body = bytes(raw[16 + 9 * n:])
     struct.pack_into("<I", raw, 4, 1)
     (tmp_path / "v1.spz").write_bytes(gzip.compress(bytes(raw[:16]) + half + body))
     back = read_spz(tmp_path / "v1.spz")
     want = arrays_of(scene)
-    assert np.allclose(back.means.double().numpy(), want["means"], atol=10 * 2.0 ** -11)
-    assert np.allclose(back.scales.double().numpy(), want["scales"], atol=SCALE_TOL)
+    assert_close(back.means, want["means"], rtol=1e-5, atol=10 * 2.0 ** -11, what="means")
+    assert_close(back.scales, want["scales"], rtol=1e-5, atol=SCALE_TOL, what="scales")
 
 
 def _ext_record(etype: int, payload: bytes) -> bytes:
@@ -257,10 +248,10 @@ def test_extensions(tmp_path, capsys):
     orbit = _ext_record(0xADBE0002, bytes(12))
     for name, data, ext in [("rdf", v4_raw, orbit + rdf), ("rub", v4, rub)]:
         (tmp_path / f"{name}.spz").write_bytes(with_ext(data, ext))
-        assert_close(arrays_of(read_spz(tmp_path / f"{name}.spz")), want, version=4)
+        assert_spz_close(arrays_of(read_spz(tmp_path / f"{name}.spz")), want, version=4)
     assert capsys.readouterr().err == ""
     (tmp_path / "unk.spz").write_bytes(with_ext(v4, _ext_record(0x12340001, b"abcd")))
-    assert_close(arrays_of(read_spz(tmp_path / "unk.spz")), want, version=4)
+    assert_spz_close(arrays_of(read_spz(tmp_path / "unk.spz")), want, version=4)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("splatdistill: warning: ") and "0x12340001" in err[0]
     (tmp_path / "luf.spz").write_bytes(with_ext(v4, _ext_record(0xADBE0003, struct.pack("<I", 7))))
@@ -271,7 +262,7 @@ def test_extensions(tmp_path, capsys):
     raw = bytearray(gzip.decompress(spz.encode_spz(scene, version=3, convert_frame=False)))
     raw[14] |= 2
     (tmp_path / "v3.spz").write_bytes(gzip.compress(bytes(raw) + rdf))
-    assert_close(arrays_of(read_spz(tmp_path / "v3.spz")), want, version=3)
+    assert_spz_close(arrays_of(read_spz(tmp_path / "v3.spz")), want, version=3)
 
 
 def test_edge_values(tmp_path):
@@ -324,7 +315,7 @@ def test_frame_conversion_is_the_rdf_rub_rotation():
     colour: F-rotated means, F R F rotations, and SH with c'(F d) = c(d)."""
     s = make_scene(n=64, degree=3, seed=5)
     a = arrays_of(s)
-    m, q, sh = spz._frame_flip(a["means"].copy(), a["quats"].copy(), a["shN"].copy())
+    m, q, sh = spz.frame_flip(a["means"].copy(), a["quats"].copy(), a["shN"].copy())
     np.testing.assert_allclose(m, a["means"] @ F.T)
 
     def rotmat(qs):
@@ -341,16 +332,16 @@ def test_frame_conversion_is_the_rdf_rub_rotation():
     coeffs_f = torch.cat([torch.as_tensor(a["sh0"])[:, None], torch.as_tensor(sh)], 1)
     np.testing.assert_allclose(
         eval_sh(3, coeffs_f, d @ torch.as_tensor(F).T).numpy(), eval_sh(3, coeffs, d).numpy(), atol=1e-12)
-    np.testing.assert_array_equal(spz._SH_SIGNS_RDF_RUB, sh_signs(15))
+    np.testing.assert_array_equal(spz.SH_SIGNS_RDF_RUB, sh_signs(15))
 
 
 def test_file_is_stored_in_rub(tmp_path):
     scene = make_scene(degree=3, seed=7)
     write_spz(scene, tmp_path / "s.spz")
     raw = read_spz(tmp_path / "s.spz", convert_frame=False)  # the file's own (RUB) values
-    assert_close(arrays_of(raw), flipped(arrays_of(scene)))
+    assert_spz_close(arrays_of(raw), flipped(arrays_of(scene)))
     write_spz(scene, tmp_path / "u.spz", convert_frame=False)
-    assert_close(arrays_of(read_spz(tmp_path / "u.spz", convert_frame=False)), arrays_of(scene))
+    assert_spz_close(arrays_of(read_spz(tmp_path / "u.spz", convert_frame=False)), arrays_of(scene))
 
 
 # ================================================================================================
@@ -365,10 +356,10 @@ def test_gsply_reads_our_files(tmp_path, degree, version):
     write_spz(scene, tmp_path / "s.spz", version=version)
     d = gsply.read_spz(tmp_path / "s.spz")
     assert d.means.shape[0] == len(scene)
-    assert_close(arrays_of_gsdata(d), flipped(arrays_of(scene)), version=version)
+    assert_spz_close(arrays_of_gsdata(d), flipped(arrays_of(scene)), version=version)
 
     write_spz(scene, tmp_path / "u.spz", version=version, convert_frame=False)
-    assert_close(arrays_of_gsdata(gsply.read_spz(tmp_path / "u.spz")), arrays_of(scene), version=version)
+    assert_spz_close(arrays_of_gsdata(gsply.read_spz(tmp_path / "u.spz")), arrays_of(scene), version=version)
 
 
 @pytest.mark.parametrize("version", [3, 4])
@@ -380,8 +371,8 @@ def test_we_read_gsply_files(tmp_path, degree, version):
     ours = read_spz(tmp_path / "g.spz", convert_frame=False)
     assert len(ours) == a["means"].shape[0]
     # gsply does not snap SH to the spec's 5/4-bit buckets: its SH bytes are within plain rounding
-    assert_close(arrays_of(ours), a, sh_tol=0.5 / 128 + 1e-6)
-    assert_close(arrays_of(read_spz(tmp_path / "g.spz")), flipped(a), sh_tol=0.5 / 128 + 1e-6)
+    assert_spz_close(arrays_of(ours), a, sh_tol=0.5 / 128 + 1e-6)
+    assert_spz_close(arrays_of(read_spz(tmp_path / "g.spz")), flipped(a), sh_tol=0.5 / 128 + 1e-6)
     # the two decoders agree on the same bytes
     theirs = arrays_of_gsdata(gsply.read_spz(tmp_path / "g.spz"))
     mine = arrays_of(ours)
@@ -443,11 +434,11 @@ def test_ply_to_spz_compared_with_gsply(tmp_path):
     theirs = arrays_of_gsdata(gsply.read_spz(tmp_path / "gsply.spz"))
     ours = arrays_of_gsdata(gsply.read_spz(tmp_path / "ours.spz"))
     # same quantised values up to F, one step apart at most (rounding ties, gsply's unbucketed SH)
-    assert_close(ours, flipped(theirs), extra=1.0)
-    assert_close(arrays_of(read_spz(tmp_path / "ours.spz")), a)
+    assert_spz_close(ours, flipped(theirs), extra=1.0)
+    assert_spz_close(arrays_of(read_spz(tmp_path / "ours.spz")), a)
     # and with the conversion off, our file matches gsply's frame
     write_spz(scene, tmp_path / "ours_raw.spz", convert_frame=False)
-    assert_close(arrays_of_gsdata(gsply.read_spz(tmp_path / "ours_raw.spz")), theirs, extra=1.0)
+    assert_spz_close(arrays_of_gsdata(gsply.read_spz(tmp_path / "ours_raw.spz")), theirs, extra=1.0)
 
 
 # ================================================================================================
@@ -562,7 +553,7 @@ def test_writer_errors_and_atomicity(tmp_path):
     far.params["means"][3, 1] = 5000.0  # beyond 2^(23-12) = 2048: fewer fractional bits, a warning
     write_spz(far, tmp_path / "far.spz")
     assert read_spz_header(tmp_path / "far.spz").fractional_bits == 10
-    assert_close(arrays_of(read_spz(tmp_path / "far.spz")), arrays_of(far), frac_bits=10, extent=5000)
+    assert_spz_close(arrays_of(read_spz(tmp_path / "far.spz")), arrays_of(far), frac_bits=10, extent=5000)
     too_far = good.clone()
     too_far.params["means"][0, 0] = 2.0 ** 24
     with pytest.raises(UserError, match="2\\^23") as e:

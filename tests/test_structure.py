@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from splatdistill.distill.structure import (
+from splatdistill.ops.structure import (
     DEFAULT_LEVELS,
     StructuralLoss,
     StructuralLossConfig,
@@ -17,6 +17,8 @@ from splatdistill.distill.structure import (
     occupancy_grid,
     shared_bbox,
 )
+
+from helpers import assert_close
 
 IMPLS = ["torch", "numba"]
 
@@ -35,13 +37,6 @@ def _one_torch_thread():
 def _blob(n, seed, center=(0.0, 0.0, 0.0), scale=0.3, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, 3, generator=g, dtype=dtype) * scale + torch.tensor(center, dtype=dtype)
-
-
-def _assert_close(a, b, rtol=1e-5, atol=1e-8):
-    # torch.testing.assert_close's first call imports sympy (~1 s); this is all we need here
-    a, b = torch.as_tensor(a), torch.as_tensor(b)
-    assert a.shape == b.shape, (a.shape, b.shape)
-    assert torch.allclose(a, b.to(a.dtype), rtol=rtol, atol=atol), float((a - b).abs().max())
 
 
 def _rand(n, seed):
@@ -132,7 +127,7 @@ def test_marginal_loss_equals_explicit_outer_product():
         fast.backward()
         assert float(explicit.detach()) > 0.01
         assert float(fast.detach()) == pytest.approx(float(explicit.detach()), rel=1e-10, abs=1e-12)
-        _assert_close(s.grad, g_explicit, rtol=1e-8, atol=1e-12)
+        assert_close(s.grad, g_explicit, rtol=1e-8, atol=1e-12, what=f"{impl} gradient")
 
 
 def test_histograms_and_grids_are_normalised_and_smooth():
@@ -141,7 +136,7 @@ def test_histograms_and_grids_are_normalised_and_smooth():
     for impl in IMPLS:
         h = marginal_histograms(t, lo, hi, 64, impl=impl)
         assert h.shape == (3, 64)
-        _assert_close(h.sum(1), torch.ones(3, dtype=h.dtype))
+        assert_close(h.sum(1), torch.ones(3, dtype=h.dtype), rtol=1e-5, atol=1e-8, what=f"{impl} histogram sums")
         g = occupancy_grid(t, lo, hi, 16, impl=impl)
         assert g.shape == (16, 16, 16) and float(g.sum()) == pytest.approx(1.0)
     # one point: the kernel spreads over neighbouring bins, σ = 0.5 bin
@@ -182,8 +177,8 @@ def test_numba_and_torch_implementations_agree(dtype):
             val.backward()
             res[impl] = (val.detach(), s.grad, w.grad)
         assert torch.isfinite(res["numba"][0])
-        for a, b in zip(res["torch"], res["numba"]):
-            _assert_close(a, b, **tol)
+        for a, b, what in zip(res["torch"], res["numba"], ("value", "student gradient", "weight gradient")):
+            assert_close(a, b, **tol, what=what)
         assert torch.all(res["numba"][1][3] == 0)
 
 

@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from splatdistill.compress.codec import load_sdz
-from splatdistill.compress.kmeans import kmeans, scalar_assign, scalar_codebook
+from splatdistill.formats.sdz import load_sdz
+from splatdistill.formats.kmeans import kmeans, scalar_assign, scalar_codebook
 from splatdistill.compress.merge import (covariances, masses, merge_pairs, plan_reduction, quat_to_rotmat,
                                          reduce_gaussians, rotmat_to_quat)
-from splatdistill.compress.packed import decode_packed, encode_packed, from_smallest_three, smallest_three
+from splatdistill.formats.packed import decode_packed, encode_packed, from_smallest_three, smallest_three
 from splatdistill.compress.pipeline import CompressConfig, compress_model
 from splatdistill.compress.shfit import fit_lower_bands
 from splatdistill.compress.trainingfree import blend_weights, parse_lod
 from splatdistill.errors import UserError
 from splatdistill.scene.gaussians import GaussianScene
-from splatdistill.scene.ply import read_ply, write_ply
+from splatdistill.formats.ply import read_ply, write_ply
 from splatdistill.scene.sh import sh_basis
 
 
@@ -154,7 +154,7 @@ def test_kmeans_quality_against_scipy(two_level):
     assert ours <= (1.10 if not two_level else 1.30) * ref, (ours, ref)  # 8 Lloyd iterations vs 20
     # far better than a random codebook of the same size
     rand = x[rng.choice(len(x), 256, replace=False)]
-    from splatdistill.compress.kmeans import assign
+    from splatdistill.formats.kmeans import assign
 
     assert ours < 0.8 * _distortion(x, rand, assign(x, rand))
 
@@ -172,7 +172,7 @@ def test_kmeans_edge_cases():
 # ---- importance ------------------------------------------------------------------------------------------
 def test_forward_blend_weights_match_the_backward_pass():
     from splatdistill.compress.pipeline import CompressConfig, sample_cameras
-    from splatdistill.distill.importance import accumulated_weights
+    from splatdistill.ops.importance import accumulated_weights
 
     s = scene_of(500, opacity=0.3)
     cams, _, _ = sample_cameras(s, CompressConfig(views=3, resolution=40))
@@ -193,20 +193,20 @@ def test_smallest_three_round_trip():
 
 @pytest.mark.parametrize("degree", [0, 1, 2, 3])
 def test_packed_codec_every_degree_and_empty(degree, tmp_path):
-    from splatdistill.compress.container import write_container
+    from splatdistill.formats.container import write_container
 
     s = scene_of(700, degree=degree)
     sections, meta = encode_packed(s, vq_size=64, opacity_bits=10)
     d = decode_packed(sections, meta)
     assert len(d) == 700 and d.sh_degree == degree
-    from splatdistill.compress.morton import morton_order
+    from splatdistill.formats.morton import morton_order
 
     ref = s[torch.as_tensor(morton_order(s.means.numpy()))]  # the stored order
     assert torch.allclose(d.means, ref.means, atol=1e-4)  # 16-bit log-uniform codes on a unit box
     assert torch.allclose(torch.sigmoid(d.opacities), torch.sigmoid(ref.opacities), atol=0.5 / 1023 + 1e-6)
     qr = ref.quats / ref.quats.norm(dim=1, keepdim=True)
     assert ((d.quats * qr).sum(1).abs() > 0.995).all()  # 8-bit smallest three
-    from splatdistill.compress.quantize import dequantize, quantize
+    from splatdistill.formats.quantize import dequantize, quantize
 
     for name in ("scales", "sh0"):  # the 256-level codebook beats 8-bit uniform codes in RMS error
         x = ref.params[name].numpy().reshape(700, 3)
@@ -312,7 +312,7 @@ def test_sh_fit_kernel_matches_the_torch_reference():
 
 
 def test_pair_dissimilarity_kernel_matches_numpy():
-    from splatdistill.compress.merge import _pair_dissimilarity, bhattacharyya_coefficient
+    from splatdistill.compress.merge import bhattacharyya_coefficient, pair_dissimilarity as _pair_dissimilarity
     from splatdistill.scene.sh import C0
 
     p = np_params(scene_of(200))

@@ -26,11 +26,12 @@ import numpy as np
 import pytest
 import torch
 
-from splatdistill.data.cameras import Camera, look_at
+from splatdistill.cameras.camera import Camera
 from splatdistill.scene.gaussians import GaussianScene
-from splatdistill.scene.ply import read_ply, write_ply
+from splatdistill.formats.ply import read_ply, write_ply
 
 from conftest import REPO, assert_one_line_error, run_cli, shared_path  # noqa: E402
+from helpers import look_at_camera
 
 STATIC = REPO / "src" / "splatdistill" / "view" / "static"
 
@@ -53,9 +54,7 @@ def blob_scene(n=4000, degree=3, seed=0) -> GaussianScene:
 def pose_camera(width=320, height=240, azimuth_deg=35.0, elevation_deg=25.0, dist=3.2) -> Camera:
     az, el = np.radians(azimuth_deg), np.radians(elevation_deg)
     eye = dist * np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
-    f = 0.9 * width
-    return Camera(fx=f, fy=f, cx=width / 2, cy=height / 2, width=width, height=height,
-                  world_to_camera=look_at(eye, np.zeros(3)))
+    return look_at_camera(width, height, eye)
 
 
 
@@ -98,7 +97,7 @@ def our_render(scene: GaussianScene, cam: Camera, background) -> np.ndarray:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """A degree-3 PLY, a degree-1 SPZ of another scene, and an empty PLY."""
-    from splatdistill.compress.spz import write_spz
+    from splatdistill.formats.spz import write_spz
 
     d = tmp_path_factory.mktemp("view_models")
     a, b = d / "teacher.ply", d / "student.spz"
@@ -111,7 +110,7 @@ def models(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sdz_model(tmp_path_factory):
-    from splatdistill.info import save_model
+    from splatdistill.formats.io import save_model
 
     p = tmp_path_factory.mktemp("view_sdz") / "compressed.sdz"
     save_model(blob_scene(800, 2, seed=2), p)
@@ -136,7 +135,7 @@ def served(models, sdz_model):
 
 
 def test_server_binds_loopback_and_serves_models_bit_exact(served, models, sdz_model, tmp_path):
-    from splatdistill.info import load_model
+    from splatdistill.formats.io import load_model
 
     models = [*models, sdz_model]
     assert served.server_address[0] == "127.0.0.1"
@@ -319,7 +318,7 @@ def test_browser_first_frame_resembles_our_render(chromium, models):
     """The page's render of a known camera (set through the page's hook) against our CPU rasterizer's
     render of the same camera, at the canvas size: low-resolution PSNR and a coarse colour histogram;
     a render from another camera is the control (the comparison must tell the two apart)."""
-    from splatdistill.info import load_model
+    from splatdistill.formats.io import load_model
 
     view = ViewProcess(models[0])
     try:
@@ -355,7 +354,7 @@ def test_browser_first_frame_resembles_our_render(chromium, models):
 
 def test_browser_two_models_side_by_side_toggle_and_dataset_cameras(chromium, models, demo_scene_dir):
     from splatdistill.data.dataset import load_dataset
-    from splatdistill.info import load_model
+    from splatdistill.formats.io import load_model
 
     from splatdistill.view.server import make_server
 
@@ -367,7 +366,7 @@ def test_browser_two_models_side_by_side_toggle_and_dataset_cameras(chromium, mo
     try:
         page = _open_page(chromium, server.url)
         try:
-            assert page.evaluate("window.splatdistill.info.background") == list(bg)
+            assert page.evaluate("window.splatdistill.formats.io.background") == list(bg)
             # the page opens on the first training camera, its photo beside the renders
             first = page.evaluate("window.splatdistill.getCamera()")
             photo0 = page.evaluate("!document.querySelector('.panel.photo').hidden")

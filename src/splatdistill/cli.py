@@ -14,15 +14,15 @@ from typing import Annotated, Literal, Optional
 
 import tyro
 
-from .errors import UserError
-from .validate import COUNT, Rule, check_flags
+from splatdistill.errors import UserError
+from splatdistill.validate import COUNT, Rule, check_flags
 
 Pos = tyro.conf.Positional
 JsonFlag = Annotated[bool, tyro.conf.arg(name="json")]
 
 
 def _print_json(obj) -> None:
-    from .fileio import dumps_json
+    from splatdistill.fileio import dumps_json
 
     print(dumps_json(obj, indent=None))
 
@@ -31,7 +31,7 @@ def _print_json(obj) -> None:
 def info(path: Pos[Path], json: JsonFlag = False) -> None:
     """Describe a dataset (format, splits, resolution, cameras, extent) or a model file (.ply, compressed
     .ply, .spz v1-v4, .sdz, .sog, SOG meta.json or folder)."""
-    from .info import describe, format_info
+    from splatdistill.commands.info import describe, format_info
 
     d = describe(path)
     _print_json(d) if json else print(format_info(d))
@@ -42,21 +42,21 @@ def convert(src: Pos[Path], dst: Pos[Path], spz_version: Optional[Literal[2, 3, 
     .spz (v1-v4), .sdz, .sog, a SOG meta.json or its folder; writes by the output name: .ply,
     .compressed.ply, .spz (v4; --spz-version 3 for readers without v4, such as Spark), .sdz, .sog,
     meta.json (SOG textures beside it)."""
-    from .fileio import check_output_file
-    from .info import _size_on_disk, load_model, save_model
+    from splatdistill.fileio import check_output_file
+    from splatdistill.formats.io import load_model, save_model, size_on_disk
 
     check_output_file(dst, min_free_bytes=src.stat().st_size if src.is_file() else 0)
     scene = load_model(src)
     written = save_model(scene, dst, spz_version=spz_version)
     print(f"wrote {written} ({len(scene)} Gaussians, SH degree {scene.sh_degree}, "
-          f"{_size_on_disk(written)} bytes)")
+          f"{size_on_disk(written)} bytes)")
 
 
 def make_scene(out: Pos[Path], resolution: int = 128, train_views: int = 100, test_views: int = 20,
                seed: int = 0) -> None:
     """Write the built-in procedural scene (ray-traced, not splatted) as a Blender-format dataset."""
-    from .data.demo_scene import make_demo_scene
-    from .fileio import check_output_dir
+    from splatdistill.data.demo_scene import make_demo_scene
+    from splatdistill.fileio import check_output_dir
 
     check_flags(locals())
     check_output_dir(out)
@@ -82,8 +82,8 @@ def render(
     """Render a model to PNGs: the views of a dataset split (--data), an orbit (--orbit N, no dataset
     needed) or exactly the views of a cameras.json written earlier (--cameras). Writes OUT/cameras.json.
     OUT holding another render's images is refused unless --overwrite (which removes them)."""
-    from .render.images import render_to_folder
-    from .runs import run_folder
+    from splatdistill.commands.render import render_to_folder
+    from splatdistill.commands.runs import run_folder
 
     check_flags(locals())
     config = {"model": _abs(model), "data": _abs(data), "split": split, "orbit": orbit, "cameras": _abs(cameras),
@@ -118,9 +118,9 @@ def train(
     OUT holding an earlier run is refused unless --resume or --overwrite (which removes its checkpoints).
     --background auto (default): a random colour each iteration for images with alpha, the dataset's
     otherwise; evaluation uses the dataset's. --train-views N: N evenly spaced training views."""
-    from .runs import run_folder
-    from .train.config import TrainConfig
-    from .train.trainer import Trainer
+    from splatdistill.commands.runs import run_folder
+    from splatdistill.train.config import TrainConfig
+    from splatdistill.train.trainer import Trainer
 
     check_flags(locals())
     cfg = TrainConfig(iterations=iterations, variant=variant, downscale=downscale, device=device,
@@ -134,15 +134,15 @@ def train(
 
 
 def _train(data, out, cfg, resume, branch_from, eval) -> None:
-    from .train.trainer import Trainer
+    from splatdistill.train.trainer import Trainer
 
     trainer = Trainer(data, out, cfg, resume=resume, branch_from=branch_from)
     result = trainer.run()
     print(f"trained {result.iterations} iterations in {result.wall_s:.1f} s: {len(result.scene)} Gaussians "
           f"-> {out / 'point_cloud.ply'}")
     if eval and trainer.dataset.splits.get("test"):
-        from .evaluate.evaluator import evaluate_scene
-        from .fileio import write_json_atomic
+        from splatdistill.ops.evaluate import evaluate_scene
+        from splatdistill.fileio import write_json_atomic
 
         m = evaluate_scene(result.scene.to(trainer.device), trainer.dataset, "test",
                            model_path=out / "point_cloud.ply")
@@ -177,12 +177,12 @@ def eval(
 ) -> None:
     """Evaluate a model on a dataset split: PSNR, SSIM, LPIPS-VGG, LPIPS-AlexNet, Gaussians, bytes,
     render time, peak memory, per-view values (written to --out as JSON)."""
-    from .data.dataset import load_dataset
-    from .evaluate.evaluator import evaluate_scene
-    from .fileio import write_json_atomic
-    from .info import load_model
-    from .fileio import check_output_file
-    from .train.setup import pick_device
+    from splatdistill.data.dataset import load_dataset
+    from splatdistill.ops.evaluate import evaluate_scene
+    from splatdistill.fileio import write_json_atomic
+    from splatdistill.formats.io import load_model
+    from splatdistill.fileio import check_output_file
+    from splatdistill.device import pick_device
 
     check_flags(locals())
     if out:
@@ -198,7 +198,7 @@ def eval(
 def metrics(a: Pos[Path], b: Pos[Path], json: JsonFlag = False) -> None:
     """Image metrics (PSNR, SSIM, LPIPS-VGG, LPIPS-AlexNet) between two images or two folders of
     same-named images."""
-    from .evaluate.metrics import compare_paths
+    from splatdistill.ops.metrics import compare_paths
 
     m = compare_paths(a, b)
     if json:
@@ -265,10 +265,10 @@ def distill(
     folders."""
     from dataclasses import asdict
 
-    from .distill.pipeline import run_distill
-    from .distill.report import markdown_table, table_rows
-    from .distill.student import StudentConfig
-    from .runs import run_folder
+    from splatdistill.distill.pipeline import run_distill
+    from splatdistill.distill.report import markdown_table, table_rows
+    from splatdistill.distill.student import StudentConfig
+    from splatdistill.commands.runs import run_folder
 
     check_flags(locals())
     cfg = StudentConfig(iterations=iterations, keep=keep, target_gaussians=target_gaussians, init=student_init,
@@ -291,7 +291,7 @@ def distill(
     if stats.get("mean_confidence") is not None:
         print(f"student mean confidence: {stats['mean_confidence']:.3f} (Confident Splatting's scene-quality indicator)")
     print(f"report: {out / 'report.md'}")
-    from .view.server import view_command
+    from splatdistill.view.server import view_command
 
     models = [row["path"] for row in summary["teachers"]] + [out / "student" / "point_cloud.ply"]
     print(f"see them side by side: {view_command(models, data)}")
@@ -302,8 +302,8 @@ def demo(out: Path = Path("demo_out"), teacher_iterations: int = 1500, student_i
     """Run the main job on the built-in scene: generate it, train the three teachers, distil a student
     with 12 % of the Gaussians, evaluate everything, print the table (report in OUT/distill) and
     compress the student (OUT/compressed: model.sdz, viewer-ready model.ply and model.spz)."""
-    from .pipeline import run_demo
-    from .runs import run_folder
+    from splatdistill.demo import run_demo
+    from splatdistill.commands.runs import run_folder
 
     check_flags(locals())
     config = {"teacher_iterations": teacher_iterations, "student_iterations": student_iterations,
@@ -312,7 +312,7 @@ def demo(out: Path = Path("demo_out"), teacher_iterations: int = 1500, student_i
                     overwrite=overwrite, can_resume=False):
         run_demo(out, teacher_iterations=teacher_iterations, student_iterations=student_iterations,
                  resolution=resolution, compress_iterations=compress_iterations)
-    from .view.server import view_command
+    from splatdistill.view.server import view_command
 
     print("see them side by side: " + view_command(
         [out / "distill" / "teachers" / "vanilla" / "point_cloud.ply", out / "distill" / "student" / "point_cloud.ply",
@@ -364,8 +364,8 @@ def compress(
     a ladder of models (shares of the input's Gaussians) to OUT/lod/."""
     from dataclasses import asdict
 
-    from .compress.pipeline import CompressConfig
-    from .runs import run_folder
+    from splatdistill.compress.pipeline import CompressConfig
+    from splatdistill.commands.runs import run_folder
 
     check_flags(locals(), iterations=COUNT, resolution=Rule(minimum=8))
     cfg = CompressConfig(quality=quality, prune=prune, sh_degree=sh_degree, vq_size=vq_size, vq_ratio=vq_ratio,
@@ -411,7 +411,7 @@ def _publish(staging: Path, out: Path) -> None:
 
 
 def _compress(model, out, staging, data, cfg, sweep) -> None:
-    from .compress.pipeline import compress_model, run_sweep, sweep_markdown
+    from splatdistill.compress.pipeline import compress_model, run_sweep, sweep_markdown
 
     if sweep:
         print(sweep_markdown(run_sweep(model, staging, data, cfg)))
@@ -429,7 +429,7 @@ def _compress(model, out, staging, data, cfg, sweep) -> None:
     for lv in s.get("lod") or []:
         print(f"LOD {lv['level']}: {lv['num_gaussians']} Gaussians ({lv['share']:g}), {lv['sdz_bytes'] / 1e6:.3f} MB "
               f"in {out / 'lod'}")
-    from .view.server import view_command
+    from splatdistill.view.server import view_command
 
     print(f"see them side by side: {view_command([model, out / 'model.sdz'], data)}")
 
@@ -446,11 +446,11 @@ def view(
     format. --data adds the dataset's cameras to jump to and the ground-truth photo beside the
     renders. Serves on 127.0.0.1 only unless --host says otherwise; --port 0 picks a free port.
     Every asset is local: the page needs no network. Stop with Ctrl-C."""
-    from .view.server import is_loopback, make_server
+    from splatdistill.view.server import is_loopback, make_server
 
     server = make_server(models, data=data, host=host, port=port, downscale=downscale)
     if not is_loopback(host):
-        from .errors import warn
+        from splatdistill.errors import warn
 
         warn(f"serving on {host}: anyone who can reach this machine on port "
              f"{server.server_address[1]} can see these models")
@@ -466,7 +466,7 @@ def batch(args: Pos[list[str]] = []) -> None:  # noqa: B006 (tyro reads the defa
     Ray): batch COMMAND INPUTS... --out DIR [COMMAND's flags], or batch --manifest jobs.json. Each job
     writes DIR/<input name>/ as the single command would; finished jobs are skipped on a rerun; the
     table of jobs goes to DIR/batch.md and DIR/batch.json. See batch --help."""
-    from .batch import batch_main
+    from splatdistill.commands.batch import batch_main
 
     code = batch_main(list(args))
     if code:

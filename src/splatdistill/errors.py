@@ -8,7 +8,12 @@ import os
 class UserError(Exception):
     """A problem with the user's input (a file, a flag, a dataset), not a bug.
 
-    ``path`` names the file concerned; the message says what is wrong with it.
+    The command line prints it as one line, ``splatdistill: error: [path: ]message``, and exits with
+    code 2.
+
+    Args:
+        message: What is wrong, in one line.
+        path: The file or folder concerned, if any; it is printed before the message.
     """
 
     def __init__(self, message: str, path: str | os.PathLike | None = None):
@@ -23,7 +28,15 @@ class UserError(Exception):
 
 
 def warn(message: str, path: str | os.PathLike | None = None) -> None:
-    """One plain line on stderr: ``splatdistill: warning: [path: ]message``."""
+    """One plain line on stderr: ``splatdistill: warning: [path: ]message``.
+
+    Args:
+        message: The warning, in one line.
+        path: The file or folder concerned, if any.
+
+    Returns:
+        None.
+    """
     import sys
 
     where = f"{path}: " if path is not None else ""

@@ -12,12 +12,22 @@ from typing import Iterator
 
 import numpy as np
 
-from .errors import UserError
+from splatdistill.errors import UserError
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it is fsynced and renamed onto ``path``."""
+    """A temporary path beside ``path`` that becomes ``path`` only if the block succeeds.
+
+    On success the temporary file is fsynced and renamed onto ``path``; on any exception it is removed
+    and ``path`` is left as it was. The parent folder is created if missing.
+
+    Args:
+        path: The final file.
+
+    Returns:
+        A context manager yielding the temporary ``Path`` to write.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -42,12 +52,29 @@ def _umask() -> int:
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see ``atomic_path``).
+
+    Args:
+        path: The file to write.
+        data: Its whole content.
+
+    Returns:
+        None.
+    """
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
 
 def write_json_atomic(path: str | os.PathLike, obj) -> None:
-    """Strict JSON (no NaN / Infinity; see ``dumps_json``), written atomically."""
+    """Strict JSON (no NaN / Infinity; see ``dumps_json``), written atomically.
+
+    Args:
+        path: The file to write.
+        obj: Any value ``dumps_json`` accepts (dicts, lists, numbers, numpy arrays and scalars, paths).
+
+    Returns:
+        None.
+    """
     write_bytes_atomic(path, (dumps_json(obj, indent=2) + "\n").encode())
 
 
@@ -99,7 +126,18 @@ def _json_ready(obj):
 
 
 def dumps_json(obj, indent: int | None = 2) -> str:
-    """Strict JSON text (``allow_nan=False``) of ``obj``; see the note above for non-finite numbers."""
+    """Strict JSON text (``allow_nan=False``) of ``obj``.
+
+    Non-finite numbers become ``null`` with a ``<key>_note`` beside them (see the note above); numpy
+    arrays and scalars become lists and numbers, paths strings.
+
+    Args:
+        obj: The value to encode.
+        indent: As for ``json.dumps``; ``None`` for one line.
+
+    Returns:
+        The JSON text.
+    """
     return json.dumps(_json_ready(obj), indent=indent, allow_nan=False)
 
 
@@ -138,7 +176,18 @@ def _probe_writable(folder: Path, named: Path, min_free_bytes: int = 0) -> None:
 
 
 def check_output_dir(path: str | os.PathLike, min_free_bytes: int = 0) -> Path:
-    """Check (before any work) that ``path`` is, or can be created as, a writable folder."""
+    """Check (before any work) that ``path`` is, or can be created as, a writable folder.
+
+    A temporary file is really created and removed in it (or in its nearest existing ancestor), so a
+    read-only mount or a missing permission shows here, for root too. Nothing is created.
+
+    Args:
+        path: The output folder.
+        min_free_bytes: Fail when the file system has less free space than this (0: no check).
+
+    Returns:
+        ``path`` as a ``Path``. Raises ``UserError`` naming the path otherwise.
+    """
     p = Path(path)
     if _exists(p):
         if not p.is_dir():
@@ -153,8 +202,18 @@ def check_output_dir(path: str | os.PathLike, min_free_bytes: int = 0) -> Path:
 
 
 def check_output_file(path: str | os.PathLike, min_free_bytes: int = 0) -> Path:
-    """Check (before any work) that a file can be written at ``path`` (not a folder, its folder creatable
-    and writable)."""
+    """Check (before any work) that a file can be written at ``path``.
+
+    ``path`` must not be a folder or end with a slash, and its folder must be writable or creatable
+    (probed as in ``check_output_dir``). Nothing is created.
+
+    Args:
+        path: The output file.
+        min_free_bytes: Fail when the file system has less free space than this (0: no check).
+
+    Returns:
+        ``path`` as a ``Path``. Raises ``UserError`` naming the path otherwise.
+    """
     p = Path(path)
     if _exists(p) and p.is_dir():
         raise UserError("is a folder; expected a file name", p)

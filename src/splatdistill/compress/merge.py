@@ -162,9 +162,19 @@ def _det3(m):
 
 
 @njit(cache=True, parallel=True)
-def _pair_dissimilarity(means, quats, log_scales, rgb, pa, pb, color_sigma, out):
+def pair_dissimilarity(means, quats, log_scales, rgb, pa, pb, color_sigma, out):
     """``1 - BC * exp(-|rgb_a - rgb_b|^2 / (2 sigma^2))`` per pair (``bhattacharyya_coefficient``
-    with the 3x3 algebra written out; det S_i = exp(2 sum s_i))."""
+    with the 3x3 algebra written out; det S_i = exp(2 sum s_i)).
+
+    Args:
+        means: [N, 3] float64 positions.
+        quats: [N, 4] float64 quaternions (w, x, y, z).
+        log_scales: [N, 3] float64 log-scales.
+        rgb: [N, 3] float64 base colours.
+        pa, pb: [P] int64 indices of the two Gaussians of each pair.
+        color_sigma: the colour distance at which the colour term falls to exp(-1/2).
+        out: [P] float64, written with the dissimilarity of each pair (1 for a degenerate pair).
+    """
     for t in prange(pa.shape[0]):
         a, b = pa[t], pb[t]
         ca, cb = np.empty((3, 3)), np.empty((3, 3))
@@ -239,11 +249,11 @@ def plan_reduction(p: dict, importance: np.ndarray, n_target: int, merge: bool =
     rev = (b < a) & (nn[b, 1] != a)
     pa = np.concatenate([a[uniq], b[rev]])
     pb = np.concatenate([b[uniq], a[rev]])
-    from ..scene.sh import C0
+    from splatdistill.scene.sh import C0
 
     rgb = np.ascontiguousarray(p["sh0"][:, 0, :], dtype=np.float64) * C0
     dissim = np.empty(len(pa))
-    _pair_dissimilarity(means, np.ascontiguousarray(p["quats"], np.float64),
+    pair_dissimilarity(means, np.ascontiguousarray(p["quats"], np.float64),
                         np.ascontiguousarray(p["scales"], np.float64), rgb, pa, pb, float(color_sigma), dissim)
     merge_cost = (imp[pa] + imp[pb]) * dissim
     cost = np.concatenate([imp, merge_cost])

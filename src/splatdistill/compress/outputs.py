@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
-from ..scene.gaussians import GaussianScene
+from splatdistill.errors import UserError
+from splatdistill.scene.gaussians import GaussianScene
 
 
 class StagedOutputs:
@@ -92,7 +92,7 @@ def _unlink(p: Path) -> None:
 def check_outputs(out: Path, names: list[str]) -> None:
     """The output folder exists or can be created and accepts files (``fileio.check_output_dir``), and
     no ``out / name`` is a folder; the folder is created."""
-    from ..fileio import check_output_dir
+    from splatdistill.fileio import check_output_dir
 
     out = check_output_dir(out)
     try:
@@ -117,7 +117,7 @@ def probe_codec_inputs(scene: GaussianScene, settings: dict, n_after_prune: int,
     (truncated to the run's SH degree): the colour VQ's codebook size and index type (the layout of
     ``n_after_prune`` Gaussians applied to all of ``scene``'s, so every value is encoded) and the
     residual VQ's stages; codewords are taken from the scene's own values."""
-    from .codec import canonical_quats, color_features
+    from splatdistill.formats.sdz import canonical_quats, color_features
 
     s = settings
     n = len(scene)
@@ -149,11 +149,11 @@ def preflight(scene: GaussianScene, out: Path, settings: dict, n_after_prune: in
               points_per_codeword: int, spz_version: int = 4) -> dict:
     """Check the output folder and run ``scene`` through every writer ``compress`` will use (see the
     module docstring). Returns what it checked; raises ``UserError`` naming the output file."""
-    from ..scene.ply import read_ply, write_ply
-    from .codec import decode_scene, encode_scene
-    from .container import decode_container, encode_container
-    from .spz import read_spz
-    from .spz import write_spz as spz_writer
+    from splatdistill.formats.ply import read_ply, write_ply
+    from splatdistill.formats.sdz import decode_scene, encode_scene
+    from splatdistill.formats.container import decode_container, encode_container
+    from splatdistill.formats.spz import read_spz
+    from splatdistill.formats.spz import write_spz as spz_writer
 
     names = ["model.sdz", "model.ply", "summary.json"] + (["model.spz"] if write_spz else [])
     check_outputs(out, names)

@@ -76,114 +76,23 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data.cameras import Camera, stack_cameras
-from ..errors import UserError
-from ..fileio import atomic_path, write_bytes_atomic, write_json_atomic
-from ..render import render
-from ..scene.gaussians import GaussianScene
-from .policies import POLICIES, make_policy
+from splatdistill.cameras.camera import Camera, stack_cameras
+from splatdistill.errors import UserError
+from splatdistill.fileio import atomic_path, write_bytes_atomic, write_json_atomic
+from splatdistill.render import render
+from splatdistill.scene.gaussians import GaussianScene
+from splatdistill.ops.policies import make_policy
 
-Quality = Literal["high", "balanced", "small"]
-
-PRESETS: dict[str, dict] = {
-    "high": {"prune": 0.5, "sh_degree": 3, "vq_size": 8192, "vq_ratio": 0.4,
-             "bits": {"opacities": 12, "sh0": 8, "shN": 8}, "kept_encoding": "bits"},
-    # LightGaussian's defaults: prune 66 %, SH 3 -> 2, 8192 codewords for the least significant 60 %
-    "balanced": {"prune": 0.66, "sh_degree": 2, "vq_size": 8192, "vq_ratio": 0.6,
-                 "bits": {"opacities": 10, "sh0": 8, "shN": 6}, "kept_encoding": "bits"},
-    "small": {"prune": 0.8, "sh_degree": 1, "vq_size": 4096, "vq_ratio": 0.8,
-              "bits": {"opacities": 10, "sh0": 8, "shN": 5}, "kept_encoding": "bits"},
-}
+from splatdistill.compress.config import PRESETS, CompressConfig, Quality  # noqa: F401 (re-exported)
 
 # At most one codeword per this many VQ'd Gaussians (LightGaussian's 8192 codewords serve ~600k
 # VQ'd Gaussians on Mip-NeRF 360 scenes, ~70 each).
 _VQ_POINTS_PER_CODEWORD = 16
-
-
-@dataclass
-class CompressConfig:
-    quality: Quality = "balanced"
-    prune: float | None = None  # fraction of Gaussians removed (preset if None)
-    sh_degree: int | None = None  # output SH degree (preset, capped at the input's, if None)
-    vq_size: int | None = None  # colour codebook size K
-    vq_ratio: float | None = None  # fraction R of Gaussians whose colour is VQ'd
-    prune_policy: Literal["significance", "mask", "confidence"] = "significance"
-    iterations: int = 1000  # co-adaptation and SH-distillation steps; the VQ fine-tune gets half
-    downscale: int = 1  # dataset images
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    # data-free mode
-    views: int = 48  # sampled training views (3/4 on a Fibonacci sphere, 1/4 on an orbit)
-    eval_views: int = 8  # held-out orbit views for the metrics
-    resolution: int = 192  # of the sampled views (square)
-    fov_deg: float = 50.0
-    up: tuple[float, float, float] = (0.0, 0.0, 1.0)
-    background: tuple[float, float, float] | None = None  # None: the dataset's, or black
-    # fine-tunes with --data on RGBA images: a random background colour each step (None: when the
-    # images have alpha and no background is given; train/background.py); metrics stay on ``background``
-    random_background: bool | None = None
-    pseudo_views: int | None = None  # SH-distillation pseudo-view pool (default 2 x train views, <= 256)
-    rvq_stages: int = 0  # residual VQ of scales and rotations (Compact-3DGS: 6 stages); 0 = off
-    rvq_size: int = 64  # codewords per R-VQ stage (Compact-3DGS: 64)
-    write_spz: bool = True
-    spz_version: int = 4  # 3 for viewers that read only versions 1-3 (Spark)
-    lpips: bool = True
-    seed: int = 0
-    progress: bool = True
-    # training-free path (compress/trainingfree.py): the default without a dataset
-    training_free: bool | None = None  # None: training-free when no dataset is given
-    refine: int = 0  # training-free: fine-tune iterations after the reduction (0 = none)
-    importance_views: int = 8  # forward renders for the importance (0: opacity x volume)
-    importance_resolution: int = 128
-    merge: bool = True  # moment-matched pairwise merges where they beat pruning
-    palette_size: int | None = None  # SH-rest k-means palette (preset if None)
-    zstd_level: int = 19
-    lod: str | None = None  # e.g. "1,0.5,0.25,0.1": a ladder of models in OUT/lod/
-
-    def settings(self, input_degree: int) -> dict:
-        """The resolved settings: preset values overridden by the explicit ones, checked."""
-        if self.quality not in PRESETS:
-            raise UserError(f"unknown quality preset '{self.quality}' (choose {', '.join(PRESETS)})")
-        p = PRESETS[self.quality]
-        prune = p["prune"] if self.prune is None else float(self.prune)
-        if not 0.0 <= prune < 1.0:
-            raise UserError(f"--prune must be in [0, 1), got {prune}")
-        if self.sh_degree is None:
-            deg = min(p["sh_degree"], input_degree)
-        else:
-            deg = int(self.sh_degree)
-            if not 0 <= deg <= 3:
-                raise UserError(f"--sh-degree must be in 0..3, got {deg}")
-            if deg > input_degree:
-                raise UserError(f"--sh-degree {deg} is higher than the input model's SH degree {input_degree}")
-        k = p["vq_size"] if self.vq_size is None else int(self.vq_size)
-        if k < 1:
-            raise UserError(f"--vq-size must be at least 1, got {k}")
-        ratio = p["vq_ratio"] if self.vq_ratio is None else float(self.vq_ratio)
-        if not 0.0 <= ratio <= 1.0:
-            raise UserError(f"--vq-ratio must be in [0, 1], got {ratio}")
-        if self.prune_policy not in POLICIES:
-            raise UserError(f"unknown prune policy '{self.prune_policy}' (choose {', '.join(POLICIES)})")
-        if self.iterations < 0:
-            raise UserError(f"--iterations must be >= 0, got {self.iterations}")
-        if self.downscale < 1:
-            raise UserError(f"--downscale must be >= 1, got {self.downscale}")
-        if self.rvq_stages < 0 or not 1 <= self.rvq_size <= 65536:
-            raise UserError(f"--rvq-stages must be >= 0 and --rvq-size in 1..65536, got {self.rvq_stages}, "
-                            f"{self.rvq_size}")
-        if self.views < 1 or self.eval_views < 1 or self.resolution < 8:
-            raise UserError("data-free mode needs at least 1 view, 1 evaluation view and 8-pixel images")
-        return {
-            "quality": self.quality, "prune": prune, "sh_degree": deg, "vq_size": k, "vq_ratio": ratio,
-            "prune_policy": self.prune_policy, "iterations": int(self.iterations),
-            "bits": dict(p["bits"]), "position": "fp16", "kept_encoding": p["kept_encoding"],
-            "rvq_stages": int(self.rvq_stages), "rvq_size": int(self.rvq_size),
-        }
 
 
 # ---- targets --------------------------------------------------------------------------------------------
@@ -257,7 +166,7 @@ class Targets:
 
 def sample_cameras(scene: GaussianScene, cfg: CompressConfig) -> tuple[list[Camera], list[Camera], float]:
     """Data-free cameras: (training views, held-out evaluation views, sphere radius)."""
-    from ..data.views import bounding_sphere, orbit_cameras, sphere_cameras
+    from splatdistill.cameras.views import bounding_sphere, orbit_cameras, sphere_cameras
 
     center, radius = bounding_sphere(scene.means.detach().cpu().numpy())
     radius = max(float(radius), 1e-6)
@@ -270,11 +179,11 @@ def sample_cameras(scene: GaussianScene, cfg: CompressConfig) -> tuple[list[Came
 
 
 def prepare_targets(scene: GaussianScene, data, cfg: CompressConfig, device: torch.device) -> Targets:
-    from ..data.views import camera_extent, pseudo_views
+    from splatdistill.cameras.views import camera_extent, pseudo_views
 
     teacher = scene.to(device)
     if data is not None:
-        from ..data.dataset import load_dataset
+        from splatdistill.data.dataset import load_dataset
 
         ds = load_dataset(data, downscale=cfg.downscale)
         views = ds.split("train")
@@ -288,7 +197,7 @@ def prepare_targets(scene: GaussianScene, data, cfg: CompressConfig, device: tor
         bg = tuple(float(b) for b in (cfg.background if cfg.background is not None else ds.background))
         random_bg = cfg.random_background
         if random_bg is None:
-            from ..train.background import dataset_has_alpha
+            from splatdistill.ops.background import dataset_has_alpha
 
             random_bg = cfg.background is None and dataset_has_alpha(ds)
 
@@ -333,10 +242,10 @@ def _adam(tensors: dict[str, torch.Tensor], lrs: dict[str, float]) -> tuple[dict
     groups = [{"params": [params[k]], "lr": lrs[k], "name": k} for k in params if params[k].numel()]
     if not groups:
         return params, None
-    from ..train.setup import _fused_adam_ok
+    from splatdistill.ops.optim import fused_adam_ok
 
     # eps 1e-15 as in the Inria code and gsplat; the fused kernel is several times faster on CPU
-    return params, torch.optim.Adam(groups, eps=1e-15, **({"fused": True} if _fused_adam_ok() else {}))
+    return params, torch.optim.Adam(groups, eps=1e-15, **({"fused": True} if fused_adam_ok() else {}))
 
 
 def _fit(build, params, opt, n_iter: int, pick, targets: Targets, extent: float, desc: str, progress: bool,
@@ -344,7 +253,7 @@ def _fit(build, params, opt, n_iter: int, pick, targets: Targets, extent: float,
     """``n_iter`` Adam steps of the photometric loss of ``build()``'s renders against ``pick(step)``'s
     (camera, target) (+ the policy's regulariser and gates). Positions' lr decays by 10x. Returns the
     last loss (None when no step ran)."""
-    from ..train.losses import photometric_loss
+    from splatdistill.ops.losses import photometric_loss
 
     if n_iter <= 0 or opt is None:
         return None
@@ -420,7 +329,7 @@ def pruned_count(n: int, prune: float) -> int:
 
 
 def _significance(scene: GaussianScene, targets: Targets) -> torch.Tensor:
-    from ..distill.importance import importance
+    from splatdistill.ops.importance import importance
 
     return importance(scene.detach(), targets.train_cams, "significance")
 
@@ -499,9 +408,9 @@ def vq_stage(scene: GaussianScene, targets: Targets, k: int, ratio: float, n_ite
              progress: bool = True) -> tuple[GaussianScene, dict | None, dict]:
     """Colour VQ + fine-tune. Returns (scene with the kept Gaussians first, vq dict for the codec or
     None, info)."""
-    from .codec import build_color_vq
+    from splatdistill.formats.sdz import build_color_vq
 
-    from .outputs import vq_layout
+    from splatdistill.compress.outputs import vq_layout
 
     n = len(scene)
     n_vq, k_eff, skipped = vq_layout(n, k, ratio, _VQ_POINTS_PER_CODEWORD)
@@ -548,8 +457,8 @@ def rvq_stage(scene: GaussianScene, targets: Targets, stages: int, k: int, n_ite
     fine-tune of the codebooks, positions and opacities (colours, possibly VQ'd, stay as they are).
     Returns (scene with the decoded scales / rotations, ``{"scales"|"quats": (codebooks, indices)}``
     for the codec, info)."""
-    from .codec import canonical_quats
-    from .vq import residual_vq
+    from splatdistill.formats.sdz import canonical_quats
+    from splatdistill.formats.vq import residual_vq
 
     if stages <= 0:
         return scene, None, {"skipped": True}
@@ -590,8 +499,8 @@ def rvq_stage(scene: GaussianScene, targets: Targets, stages: int, k: int, n_ite
 
 def evaluate(scene: GaussianScene, targets: Targets, lpips: bool = True, bank=None, progress: bool = True) -> dict:
     """Mean PSNR / SSIM / LPIPS-VGG of ``scene``'s renders of the evaluation views."""
-    from ..evaluate.lpips import LPIPSBank
-    from ..evaluate.metrics import image_metrics
+    from splatdistill.ops.lpips import LPIPSBank
+    from splatdistill.ops.metrics import image_metrics
 
     bank = bank or LPIPSBank()
     scene = scene.to(targets.device)
@@ -613,20 +522,20 @@ def evaluate(scene: GaussianScene, targets: Targets, lpips: bool = True, bank=No
 
 # ---- the whole job ----------------------------------------------------------------------------------------
 def _device(name: str) -> torch.device:
-    from ..train.setup import pick_device
+    from splatdistill.device import pick_device
 
     return pick_device(name)
 
 
 def _model_bytes(model_path) -> int:
     """Size of the input model on disk (a SOG folder / meta.json: with its textures)."""
-    from ..info import _size_on_disk
+    from splatdistill.formats.io import size_on_disk
 
-    return _size_on_disk(model_path)
+    return size_on_disk(model_path)
 
 
 def load_input(model_path) -> GaussianScene:
-    from ..info import load_model
+    from splatdistill.formats.io import load_model
 
     p = Path(model_path)
     if not p.exists():
@@ -646,11 +555,11 @@ def compress_model(model_path, out_dir, data=None, cfg: CompressConfig | None = 
     Before any optimisation the output folder and every writer are checked on the input model
     (``outputs.preflight``); the outputs are written under temporary names and renamed into place
     together at the end (``outputs.StagedOutputs``), so a failure leaves no final-named file behind."""
-    from .outputs import StagedOutputs, preflight
+    from splatdistill.compress.outputs import StagedOutputs, preflight
 
     cfg = cfg or CompressConfig()
     if data is None and targets is None and cfg.training_free is not False:
-        from .trainingfree import compress_training_free
+        from splatdistill.compress.trainingfree import compress_training_free
 
         return compress_training_free(model_path, out_dir, cfg, scene=scene)
     model_path, out = Path(model_path), Path(out_dir)
@@ -710,9 +619,9 @@ def compress_model(model_path, out_dir, data=None, cfg: CompressConfig | None = 
 def _finish(model_path, data, cfg, s, scene, work, vq, rvq, targets, staged, n_in, device, timings,
             t_all) -> dict:
     """Encode, read back and evaluate the result into ``staged``'s temporary files; the summary."""
-    from ..scene.ply import read_ply, write_ply
-    from .codec import load_sdz, save_sdz
-    from .spz import read_spz, write_spz
+    from splatdistill.formats.ply import read_ply, write_ply
+    from splatdistill.formats.sdz import load_sdz, save_sdz
+    from splatdistill.formats.spz import read_spz, write_spz
 
     t0 = time.perf_counter()
     final = work.detach().to("cpu")
@@ -738,7 +647,7 @@ def _finish(model_path, data, cfg, s, scene, work, vq, rvq, targets, staged, n_i
     timings["encode"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    from ..evaluate.lpips import LPIPSBank
+    from splatdistill.ops.lpips import LPIPSBank
 
     bank = LPIPSBank()
     metrics = evaluate(decoded, targets, cfg.lpips, bank, cfg.progress)
@@ -795,7 +704,7 @@ def run_sweep(model_path, out_dir, data=None, cfg: CompressConfig | None = None)
     OUT/rate_distortion.png (size in MB, log scale, against PSNR and LPIPS-VGG)."""
     cfg = cfg or CompressConfig()
     out = Path(out_dir)
-    from .outputs import check_outputs, preflight
+    from splatdistill.compress.outputs import check_outputs, preflight
 
     scene = load_input(model_path)
     cfg.settings(scene.sh_degree)  # fail early on bad flags

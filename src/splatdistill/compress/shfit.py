@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from ..scene.gaussians import num_sh_coeffs
-from ..scene.sh import sh_basis
+from splatdistill.scene.gaussians import num_sh_coeffs
+from splatdistill.scene.sh import sh_basis
 
 
 def fit_lower_bands(means: np.ndarray, sh: np.ndarray, degree: int, camera_centers: np.ndarray,

@@ -45,10 +45,10 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from ..errors import UserError
-from ..fileio import write_json_atomic
-from ..render.cpu_kernels import ALPHA_MAX, ALPHA_MIN, T_MIN, _pixel_range
-from ..scene.gaussians import GaussianScene
+from splatdistill.errors import UserError
+from splatdistill.fileio import write_json_atomic
+from splatdistill.render.cpu_kernels import ALPHA_MAX, ALPHA_MIN, T_MIN, _pixel_range
+from splatdistill.scene.gaussians import GaussianScene
 
 # Training-free settings per preset: the SH palette size (k-means codewords for the SH rest).
 PALETTE = {"high": 16384, "balanced": 8192, "small": 4096}
@@ -164,9 +164,9 @@ def _accumulate_weights(means2d, conics, opacities, radii, offsets, ids, width, 
 def blend_weights(scene: GaussianScene, cameras) -> np.ndarray:
     """(N,) float64: sum over the cameras' pixels of each Gaussian's blending weight alpha T (the
     value ``distill.importance.accumulated_weights`` gets from a backward pass), forward only."""
-    from ..data.cameras import stack_cameras
-    from ..render.api import project_cpu
-    from ..render.cpu_kernels import bin_tiles
+    from splatdistill.cameras.camera import stack_cameras
+    from splatdistill.render.api import project_cpu
+    from splatdistill.render.cpu_kernels import bin_tiles
 
     s = scene.detach().to("cpu")
     n = len(s)
@@ -237,8 +237,8 @@ def parse_lod(spec) -> list[float] | None:
 def reduce_and_fit(p: dict, imp: np.ndarray, n_target: int, degree: int, centers: np.ndarray, merge: bool,
                    meter: StageMeter | None = None, suffix: str = "") -> tuple[dict, np.ndarray, dict]:
     """Stages 2 and 3 on raw numpy parameters."""
-    from .merge import reduce_gaussians
-    from .shfit import fit_lower_bands
+    from splatdistill.compress.merge import reduce_gaussians
+    from splatdistill.compress.shfit import fit_lower_bands
 
     n = len(imp)
     ctx = meter.stage(f"reduce{suffix}", n) if meter else _Null()
@@ -275,7 +275,7 @@ def palette_size(preset_k: int, n: int) -> int:
 def _preflight_codec(scene: GaussianScene, s: dict, cfg, target: Path) -> None:
     """Before any work: the packed codec stores (and gives back) a probe of the model with the run's
     SH degree: the Gaussians at the extremes of every coordinate, scale and opacity, and a sample."""
-    from .packed import decode_packed, encode_packed
+    from splatdistill.formats.packed import decode_packed, encode_packed
 
     n = len(scene)
     if n == 0:
@@ -296,14 +296,14 @@ def _preflight_codec(scene: GaussianScene, s: dict, cfg, target: Path) -> None:
 
 def compress_training_free(model_path, out_dir, cfg, *, scene: GaussianScene | None = None) -> dict:
     """``compress`` without a dataset and without training (see the module docstring)."""
-    from ..render import render
-    from ..data.cameras import stack_cameras
-    from ..scene.ply import write_ply
-    from .codec import load_sdz
-    from .container import write_container
-    from .packed import encode_packed, section_bytes
-    from .pipeline import PRESETS, evaluate, load_input, sample_cameras
-    from .spz import write_spz
+    from splatdistill.render import render
+    from splatdistill.cameras.camera import stack_cameras
+    from splatdistill.formats.ply import write_ply
+    from splatdistill.formats.sdz import load_sdz
+    from splatdistill.formats.container import write_container
+    from splatdistill.formats.packed import encode_packed, section_bytes
+    from splatdistill.compress.pipeline import PRESETS, evaluate, load_input, sample_cameras
+    from splatdistill.formats.spz import write_spz
 
     model_path, out = Path(model_path), Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -313,7 +313,7 @@ def compress_training_free(model_path, out_dir, cfg, *, scene: GaussianScene | N
         raise UserError("--importance-views must be >= 0 and --importance-resolution >= 8")
     if cfg.refine < 0:
         raise UserError(f"--refine must be >= 0, got {cfg.refine}")
-    from .outputs import check_outputs
+    from splatdistill.compress.outputs import check_outputs
 
     check_outputs(out, ["model.sdz", "model.ply", "summary.json"] + (["model.spz"] if cfg.write_spz else [])
                      + (["lod"] if lod else []))
@@ -356,7 +356,7 @@ def compress_training_free(model_path, out_dir, cfg, *, scene: GaussianScene | N
     refine_info = {"iterations": int(cfg.refine)}
     targets = None
     if cfg.refine > 0:
-        from .pipeline import _adam, _fit, _lrs, _scene_of, _train_picker, prepare_targets
+        from splatdistill.compress.pipeline import _adam, _fit, _lrs, _scene_of, _train_picker, prepare_targets
 
         with meter.stage("refine", len(work)) as st:
             device = torch.device("cpu") if cfg.device == "auto" and not torch.cuda.is_available() else \
@@ -422,8 +422,8 @@ def compress_training_free(model_path, out_dir, cfg, *, scene: GaussianScene | N
     metrics, t_eval = {"psnr": None, "ssim": None, "lpips_vgg": None}, None
     eval_kind = "input model renders of a held-out orbit"
     if cfg.eval_views > 0:
-        from ..evaluate.lpips import LPIPSBank
-        from .pipeline import Targets
+        from splatdistill.ops.lpips import LPIPSBank
+        from splatdistill.compress.pipeline import Targets
 
         with meter.stage("evaluate", len(decoded)) as st:
             t0 = time.perf_counter()

@@ -1,1 +1,1 @@
-"""Datasets and cameras."""
+"""Datasets (COLMAP, Blender, nerfstudio, the built-in demo scene): cameras with their images."""

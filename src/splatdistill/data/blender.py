@@ -25,15 +25,24 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from ..errors import UserError
-from .cameras import Camera
-from .images import IMAGE_EXTENSIONS, ImageSpec, prepare_view, read_image_size
+from splatdistill.errors import UserError
+from splatdistill.cameras.camera import Camera
+from splatdistill.data.images import IMAGE_EXTENSIONS, ImageSpec, prepare_view, read_image_size
 
 SPLITS = ("train", "val", "test")
 _GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])
 
 
 def read_json(path: Path) -> dict:
+    """The JSON object in ``path``; an unreadable or malformed file, or one that is not an object,
+    raises ``UserError``.
+
+    Args:
+        path: The ``transforms_*.json`` file.
+
+    Returns:
+        The parsed dict.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
@@ -48,6 +57,15 @@ def read_json(path: Path) -> dict:
 
 
 def frames_of(data: dict, path: Path) -> list[dict]:
+    """The ``frames`` list of a transforms file, each checked for ``file_path`` and ``transform_matrix``.
+
+    Args:
+        data: The parsed file.
+        path: The file, to name in errors.
+
+    Returns:
+        The frames (dicts).
+    """
     frames = data.get("frames")
     if not isinstance(frames, list) or not frames:
         raise UserError("no 'frames' list (expected a list of {file_path, transform_matrix})", path)
@@ -58,7 +76,17 @@ def frames_of(data: dict, path: Path) -> list[dict]:
 
 
 def opengl_c2w_to_opencv_w2c(matrix, path: Path | None = None, index: int = 0) -> np.ndarray:
-    """World-to-camera (OpenCV axes) from a camera-to-world matrix in OpenGL/Blender axes."""
+    """World-to-camera (OpenCV axes) from a camera-to-world matrix in OpenGL/Blender axes.
+
+    Args:
+        matrix: [4, 4] or [3, 4] camera-to-world matrix (nested lists or array).
+        path: The file, to name in errors.
+        index: The frame's index, for the message.
+
+    Returns:
+        [4, 4] float64 world-to-camera matrix. A non-numeric, non-finite or singular matrix raises
+        ``UserError``.
+    """
     try:
         m = np.asarray(matrix, dtype=np.float64)
     except (TypeError, ValueError):
@@ -75,6 +103,15 @@ def opengl_c2w_to_opencv_w2c(matrix, path: Path | None = None, index: int = 0) -
 
 
 def image_path_of(root: Path, file_path: str) -> Path:
+    """The image file of a frame: ``root / file_path``, with ``.png`` added when it has no image suffix.
+
+    Args:
+        root: The dataset folder.
+        file_path: The frame's ``file_path``.
+
+    Returns:
+        The path.
+    """
     p = root / file_path
     return p if p.suffix.lower() in IMAGE_EXTENSIONS else p.with_name(p.name + ".png")
 
@@ -82,7 +119,17 @@ def image_path_of(root: Path, file_path: str) -> Path:
 def load_blender(
     root: str | Path, downscale: int = 1, background=(1.0, 1.0, 1.0)
 ) -> dict[str, list[tuple[Camera, ImageSpec]]]:
-    """Cameras and image specs per split (``train`` always; ``val`` and ``test`` when present)."""
+    """Cameras and image specs of a NeRF-synthetic / Blender dataset.
+
+    Args:
+        root: The dataset folder.
+        downscale: Integer image downscale (images resized with INTER_AREA, cameras scaled).
+        background: RGB in [0, 1] the RGBA frames are composited on.
+
+    Returns:
+        Split name -> list of ``(Camera, ImageSpec)``: ``train`` always; ``val`` and ``test`` when
+        present.
+    """
     root = Path(root)
     splits: dict[str, list[tuple[Camera, ImageSpec]]] = {}
     for split in SPLITS:

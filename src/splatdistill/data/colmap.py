@@ -53,8 +53,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
-from ..fileio import atomic_path
+from splatdistill.errors import UserError
+from splatdistill.fileio import atomic_path
 
 # name -> (model_id, number of parameters); every model COLMAP defines, so that the reader can
 # name an unsupported model precisely and the writer can produce one for tests.
@@ -79,6 +79,15 @@ INVALID_POINT3D_ID = -1  # stored as 2^64 - 1 in binary files, -1 in text files
 
 
 def unsupported_model_error(name: str, path: str | Path | None) -> UserError:
+    """The ``UserError`` for a camera model this reader does not support (it lists the supported ones).
+
+    Args:
+        name: The model's name.
+        path: The file, to name in the error.
+
+    Returns:
+        The error, to raise.
+    """
     return UserError(
         f"unsupported camera model '{name}' (supported: {', '.join(SUPPORTED_MODELS)})", path
     )
@@ -86,6 +95,15 @@ def unsupported_model_error(name: str, path: str | Path | None) -> UserError:
 
 @dataclass
 class ColmapCamera:
+    """One camera of a COLMAP model.
+
+    Args:
+        camera_id: COLMAP's id.
+        model: Camera model name (``SIMPLE_PINHOLE``, ``PINHOLE``, ``SIMPLE_RADIAL``, ``RADIAL``,
+            ``OPENCV``).
+        width, height: Image size in pixels.
+        params: float64 parameters, as many as the model has.
+    """
     camera_id: int
     model: str
     width: int
@@ -96,7 +114,12 @@ class ColmapCamera:
         self.params = np.asarray(self.params, dtype=np.float64).reshape(-1)
 
     def pinhole_and_distortion(self) -> tuple[float, float, float, float, np.ndarray]:
-        """``(fx, fy, cx, cy, dist)`` with ``dist`` the OpenCV coefficients (k1, k2, p1, p2)."""
+        """The pinhole intrinsics and the distortion of this camera.
+
+        Returns:
+            ``(fx, fy, cx, cy, dist)``: floats in pixels, and [4] float64 OpenCV coefficients
+            (k1, k2, p1, p2). An unsupported model raises ``UserError``.
+        """
         p = self.params
         dist = np.zeros(4)
         if self.model == "SIMPLE_PINHOLE":
@@ -122,6 +145,17 @@ class ColmapCamera:
 
 @dataclass
 class ColmapImage:
+    """One registered image of a COLMAP model.
+
+    Args:
+        image_id: COLMAP's id.
+        qvec: [4] float64 Hamilton quaternion (w, x, y, z) of the world-to-camera rotation.
+        tvec: [3] float64 world-to-camera translation.
+        camera_id: Id of its camera.
+        name: Image file name, relative to the image folder.
+        xys: [P, 2] float64 keypoints.
+        point3D_ids: [P] int64 3D point of each keypoint (-1: none).
+    """
     image_id: int
     qvec: np.ndarray  # (4,) float64, Hamilton (w, x, y, z), world-to-camera rotation
     tvec: np.ndarray  # (3,) float64, world-to-camera translation
@@ -137,9 +171,11 @@ class ColmapImage:
         self.point3D_ids = np.asarray(self.point3D_ids, dtype=np.int64).reshape(-1)
 
     def rotation(self) -> np.ndarray:
+        """[3, 3] float64 world-to-camera rotation."""
         return qvec_to_rotmat(self.qvec)
 
     def world_to_camera(self) -> np.ndarray:
+        """[4, 4] float64 world-to-camera matrix (OpenCV axes, as COLMAP's)."""
         m = np.eye(4)
         m[:3, :3] = self.rotation()
         m[:3, 3] = self.tvec
@@ -148,6 +184,17 @@ class ColmapImage:
 
 @dataclass
 class ColmapPoints:
+    """The 3D points of a COLMAP model, as arrays.
+
+    Args:
+        ids: [M] int64 point ids.
+        xyz: [M, 3] float64 positions.
+        rgb: [M, 3] uint8 colours.
+        error: [M] float64 reprojection errors.
+        track_lengths: [M] int64 observations per point.
+        track_image_ids: [T] int64 image of each observation (T = sum of track lengths).
+        track_point2D_idxs: [T] int64 keypoint index of each observation.
+    """
     ids: np.ndarray  # (M,) int64
     xyz: np.ndarray  # (M, 3) float64
     rgb: np.ndarray  # (M, 3) uint8
@@ -161,12 +208,24 @@ class ColmapPoints:
 
     @staticmethod
     def empty() -> "ColmapPoints":
+        """No points."""
         z = np.zeros(0, dtype=np.int64)
         return ColmapPoints(z, np.zeros((0, 3)), np.zeros((0, 3), np.uint8), np.zeros(0), z, z, z)
 
     @staticmethod
     def from_arrays(xyz, rgb, ids=None, error=None, tracks=None) -> "ColmapPoints":
-        """Build points; ``tracks`` is a list (one per point) of ``(image_id, point2D_idx)`` pairs."""
+        """Points from positions and colours; ids, errors and tracks get defaults when None.
+
+        Args:
+            xyz: [M, 3] positions.
+            rgb: [M, 3] uint8 colours.
+            ids: [M] ids; ``1..M`` when None.
+            error: [M] reprojection errors; zeros when None.
+            tracks: One list per point of ``(image_id, point2D_idx)`` pairs; empty when None.
+
+        Returns:
+            ``ColmapPoints``.
+        """
         xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
         m = xyz.shape[0]
         ids = np.arange(1, m + 1, dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
@@ -183,6 +242,14 @@ class ColmapPoints:
 
 @dataclass
 class ColmapModel:
+    """A sparse model read from one folder.
+
+    Args:
+        path: The folder.
+        cameras: Camera id -> ``ColmapCamera``.
+        images: Image id -> ``ColmapImage``.
+        points: The 3D points; None when the model has no points3D file.
+    """
     path: Path
     cameras: dict[int, ColmapCamera]
     images: dict[int, ColmapImage]
@@ -194,7 +261,14 @@ class ColmapModel:
 
 
 def qvec_to_rotmat(q: np.ndarray) -> np.ndarray:
-    """Rotation matrix of a Hamilton quaternion (w, x, y, z); the quaternion is normalised first."""
+    """Rotation matrix of a Hamilton quaternion; the quaternion is normalised first.
+
+    Args:
+        q: [4] quaternion (w, x, y, z).
+
+    Returns:
+        [3, 3] float64 rotation matrix.
+    """
     q = np.asarray(q, dtype=np.float64)
     n = np.linalg.norm(q)
     if not np.isfinite(n) or n == 0:
@@ -208,7 +282,14 @@ def qvec_to_rotmat(q: np.ndarray) -> np.ndarray:
 
 
 def rotmat_to_qvec(R: np.ndarray) -> np.ndarray:
-    """Hamilton quaternion (w, x, y, z), w >= 0, of a rotation matrix (Shepperd's method)."""
+    """Hamilton quaternion of a rotation matrix (Shepperd's method).
+
+    Args:
+        R: [3, 3] rotation matrix.
+
+    Returns:
+        [4] float64 quaternion (w, x, y, z) with w >= 0.
+    """
     R = np.asarray(R, dtype=np.float64)
     tr = np.trace(R)
     cands = [tr, R[0, 0], R[1, 1], R[2, 2]]
@@ -291,6 +372,14 @@ class _BinaryReader:
 
 
 def read_cameras_binary(path: str | Path) -> dict[int, ColmapCamera]:
+    """Read ``cameras.bin``; a truncated or malformed file raises ``UserError``.
+
+    Args:
+        path: The file.
+
+    Returns:
+        Camera id -> ``ColmapCamera``.
+    """
     r = _BinaryReader(Path(path))
     n = r.count("number of cameras", 24)
     cameras: dict[int, ColmapCamera] = {}
@@ -310,6 +399,14 @@ _POINT2D_DTYPE = np.dtype([("x", "<f8"), ("y", "<f8"), ("id", "<u8")])
 
 
 def read_images_binary(path: str | Path) -> dict[int, ColmapImage]:
+    """Read ``images.bin``; a truncated or malformed file raises ``UserError``.
+
+    Args:
+        path: The file.
+
+    Returns:
+        Image id -> ``ColmapImage``.
+    """
     r = _BinaryReader(Path(path))
     n = r.count("number of images", 4 + 56 + 4 + 1 + 8)
     images: dict[int, ColmapImage] = {}
@@ -329,6 +426,14 @@ def read_images_binary(path: str | Path) -> dict[int, ColmapImage]:
 
 
 def read_points3D_binary(path: str | Path) -> ColmapPoints:
+    """Read ``points3D.bin``; a truncated or malformed file raises ``UserError``.
+
+    Args:
+        path: The file.
+
+    Returns:
+        ``ColmapPoints``.
+    """
     r = _BinaryReader(Path(path))
     n = r.count("number of points", 51)
     ids = np.empty(n, dtype=np.int64)
@@ -373,6 +478,14 @@ def _malformed(path: Path, lineno: int, why: str) -> UserError:
 
 
 def read_cameras_text(path: str | Path) -> dict[int, ColmapCamera]:
+    """Read ``cameras.txt``; a malformed line raises ``UserError`` naming it.
+
+    Args:
+        path: The file.
+
+    Returns:
+        Camera id -> ``ColmapCamera``.
+    """
     path = Path(path)
     cameras: dict[int, ColmapCamera] = {}
     for lineno, line in _text_lines(path):
@@ -396,6 +509,14 @@ def read_cameras_text(path: str | Path) -> dict[int, ColmapCamera]:
 
 
 def read_images_text(path: str | Path) -> dict[int, ColmapImage]:
+    """Read ``images.txt`` (two lines per image); a malformed line raises ``UserError`` naming it.
+
+    Args:
+        path: The file.
+
+    Returns:
+        Image id -> ``ColmapImage``.
+    """
     path = Path(path)
     lines = _text_lines(path)
     images: dict[int, ColmapImage] = {}
@@ -427,6 +548,14 @@ def read_images_text(path: str | Path) -> dict[int, ColmapImage]:
 
 
 def read_points3D_text(path: str | Path) -> ColmapPoints:
+    """Read ``points3D.txt``; a malformed line raises ``UserError`` naming it.
+
+    Args:
+        path: The file.
+
+    Returns:
+        ``ColmapPoints``.
+    """
     path = Path(path)
     ids, xyz, rgb, err, lengths, tracks = [], [], [], [], [], []
     for lineno, line in _text_lines(path):
@@ -459,7 +588,14 @@ def read_points3D_text(path: str | Path) -> ColmapPoints:
 
 
 def find_model_dir(root: str | Path) -> Path | None:
-    """The sparse model folder of a COLMAP dataset: ``sparse/0/`` or else ``sparse/`` itself."""
+    """The sparse model folder of a COLMAP dataset: ``sparse/0/`` or else ``sparse/`` itself.
+
+    Args:
+        root: The dataset folder.
+
+    Returns:
+        The folder holding ``cameras.{bin,txt}``, or None when there is none.
+    """
     root = Path(root)
     for d in (root / "sparse" / "0", root / "sparse"):
         if (d / "cameras.bin").is_file() or (d / "cameras.txt").is_file():
@@ -477,7 +613,16 @@ def _pick(directory: Path, stem: str) -> Path | None:
 
 
 def read_model(directory: str | Path) -> ColmapModel:
-    """Read ``cameras``, ``images`` and (if present) ``points3D`` from one sparse model folder."""
+    """Read ``cameras``, ``images`` and (if present) ``points3D`` from one sparse model folder.
+
+    Binary files are preferred over text files when both are there.
+
+    Args:
+        directory: The model folder.
+
+    Returns:
+        ``ColmapModel``.
+    """
     directory = Path(directory)
     cam_path = _pick(directory, "cameras")
     img_path = _pick(directory, "images")
@@ -511,6 +656,15 @@ def _check_model(cam: ColmapCamera) -> int:
 
 
 def write_cameras_binary(cameras: dict[int, ColmapCamera] | list[ColmapCamera], path: str | Path) -> None:
+    """Write ``cameras.bin``.
+
+    Args:
+        cameras: The cameras (a dict by id or a list).
+        path: The output file.
+
+    Returns:
+        None.
+    """
     cams = list(cameras.values()) if isinstance(cameras, dict) else list(cameras)
     out = [struct.pack("<Q", len(cams))]
     for c in cams:
@@ -521,6 +675,15 @@ def write_cameras_binary(cameras: dict[int, ColmapCamera] | list[ColmapCamera], 
 
 
 def write_images_binary(images: dict[int, ColmapImage] | list[ColmapImage], path: str | Path) -> None:
+    """Write ``images.bin``.
+
+    Args:
+        images: The images (a dict by id or a list).
+        path: The output file.
+
+    Returns:
+        None.
+    """
     ims = list(images.values()) if isinstance(images, dict) else list(images)
     out = [struct.pack("<Q", len(ims))]
     for im in ims:
@@ -535,6 +698,15 @@ def write_images_binary(images: dict[int, ColmapImage] | list[ColmapImage], path
 
 
 def write_points3D_binary(points: ColmapPoints, path: str | Path) -> None:
+    """Write ``points3D.bin``.
+
+    Args:
+        points: The points.
+        path: The output file.
+
+    Returns:
+        None.
+    """
     out = [struct.pack("<Q", len(points))]
     head = struct.Struct("<Q3d3BdQ")
     offsets = np.concatenate([[0], np.cumsum(points.track_lengths)])
@@ -553,6 +725,15 @@ def _f(x: float) -> str:
 
 
 def write_cameras_text(cameras: dict[int, ColmapCamera] | list[ColmapCamera], path: str | Path) -> None:
+    """Write ``cameras.txt``.
+
+    Args:
+        cameras: The cameras (a dict by id or a list).
+        path: The output file.
+
+    Returns:
+        None.
+    """
     cams = list(cameras.values()) if isinstance(cameras, dict) else list(cameras)
     lines = [
         "# Camera list with one line of data per camera:",
@@ -567,6 +748,15 @@ def write_cameras_text(cameras: dict[int, ColmapCamera] | list[ColmapCamera], pa
 
 
 def write_images_text(images: dict[int, ColmapImage] | list[ColmapImage], path: str | Path) -> None:
+    """Write ``images.txt``.
+
+    Args:
+        images: The images (a dict by id or a list).
+        path: The output file.
+
+    Returns:
+        None.
+    """
     ims = list(images.values()) if isinstance(images, dict) else list(images)
     lines = [
         "# Image list with two lines of data per image:",
@@ -582,6 +772,15 @@ def write_images_text(images: dict[int, ColmapImage] | list[ColmapImage], path: 
 
 
 def write_points3D_text(points: ColmapPoints, path: str | Path) -> None:
+    """Write ``points3D.txt``.
+
+    Args:
+        points: The points.
+        path: The output file.
+
+    Returns:
+        None.
+    """
     lines = [
         "# 3D point list with one line of data per point:",
         "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)",
@@ -605,7 +804,18 @@ def write_model(
     points: ColmapPoints | None = None,
     binary: bool = True,
 ) -> None:
-    """Write a sparse model (``cameras``, ``images``, ``points3D``) into ``directory``."""
+    """Write a sparse model (``cameras``, ``images``, ``points3D``) into ``directory``.
+
+    Args:
+        directory: The output folder (created).
+        cameras: The cameras (a dict by id or a list).
+        images: The images (a dict by id or a list).
+        points: The points; an empty points file when None.
+        binary: ``.bin`` files (True) or ``.txt`` files.
+
+    Returns:
+        None.
+    """
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     points = ColmapPoints.empty() if points is None else points

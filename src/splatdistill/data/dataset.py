@@ -22,19 +22,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import UserError, warn
-from . import colmap as colmap_io
-from .blender import load_blender
-from .cameras import Camera, Normalization
-from .images import ImageCache, ImageSpec, default_cache_dir, prepare_view, read_image_size
-from .nerfstudio import load_nerfstudio
-from .views import camera_extent
+from splatdistill.errors import UserError, warn
+from splatdistill.data import colmap as colmap_io
+from splatdistill.data.blender import load_blender
+from splatdistill.cameras.camera import Camera, Normalization
+from splatdistill.data.images import ImageCache, ImageSpec, default_cache_dir, prepare_view, read_image_size
+from splatdistill.data.nerfstudio import load_nerfstudio
+from splatdistill.cameras.views import camera_extent
 
 FORMATS = ("blender", "colmap", "nerfstudio")
 
 
 @dataclass
 class View:
+    """One view of a dataset: its camera and where its image comes from.
+
+    Args:
+        camera: The pinhole camera, already scaled to the loaded resolution.
+        image_path: The source image file.
+        spec: How to process that image (decode, composite, undistort, resize); None for a view built
+            by hand (its image is loaded at the camera's size).
+    """
     camera: Camera  # already scaled to the loaded resolution, pinhole
     image_path: Path  # the source image
     spec: ImageSpec | None = field(default=None, repr=False, compare=False)  # how to process it
@@ -42,6 +50,21 @@ class View:
 
 @dataclass
 class Dataset:
+    """A dataset: views per split, the SfM points, and how its world was normalised.
+
+    Images are decoded only when asked for, and memoised and cached on disk.
+
+    Args:
+        format: ``"blender"``, ``"colmap"`` or ``"nerfstudio"``.
+        root: The dataset folder.
+        splits: Split name -> views: ``train``, ``test``, and ``val`` when present.
+        points: [M, 3] float32 SfM points in the normalised frame, or None (Blender).
+        point_colors: [M, 3] uint8 colours of the points.
+        normalization: How the world was normalised (normalised = (world - center) / scale).
+        background: RGB in [0, 1] the images are composited on.
+        camera_models: The distinct source camera models.
+        cache_dir: Root of the processed-image cache (None: the default).
+    """
     format: str  # "blender" | "colmap" | "nerfstudio"
     root: Path
     splits: dict[str, list[View]]  # "train", "test", and "val" when present
@@ -55,6 +78,14 @@ class Dataset:
     _cache: ImageCache | None = field(default=None, init=False, repr=False, compare=False)
 
     def split(self, name: str) -> list[View]:
+        """The views of a split; an unknown name raises ``UserError`` listing the splits.
+
+        Args:
+            name: ``train``, ``test`` or ``val``.
+
+        Returns:
+            The list of ``View``.
+        """
         if name not in self.splits:
             raise UserError(f"unknown split '{name}' (this dataset has: {', '.join(self.splits)})", self.root)
         return self.splits[name]
@@ -69,7 +100,15 @@ class Dataset:
                          background=tuple(self.background))
 
     def image_uint8(self, view: View, background: tuple[float, float, float] | None = None) -> np.ndarray:
-        """(H, W, 3) uint8, memoised; composited on ``background`` (default: the dataset's)."""
+        """A view's image, processed and memoised.
+
+        Args:
+            view: A view of this dataset.
+            background: RGB in [0, 1] to composite on; the dataset's when None.
+
+        Returns:
+            [H, W, 3] uint8.
+        """
         spec = self._spec(view)
         if background is not None:
             from dataclasses import replace as _replace
@@ -85,15 +124,37 @@ class Dataset:
         return arr
 
     def image(self, view: View) -> torch.Tensor:
-        """(H, W, 3) float32 in [0, 1]: composited, undistorted, resized."""
+        """A view's image: composited, undistorted, resized.
+
+        Args:
+            view: A view of this dataset.
+
+        Returns:
+            [H, W, 3] float32 in [0, 1].
+        """
         return self.image_on(view, None)
 
     def image_on(self, view: View, background: tuple[float, float, float] | None) -> torch.Tensor:
-        """The view's image composited on another background (for random-background training)."""
+        """The view's image composited on another background (for random-background training).
+
+        Args:
+            view: A view of this dataset.
+            background: RGB in [0, 1]; the dataset's when None.
+
+        Returns:
+            [H, W, 3] float32 in [0, 1].
+        """
         return torch.from_numpy(self.image_uint8(view, background).astype(np.float32) / np.float32(255.0))
 
     def images(self, name: str) -> torch.Tensor:
-        """(N, H, W, 3) float32 of a whole split (all its views must share one size)."""
+        """The images of a whole split (all its views must share one size).
+
+        Args:
+            name: The split.
+
+        Returns:
+            [N, H, W, 3] float32 in [0, 1].
+        """
         views = self.split(name)
         if not views:
             return torch.zeros((0, 0, 0, 3), dtype=torch.float32)
@@ -104,9 +165,18 @@ class Dataset:
 
     @property
     def extent(self) -> float:
+        """The scene extent of the train cameras (``camera_extent``), in normalised units."""
         return camera_extent([v.camera for v in self.split("train")])
 
     def cameras(self, name: str) -> list[Camera]:
+        """The cameras of a split.
+
+        Args:
+            name: The split.
+
+        Returns:
+            A list of ``Camera``.
+        """
         return [v.camera for v in self.split(name)]
 
 
@@ -115,7 +185,15 @@ class Dataset:
 
 
 def detect_format(path: str | Path) -> str:
-    """The format of a dataset folder, from its contents."""
+    """The format of a dataset folder, from its contents.
+
+    Args:
+        path: The dataset folder.
+
+    Returns:
+        ``"colmap"``, ``"blender"`` or ``"nerfstudio"``. A missing path, a file, or a folder of no
+        known format raises ``UserError``.
+    """
     p = Path(path)
     if not p.exists():
         raise UserError("no such dataset folder", p)
@@ -191,14 +269,22 @@ def _image_files(directory: Path) -> list[str]:
 
 
 def match_scaled_images(names: list[str], root: Path, scaled_dir: Path) -> dict[str, Path] | None:
-    """The file in ``scaled_dir`` (``images_N/``) for each COLMAP image name, or None when every
-    name is there as it is.
+    """The file in ``scaled_dir`` (``images_N/``) for each COLMAP image name.
 
     When the names differ (LLFF scenes: the model names ``IMG_4026.JPG``, ``images_8/`` holds
     ``image000.png``, ...) the files are matched by sorted order, the convention of gsplat's and
     nerfstudio's COLMAP parsers: the sorted files of ``images/`` (when it holds every model name
     and as many files) to the sorted files of ``images_N/``, else the sorted model names to them
-    when the counts agree. Different counts: a ``UserError``."""
+    when the counts agree. Different counts: a ``UserError``.
+
+    Args:
+        names: The model's image names.
+        root: The dataset folder.
+        scaled_dir: The ``images_N/`` folder.
+
+    Returns:
+        Name -> file, or None when every name is in ``scaled_dir`` as it is.
+    """
     if all((scaled_dir / nm).is_file() for nm in names):
         return None
     scaled = _image_files(scaled_dir)
@@ -274,11 +360,19 @@ def load_dataset(
 ) -> Dataset:
     """Load a dataset folder (format detected); images are decoded only when asked for.
 
-    ``downscale`` N: COLMAP uses ``images_N/`` when present (nerfstudio likewise), otherwise
-    images are resized with INTER_AREA; cameras are scaled to match. ``test_every`` /
-    ``test_names`` choose the COLMAP / nerfstudio test split (Blender has its own split files
-    and ignores them). ``cache_dir``: root of the processed-image cache (default
-    ``$SPLATDISTILL_CACHE`` or ``~/.cache/splatdistill``).
+    Args:
+        path: The dataset folder (COLMAP, Blender or nerfstudio).
+        downscale: Integer downscale N: COLMAP uses ``images_N/`` when present (nerfstudio likewise),
+            otherwise images are resized with INTER_AREA; cameras are scaled to match.
+        background: RGB in [0, 1] that transparent images are composited on.
+        test_every: Views sorted by name, every this-many-th (0, 8, 16, ... for 8) is a test view
+            (COLMAP / nerfstudio; Blender has its own split files and ignores it).
+        test_names: Image names of the test split, instead of ``test_every``.
+        cache_dir: Root of the processed-image cache (default ``$SPLATDISTILL_CACHE`` or
+            ``~/.cache/splatdistill``).
+
+    Returns:
+        A ``Dataset``. Any problem with the folder raises ``UserError`` naming the file.
     """
     root = Path(path)
     if isinstance(downscale, bool) or int(downscale) != downscale or int(downscale) < 1:
@@ -320,8 +414,17 @@ def load_dataset(
 
 
 def with_train_views(dataset: Dataset, n: int | None) -> Dataset:
-    """The dataset with ``n`` evenly spaced views of its train split (sparse-view training; the
-    other splits unchanged). ``None`` or ``n`` >= the split's size: the dataset itself."""
+    """The dataset with ``n`` evenly spaced views of its train split (sparse-view training).
+
+    The other splits are unchanged.
+
+    Args:
+        dataset: The dataset.
+        n: Train views to keep; ``None`` or ``n`` >= the split's size: the dataset itself.
+
+    Returns:
+        A ``Dataset``.
+    """
     if n is None:
         return dataset
     views = dataset.split("train")

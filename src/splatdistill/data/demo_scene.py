@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import UserError
-from ..fileio import write_bytes_atomic, write_json_atomic
+from splatdistill.errors import UserError
+from splatdistill.fileio import write_bytes_atomic, write_json_atomic
 
 GENERATOR = "splatdistill.demo_scene"
 VERSION = 1  # bump when the images change, so cached scenes get regenerated
@@ -315,7 +315,16 @@ def _intrinsics(res: int) -> tuple[float, float]:
 
 
 def render_view(w2c: np.ndarray, resolution: int, rng: np.random.Generator) -> np.ndarray:
-    """Render one view: (H, W, 4) uint8 RGBA, straight alpha. ``w2c``: OpenCV world-to-camera."""
+    """Ray-trace one view of the demo scene.
+
+    Args:
+        w2c: [4, 4] OpenCV world-to-camera matrix.
+        resolution: Image width and height in pixels.
+        rng: Generator of the sub-pixel jitter.
+
+    Returns:
+        [H, W, 4] uint8 RGBA, straight alpha.
+    """
     res = int(resolution)
     f, c = _intrinsics(res)
     c2w = _rigid_inverse(np.asarray(w2c, dtype=np.float64))
@@ -475,12 +484,22 @@ def make_demo_scene(
     test_views: int = 20,
     seed: int = 0,
 ) -> Path:
-    """Write the procedural demo dataset (Blender layout) to ``out_dir`` and return its path.
+    """Write the procedural demo dataset (Blender layout) to ``out_dir``.
 
     Deterministic for given arguments (byte-identical files). If ``out_dir`` already holds a
     complete scene made with the same arguments (checked against the file hashes recorded in
     ``scene.json``) nothing is rendered. Every file is written atomically; ``scene.json`` is
     written last, so an interrupted run is redone next time.
+
+    Args:
+        out_dir: The dataset folder to write.
+        resolution: Image width and height in pixels.
+        train_views: Number of training views.
+        test_views: Number of test views.
+        seed: Seed of the camera poses and the jitter.
+
+    Returns:
+        ``out_dir`` as a ``Path``.
     """
     out = Path(out_dir)
     resolution, train_views, test_views, seed = (

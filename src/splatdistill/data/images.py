@@ -41,9 +41,9 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import UserError
-from ..fileio import atomic_path
-from .cameras import Camera
+from splatdistill.errors import UserError
+from splatdistill.fileio import atomic_path
+from splatdistill.cameras.camera import Camera
 
 CACHE_ENV = "SPLATDISTILL_CACHE"
 CACHE_VERSION = 1
@@ -51,6 +51,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")  
 
 
 def default_cache_dir() -> Path:
+    """The root of the processed-image cache: ``$SPLATDISTILL_CACHE``, else ``~/.cache/splatdistill``."""
     env = os.environ.get(CACHE_ENV)
     return Path(env).expanduser() if env else Path.home() / ".cache" / "splatdistill"
 
@@ -59,9 +60,14 @@ def default_cache_dir() -> Path:
 class ImageSpec:
     """Everything needed to produce one processed image from its source file.
 
-    ``intrinsics`` (fx, fy, cx, cy, COLMAP pixel convention) and ``dist`` (OpenCV coefficients
-    k1, k2, p1, p2[, k3]) describe the *source* image at ``source_size``; ``dist`` empty or all
-    zero means no undistortion. ``size`` is the output (width, height).
+    Args:
+        path: The source image file.
+        source_size: ``(width, height)`` of the source image.
+        size: ``(width, height)`` of the output.
+        intrinsics: ``(fx, fy, cx, cy)`` of the *source* image (COLMAP pixel convention).
+        dist: OpenCV coefficients k1, k2, p1, p2[, k3] of the source image; empty or all zero means
+            no undistortion.
+        background: RGB in [0, 1] that transparency is composited on.
     """
 
     path: Path
@@ -73,10 +79,12 @@ class ImageSpec:
 
     @property
     def undistorts(self) -> bool:
+        """Whether the image is undistorted (some coefficient is non-zero)."""
         return any(d != 0.0 for d in self.dist)
 
     @property
     def resizes(self) -> bool:
+        """Whether the output size differs from the source's."""
         return tuple(self.size) != tuple(self.source_size)
 
 
@@ -85,7 +93,15 @@ class ImageSpec:
 
 
 def read_image_size(path: str | Path, listed_in: str | Path | None = None) -> tuple[int, int]:
-    """(width, height) from the file header only; UserError naming the image if missing/bad."""
+    """The size of an image from the file header only.
+
+    Args:
+        path: The image file.
+        listed_in: The file that lists it, for the error message.
+
+    Returns:
+        ``(width, height)``. A missing or unreadable image raises ``UserError`` naming it.
+    """
     path = Path(path)
     try:
         with Image.open(path) as im:
@@ -98,7 +114,14 @@ def read_image_size(path: str | Path, listed_in: str | Path | None = None) -> tu
 
 
 def decode_image(path: str | Path) -> np.ndarray:
-    """(H, W, 3 or 4) float32 in [0, 1]; 4 channels when the file has transparency."""
+    """Decode an image file.
+
+    Args:
+        path: The image file (PNG, JPEG, ...; 8 or 16 bits).
+
+    Returns:
+        [H, W, 3 or 4] float32 in [0, 1]; 4 channels when the file has transparency.
+    """
     path = Path(path)
     try:
         with Image.open(path) as im:
@@ -122,7 +145,15 @@ def decode_image(path: str | Path) -> np.ndarray:
 
 
 def composite(image: np.ndarray, background: tuple[float, float, float]) -> np.ndarray:
-    """RGB of an RGB(A) float image; RGBA is composited as rgb * a + bg * (1 - a)."""
+    """RGB of an RGB(A) float image; RGBA is composited as rgb * a + bg * (1 - a).
+
+    Args:
+        image: [H, W, 3 or 4] float32 in [0, 1].
+        background: RGB in [0, 1].
+
+    Returns:
+        [H, W, 3] float32.
+    """
     if image.shape[2] == 3:
         return image
     rgb, a = image[..., :3], image[..., 3:4]
@@ -141,7 +172,16 @@ def _opencv_K(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
 def undistorted_intrinsics(
     intrinsics: tuple[float, float, float, float], dist, size: tuple[int, int]
 ) -> tuple[float, float, float, float]:
-    """Pinhole (fx, fy, cx, cy) of the undistorted image of the same size (alpha = 0)."""
+    """Pinhole intrinsics of the undistorted image of the same size (OpenCV alpha = 0: no black border).
+
+    Args:
+        intrinsics: ``(fx, fy, cx, cy)`` of the distorted image.
+        dist: OpenCV distortion coefficients.
+        size: ``(width, height)``.
+
+    Returns:
+        ``(fx, fy, cx, cy)`` of the undistorted image.
+    """
     dist = np.asarray(dist, dtype=np.float64)
     if not np.any(dist):
         return tuple(float(v) for v in intrinsics)  # type: ignore[return-value]
@@ -151,6 +191,17 @@ def undistorted_intrinsics(
 
 
 def undistort_image(image: np.ndarray, intrinsics, dist, new_intrinsics) -> np.ndarray:
+    """Undistort an image with OpenCV (``initUndistortRectifyMap`` + bilinear ``remap``).
+
+    Args:
+        image: [H, W, C] float32.
+        intrinsics: ``(fx, fy, cx, cy)`` of the distorted image.
+        dist: OpenCV distortion coefficients.
+        new_intrinsics: ``(fx, fy, cx, cy)`` of the output, from ``undistorted_intrinsics``.
+
+    Returns:
+        [H, W, C] float32.
+    """
     h, w = image.shape[:2]
     K = _opencv_K(*intrinsics)
     new_K = _opencv_K(*new_intrinsics)
@@ -161,6 +212,15 @@ def undistort_image(image: np.ndarray, intrinsics, dist, new_intrinsics) -> np.n
 
 
 def resize_area(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize with area averaging (``cv2.INTER_AREA``); the image itself when the size already matches.
+
+    Args:
+        image: [H, W, C] float32.
+        size: ``(width, height)`` of the output.
+
+    Returns:
+        [h, w, C] float32.
+    """
     w, h = int(size[0]), int(size[1])
     if (image.shape[1], image.shape[0]) == (w, h):
         return image
@@ -169,11 +229,26 @@ def resize_area(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Round a float image in [0, 1] to 8 bits.
+
+    Args:
+        image: Any shape, float.
+
+    Returns:
+        The same shape, uint8.
+    """
     return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
 
 
 def process_image(spec: ImageSpec) -> np.ndarray:
-    """The processed image of ``spec``: (H, W, 3) uint8 at ``spec.size``."""
+    """The processed image of ``spec``: decoded, composited, undistorted, resized.
+
+    Args:
+        spec: The image spec.
+
+    Returns:
+        [H, W, 3] uint8 at ``spec.size``.
+    """
     img = decode_image(spec.path)
     got = (img.shape[1], img.shape[0])
     if got != tuple(spec.source_size):
@@ -204,9 +279,18 @@ def prepare_view(
 ) -> tuple[Camera, ImageSpec]:
     """Pinhole camera and image spec for a source image.
 
-    ``camera`` holds the source intrinsics at ``source_size`` (its ``model`` the source model)
-    and ``dist`` its OpenCV distortion coefficients; the result is undistorted (if needed) and
-    then scaled by ``factor`` (e.g. 0.25 for downscale 4, 1 for an ``images_4/`` file).
+    The result is undistorted (if needed) and then scaled by ``factor``.
+
+    Args:
+        camera: The source intrinsics at ``source_size`` (its ``model`` the source model) and pose.
+        dist: Its OpenCV distortion coefficients.
+        path: The source image file.
+        source_size: ``(width, height)`` of the source image.
+        factor: Image scale, e.g. 0.25 for downscale 4, 1 for an ``images_4/`` file.
+        background: RGB in [0, 1] that transparency is composited on.
+
+    Returns:
+        ``(camera, spec)``: the pinhole ``Camera`` of the processed image and its ``ImageSpec``.
     """
     sw, sh = int(source_size[0]), int(source_size[1])
     if (camera.width, camera.height) != (sw, sh):
@@ -241,13 +325,25 @@ def prepare_view(
 
 
 class ImageCache:
-    """Processed images on disk, keyed by source file identity and processing parameters."""
+    """Processed images on disk, keyed by source file identity and processing parameters.
+
+    Args:
+        root: The cache folder; ``default_cache_dir()`` when None.
+    """
 
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root is not None else default_cache_dir()
         self._warned = False
 
     def key(self, spec: ImageSpec) -> str:
+        """The cache key of ``spec``: a SHA-256 over the source's path, mtime and size and the spec.
+
+        Args:
+            spec: The image spec.
+
+        Returns:
+            The hex digest.
+        """
         p = Path(spec.path).resolve()
         st = p.stat()
         params = asdict(spec)
@@ -256,11 +352,26 @@ class ImageCache:
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     def file(self, spec: ImageSpec) -> Path:
+        """The PNG file that holds (or will hold) the processed image of ``spec``.
+
+        Args:
+            spec: The image spec.
+
+        Returns:
+            The path under ``root``.
+        """
         k = self.key(spec)
         return self.root / f"images-v{CACHE_VERSION}" / k[:2] / f"{k}.png"
 
     def load(self, spec: ImageSpec) -> np.ndarray:
-        """The processed image of ``spec``, from the cache when possible (H, W, 3) uint8."""
+        """The processed image of ``spec``, from the cache when possible.
+
+        Args:
+            spec: The image spec.
+
+        Returns:
+            [H, W, 3] uint8.
+        """
         if not (spec.undistorts or spec.resizes):
             return process_image(spec)
         try:

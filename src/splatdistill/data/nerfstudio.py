@@ -27,10 +27,10 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from ..errors import UserError
-from .blender import frames_of, image_path_of, opengl_c2w_to_opencv_w2c, read_json
-from .cameras import Camera, check_intrinsics
-from .images import ImageSpec, prepare_view, read_image_size
+from splatdistill.errors import UserError
+from splatdistill.data.blender import frames_of, image_path_of, opengl_c2w_to_opencv_w2c, read_json
+from splatdistill.cameras.camera import Camera, check_intrinsics
+from splatdistill.data.images import ImageSpec, prepare_view, read_image_size
 
 SUPPORTED_MODELS = ("OPENCV", "PINHOLE", "SIMPLE_PINHOLE")
 
@@ -74,7 +74,18 @@ def _read_ply_points(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def load_nerfstudio(
     root: str | Path, downscale: int = 1, background=(1.0, 1.0, 1.0), json_path: str | Path | None = None
 ) -> tuple[list[tuple[Camera, ImageSpec]], np.ndarray | None, np.ndarray | None]:
-    """All frames (camera, image spec) in file order, and the point cloud (xyz, rgb) if any."""
+    """All frames of a nerfstudio / instant-ngp dataset, and its point cloud if any.
+
+    Args:
+        root: The dataset folder.
+        downscale: Integer downscale (``images_N/`` when present, else INTER_AREA resizing).
+        background: RGB in [0, 1] that transparency is composited on.
+        json_path: The transforms file; ``root / "transforms.json"`` when None.
+
+    Returns:
+        ``(views, points, colors)``: ``(Camera, ImageSpec)`` per frame in file order, and the
+        ``ply_file_path`` points as [M, 3] float64 and [M, 3] uint8, or None and None.
+    """
     root = Path(root)
     jpath = Path(json_path) if json_path is not None else root / "transforms.json"
     base = jpath.parent

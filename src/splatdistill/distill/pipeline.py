@@ -11,20 +11,20 @@ from typing import Sequence
 
 import torch
 
-from ..data.dataset import Dataset, load_dataset, with_train_views
-from ..errors import UserError
-from ..evaluate.evaluator import evaluate_scene
-from ..evaluate.lpips import LPIPSBank
-from ..fileio import dumps_json, write_json_atomic
-from ..info import load_model
-from ..train.background import fixed_background, resolve_background
-from ..train.checkpoint import branch_point
-from ..train.config import TrainConfig
-from ..train.setup import pick_device
-from ..train.trainer import Trainer
-from .report import write_report
-from .student import TEACHER_WEIGHT, StudentConfig, StudentTrainer
-from .targets import build_soft_targets, make_pseudo_cameras, select_teachers
+from splatdistill.data.dataset import Dataset, load_dataset, with_train_views
+from splatdistill.errors import UserError
+from splatdistill.ops.evaluate import evaluate_scene
+from splatdistill.ops.lpips import LPIPSBank
+from splatdistill.fileio import dumps_json, write_json_atomic
+from splatdistill.formats.io import load_model
+from splatdistill.ops.background import fixed_background, resolve_background
+from splatdistill.train.checkpoint import branch_point
+from splatdistill.train.config import TrainConfig
+from splatdistill.device import pick_device
+from splatdistill.train.trainer import Trainer
+from splatdistill.distill.report import write_report
+from splatdistill.distill.student import TEACHER_WEIGHT, StudentConfig, StudentTrainer
+from splatdistill.distill.targets import build_soft_targets, make_pseudo_cameras, select_teachers
 
 VARIANTS = ("vanilla", "noise", "dropout")
 METRICS = ("psnr", "ssim", "lpips_vgg", "lpips_alex")

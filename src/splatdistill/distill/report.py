@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.cameras import stack_cameras
-from ..fileio import atomic_path
-from ..info import load_model
-from ..render import render
+from splatdistill.cameras.camera import stack_cameras
+from splatdistill.fileio import atomic_path
+from splatdistill.formats.io import load_model
+from splatdistill.render import render
 
 COLUMNS = (("psnr", "PSNR", ".2f"), ("ssim", "SSIM", ".4f"), ("lpips_vgg", "LPIPS-VGG", ".4f"),
            ("num_gaussians", "Gaussians", "d"), ("wall_s", "wall s", ".0f"))

@@ -19,35 +19,34 @@ into the exported opacities (and, for the mask, scales), so a viewer shows the s
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..compress.policies import POLICIES, PolicyName, PrunePolicy, make_policy
-from ..data.cameras import stack_cameras
-from ..data.dataset import Dataset
-from ..errors import UserError
-from ..fileio import dumps_json, write_json_atomic
-from ..render import render
-from ..scene.gaussians import GaussianScene
-from ..scene.ply import write_ply
-from ..train import checkpoint as ck
-from ..evaluate.ssim import ssim
-from ..train.background import fixed_background, resolve_background
-from ..train.config import TrainConfig
-from ..train.losses import photometric_loss, psnr_from_mse
-from ..train.setup import (global_rng_state, initial_scene, make_optimizers, make_params, make_strategy,
+from splatdistill.ops.policies import PrunePolicy, make_policy
+from splatdistill.cameras.camera import stack_cameras
+from splatdistill.data.dataset import Dataset
+from splatdistill.errors import UserError
+from splatdistill.fileio import dumps_json, write_json_atomic
+from splatdistill.render import render
+from splatdistill.scene.gaussians import GaussianScene
+from splatdistill.formats.ply import write_ply
+from splatdistill.train import checkpoint as ck
+from splatdistill.ops.ssim import ssim
+from splatdistill.ops.background import fixed_background, resolve_background
+from splatdistill.train.config import TrainConfig
+from splatdistill.ops.losses import photometric_loss, psnr_from_mse
+from splatdistill.train.setup import (global_rng_state, initial_scene, make_optimizers, make_params, make_strategy,
                            seed_global_rng, set_global_rng_state)
-from .importance import Score, importance, top_k_mask
-from .structure import StructuralLoss, StructuralLossConfig
-from .targets import SoftTargets
+from splatdistill.ops.importance import importance, top_k_mask
+from splatdistill.ops.structure import StructuralLoss, StructuralLossConfig
+from splatdistill.distill.config import TEACHER_WEIGHT, StudentConfig  # noqa: F401 (re-exported)
+from splatdistill.distill.targets import SoftTargets
 
 
 def weighted_photometric_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
@@ -59,85 +58,6 @@ def weighted_photometric_loss(pred: torch.Tensor, target: torch.Tensor, weight: 
         return l1
     s = ssim(pred.permute(0, 3, 1, 2), target.permute(0, 3, 1, 2))
     return (1.0 - ssim_lambda) * l1 + ssim_lambda * weight.mean() * (1.0 - s)
-
-
-TEACHER_WEIGHT = 0.4  # the teacher term's weight when one is asked for (--lambda-kd, the ablation rows)
-
-
-@dataclass
-class StudentConfig:
-    iterations: int = 3000
-    keep: float = 0.12  # fraction of the vanilla teacher's Gaussians
-    target_gaussians: int | None = None  # overrides keep
-    init: Literal["teacher", "sfm"] = "teacher"
-    score: Score = "significance"
-    prune_policy: PolicyName = "significance"  # or a learned gate: "mask" | "confidence"
-    prune_steps: int = 3
-    prune_window: float = 0.4  # pruning happens in the first 40% of the run
-    lambda_gt: float = 1.0
-    # 0: ground truth only, the default: no teacher-guided student beat it in any setting measured
-    # (docs/benchmarks.md); TEACHER_WEIGHT is the Distilled-3DGS release's weight (METHODS.md §1)
-    lambda_kd: float = 0.0
-    pseudo_fraction: float = 0.5  # share of iterations spent on pseudo views (kd term only)
-    kd_views: Literal["all", "pseudo"] = "all"  # "pseudo": the teacher term only where there is no GT
-    # per-pixel weights of the teacher term: "agreement" exp(-spread / kd_spread_scale), the spread
-    # being the teachers' per-pixel standard deviation; "alpha" |2 a - 1| of the teachers' mean alpha
-    # (low where they are semi-transparent: floaters, fuzzy edges); "uniform": every pixel the same
-    kd_weight: Literal["uniform", "agreement", "alpha"] = "uniform"
-    kd_spread_scale: float = 0.05
-    kd_anneal: float = 0.0  # > 0: lambda_kd falls linearly to 0 at this fraction of the run
-    kd_far: float = 1.0  # the share of pseudo views used, the farthest from every training camera
-    # teachers whose PSNR on the training views is more than this many dB below the best teacher's
-    # are left out of the soft targets (None: keep every teacher)
-    teacher_margin_db: float | None = None
-    # "auto": random for RGBA data, else the dataset's (train/background.py); the soft targets are
-    # then rendered with alpha and recomposited on the same colour as the ground truth each step
-    background: Literal["auto", "dataset", "random", "black", "white"] = "auto"
-    struct: Literal["joint", "marginal", "none"] = "none"  # "joint": neutral or worse where measured
-    lambda_struct: float = 0.01
-    ssim_lambda: float = 0.2
-    lr_means: float = 1.6e-5  # fine-tuning from a trained teacher: a tenth of the 3DGS start value
-    lr_means_final: float = 1.6e-6
-    seed: int = 0
-    init_points: int = 20_000  # random init for --student-init sfm when the dataset has no points
-    log_every: int = 10
-    checkpoint_every: int = 500  # the student resumes from its newest checkpoint after a crash
-
-    def validate(self) -> "StudentConfig":
-        """Reject settings a user can get wrong, with a one-line message (before any teacher trains)."""
-        from ..validate import RULES, SIZE, Rule, check
-
-        for name in ("iterations", "keep", "target_gaussians", "lambda_gt", "lambda_kd", "lambda_struct", "seed",
-                     "init_points", "checkpoint_every"):
-            check(name, getattr(self, name), RULES[name])
-        check("prune_steps", self.prune_steps, SIZE)
-        check("pseudo_fraction", self.pseudo_fraction, Rule(minimum=0, maximum=1))
-        check("prune_window", self.prune_window, Rule(minimum=0, maximum=1))
-        check("lr_means", self.lr_means, Rule(above=0))
-        check("lr_means_final", self.lr_means_final, Rule(above=0))
-        checks = [(self.lambda_gt > 0 or self.lambda_kd > 0, "--lambda-gt and --lambda-kd are both 0: nothing to fit"),
-                  (self.lambda_gt > 0 or self.kd_views == "all",
-                   "--kd-views pseudo with --lambda-gt 0 leaves the training views without a loss"),
-                  (self.kd_spread_scale > 0, f"--kd-spread-scale must be > 0, got {self.kd_spread_scale}"),
-                  (0.0 <= self.kd_anneal <= 1.0, f"--kd-anneal must be in [0, 1], got {self.kd_anneal}"),
-                  (0.0 < self.kd_far <= 1.0, f"--kd-far must be in (0, 1], got {self.kd_far}"),
-                  (self.prune_policy in POLICIES,
-                   f"unknown prune policy '{self.prune_policy}' (choose {', '.join(POLICIES)})")]
-        for ok, msg in checks:
-            if not ok:
-                raise UserError(msg)
-        return self
-
-    def kd_at(self, step: int) -> float:
-        """The teacher weight at ``step`` (annealed to 0 with ``kd_anneal``)."""
-        if self.kd_anneal <= 0:
-            return self.lambda_kd
-        return self.lambda_kd * max(0.0, 1.0 - step / (self.kd_anneal * self.iterations))
-
-    def target_count(self, n_teacher: int) -> int:
-        if self.target_gaussians is not None:
-            return max(1, int(self.target_gaussians))
-        return max(1, int(round(self.keep * n_teacher)))
 
 
 def prune_schedule(cfg: StudentConfig) -> dict[int, int]:

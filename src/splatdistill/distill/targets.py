@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data.cameras import Camera, stack_cameras
-from ..data.views import interpolated_views, pseudo_views
-from ..render import render
-from ..scene.gaussians import GaussianScene
+from splatdistill.cameras.camera import Camera, stack_cameras
+from splatdistill.cameras.views import interpolated_views, pseudo_views
+from splatdistill.render import render
+from splatdistill.scene.gaussians import GaussianScene
 
 
 def make_pseudo_cameras(train: Sequence[Camera], n: int, extent: float, seed: int = 0) -> list[Camera]:
@@ -89,7 +89,7 @@ def build_soft_targets(
     """``with_alpha``: render on black and keep the mean alpha (targets on any background, see
     ``SoftTargets``); ``background`` is then ignored. ``with_spread``: also the per-pixel spread
     across the teachers (needs the partial sums in memory)."""
-    from ..info import load_model
+    from splatdistill.formats.io import load_model
 
     if with_alpha:
         background = (0.0, 0.0, 0.0)
@@ -160,8 +160,8 @@ def select_teachers(teachers: Sequence[Path], dataset, margin_db: float | None, 
                     progress: bool = True) -> tuple[list[Path], list[float]]:
     """The teachers within ``margin_db`` of the best one's mean PSNR on the training views, and every
     teacher's PSNR (None margin: all teachers, no renders)."""
-    from ..evaluate.ssim import psnr
-    from ..info import load_model
+    from splatdistill.ops.ssim import psnr
+    from splatdistill.formats.io import load_model
 
     if margin_db is None or len(teachers) < 2:
         return list(teachers), []

@@ -1,3 +1,5 @@
-"""Model file formats written from their public specifications and reference readers (see each
-module): the SuperSplat / PlayCanvas compressed PLY and PlayCanvas SOG. ``splatdistill.info``'s
-``load_model`` / ``save_model`` dispatch to them."""
+"""Model files, each format written from its public specification and reference reader (see each
+module): the Inria PLY, Niantic's SPZ, the SuperSplat / PlayCanvas compressed PLY, PlayCanvas SOG,
+and our ``.sdz`` (container, plain and packed codecs, and their quantisation, Morton order and
+k-means / VQ building blocks). ``splatdistill.formats.io``'s ``load_model`` / ``save_model``
+dispatch to them."""

@@ -22,7 +22,7 @@ little-endian PLY with
 Unorm packing is ``floor(v * (2^bits - 1) + 0.5)``; a range narrower than 1e-5 packs as 0.
 Splats are in Morton order; the last chunk's range is taken with its last splat repeated. An
 alpha of 0 or 1 decodes to a finite logit a quarter step inside (the reference decoder gives
-+-inf there). The antialiased flag uses the PLY comment (see :mod:`splatdistill.scene.ply`).
++-inf there). The antialiased flag uses the PLY comment (see :mod:`splatdistill.formats.ply`).
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..compress.morton import morton_order
-from ..errors import UserError
-from ..fileio import atomic_path
-from ..scene.gaussians import GaussianScene
-from ..scene.ply import AA_COMMENT, _FORMATS, antialiased_from_comments, read_header
-from ._common import SH_C0, alpha_to_logit, build_scene, scene_arrays, sigmoid, unit_quats
+from splatdistill.formats.morton import morton_order
+from splatdistill.errors import UserError
+from splatdistill.fileio import atomic_path
+from splatdistill.scene.gaussians import GaussianScene
+from splatdistill.formats.ply import AA_COMMENT, _FORMATS, antialiased_from_comments, read_header
+from splatdistill.formats._common import SH_C0, alpha_to_logit, build_scene, scene_arrays, sigmoid, unit_quats
 
 CHUNK_SIZE = 256
 _CHUNK_PROPS = ["min_x", "min_y", "min_z", "max_x", "max_y", "max_z",
@@ -136,7 +136,14 @@ def _require(el: np.ndarray, names: list[str], kind: str, element: str, path) ->
 
 
 def read_compressed_ply(path: str | os.PathLike) -> GaussianScene:
-    """Decode a compressed PLY into a float32 CPU scene (in the file's order)."""
+    """Decode a compressed PLY into a float32 CPU scene (in the file's order).
+
+    Args:
+        path: The ``.ply`` file.
+
+    Returns:
+        A ``GaussianScene``; any malformed file raises ``UserError`` naming it.
+    """
     path = Path(path)
     header = read_header(path)
     els = _read_elements(path, header)
@@ -196,6 +203,15 @@ def read_compressed_ply(path: str | os.PathLike) -> GaussianScene:
 
 # --- writing -----------------------------------------------------------------------------------
 def encode_compressed_ply(scene: GaussianScene, path=None) -> bytes:
+    """The bytes of a compressed PLY of ``scene``, its Gaussians in Morton order.
+
+    Args:
+        scene: The scene (SH degree 0-3); non-finite values raise ``UserError``.
+        path: The file to name in errors, if any.
+
+    Returns:
+        The whole file.
+    """
     scene.check_finite(str(path) if path is not None else "scene")
     p = scene_arrays(scene)
     n = p["means"].shape[0]
@@ -253,7 +269,15 @@ def encode_compressed_ply(scene: GaussianScene, path=None) -> bytes:
 
 
 def write_compressed_ply(scene: GaussianScene, path: str | os.PathLike) -> Path:
-    """Write ``scene`` as a compressed PLY (Morton order), atomically."""
+    """Write ``scene`` as a compressed PLY (Morton order), atomically.
+
+    Args:
+        scene: The scene.
+        path: The output file.
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
     path = Path(path)
     data = encode_compressed_ply(scene, path)
     with atomic_path(path) as tmp:

@@ -47,11 +47,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..compress.morton import morton_order
-from ..errors import UserError
-from ..fileio import atomic_path
-from ..scene.gaussians import GaussianScene
-from ._common import alpha_to_logit, build_scene, scene_arrays, sigmoid, unit_quats
+from splatdistill.formats.morton import morton_order
+from splatdistill.errors import UserError
+from splatdistill.fileio import atomic_path
+from splatdistill.scene.gaussians import GaussianScene
+from splatdistill.formats._common import alpha_to_logit, build_scene, scene_arrays, sigmoid, unit_quats
 
 SOG_VERSION = 2
 DEFAULT_MAX_SH_PALETTE = 4096
@@ -104,8 +104,19 @@ def _to_texture(values: np.ndarray, w: int, h: int, alpha: np.ndarray | int = 25
 
 # --- 1-D k-means (the 256-entry codebooks) ------------------------------------------------------
 def kmeans_1d(values: np.ndarray, k: int = 256, iters: int = 20) -> tuple[np.ndarray, np.ndarray]:
-    """A ``k``-entry codebook for the 1-D ``values`` and each value's index: Lloyd iterations from
-    quantile seeds (assignment by binary search between sorted centres)."""
+    """A codebook for 1-D values and each value's index in it.
+
+    Lloyd iterations from quantile seeds (assignment by binary search between sorted centres).
+
+    Args:
+        values: Values of any shape (flattened).
+        k: Codebook entries wanted.
+        iters: Most Lloyd iterations.
+
+    Returns:
+        ``(centres, idx)``: [k'] float64 sorted centres (k' <= k; the SOG writer pads the table) and
+        [values.size] int64 indices.
+    """
     v = np.asarray(values, dtype=np.float64).ravel()
     if v.size == 0:
         return np.zeros(k), np.zeros(0, dtype=np.int64)
@@ -140,9 +151,19 @@ def _log_transform(x):
 
 def encode_sog(scene: GaussianScene, *, sh_iterations: int = 10, sh_palette: int | None = None,
                seed: int = 0, path=None) -> dict[str, bytes]:
-    """The SOG files (name -> bytes, ``meta.json`` included) for ``scene``. ``sh_palette``: entries
-    of the SH palette (default: splat-transform's rule capped at ``DEFAULT_MAX_SH_PALETTE``; the
-    k-means over it is the slow part)."""
+    """The SOG files for ``scene``: ``meta.json`` and the WebP textures.
+
+    Args:
+        scene: The scene.
+        sh_iterations: k-means iterations of the SH palette.
+        sh_palette: Entries of the SH palette (default: splat-transform's rule capped at
+            ``DEFAULT_MAX_SH_PALETTE``; the k-means over it is the slow part).
+        seed: Seed (deterministic).
+        path: The file to name in errors.
+
+    Returns:
+        File name -> bytes.
+    """
     scene.check_finite(str(path) if path is not None else "scene")
     p = scene_arrays(scene)
     n = p["means"].shape[0]
@@ -188,7 +209,7 @@ def encode_sog(scene: GaussianScene, *, sh_iterations: int = 10, sh_palette: int
 
     bands = scene.sh_degree
     if bands > 0 and n > 0:
-        from ..compress.vq import weighted_kmeans
+        from splatdistill.formats.vq import weighted_kmeans
 
         k_rest = _SH_COEFFS[bands]
         rest = p["shN"].transpose(0, 2, 1).reshape(n, 3 * k_rest)  # channel-major, as f_rest
@@ -219,8 +240,19 @@ def encode_sog(scene: GaussianScene, *, sh_iterations: int = 10, sh_palette: int
 
 def write_sog(scene: GaussianScene, path: str | os.PathLike, *, sh_iterations: int = 10,
               sh_palette: int | None = None, seed: int = 0) -> Path:
-    """Write ``scene`` as SOG, atomically: a zip when ``path`` ends in ``.sog``; otherwise
-    ``path`` is the ``meta.json`` (or a folder to hold it) and the textures go beside it."""
+    """Write ``scene`` as SOG, atomically.
+
+    Args:
+        scene: The scene.
+        path: A ``.sog`` name (one zip), or the ``meta.json`` (or a folder to hold it) with the
+            textures beside it.
+        sh_iterations: k-means iterations of the SH palette.
+        sh_palette: Entries of the SH palette (see ``encode_sog``).
+        seed: Seed (deterministic).
+
+    Returns:
+        The ``.sog`` or ``meta.json`` path written.
+    """
     path = Path(path)
     files = encode_sog(scene, sh_iterations=sh_iterations, sh_palette=sh_palette, seed=seed, path=path)
     if path.suffix.lower() == ".sog":
@@ -300,7 +332,14 @@ def _field(meta, key, sub, path):
 
 
 def read_sog(path: str | os.PathLike) -> GaussianScene:
-    """Read a SOG model (``.sog`` zip, ``meta.json`` or its folder) into a float32 CPU scene."""
+    """Read a SOG model into a float32 CPU scene.
+
+    Args:
+        path: A ``.sog`` zip, a ``meta.json``, or the folder holding one.
+
+    Returns:
+        A ``GaussianScene`` in the file's order. Any malformed model raises ``UserError``.
+    """
     meta, load, src = _open_files(Path(path))
     version = meta.get("version")
     if version is None:
@@ -376,7 +415,14 @@ def read_sog(path: str | os.PathLike) -> GaussianScene:
 
 
 def is_sog_path(path: str | os.PathLike) -> bool:
-    """``.sog`` files, ``meta.json`` files and folders holding a ``meta.json``."""
+    """Whether ``path`` names a SOG model.
+
+    Args:
+        path: Any path.
+
+    Returns:
+        True for ``.sog`` files, ``meta.json`` files and folders holding a ``meta.json``.
+    """
     p = Path(path)
     return (p.suffix.lower() == ".sog" or p.name.lower() == "meta.json"
             or (p.is_dir() and (p / "meta.json").is_file()))

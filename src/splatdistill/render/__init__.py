@@ -1,5 +1,5 @@
 """Rendering backends behind one ``render()`` entry point."""
 
-from .api import RenderOutput, render
+from splatdistill.render.api import RenderOutput, render
 
 __all__ = ["render", "RenderOutput"]

@@ -12,17 +12,27 @@ from typing import Literal, Sequence
 
 import torch
 
-from ..data.cameras import Camera, CameraBatch, stack_cameras
-from ..errors import UserError
-from ..scene.gaussians import GaussianScene
-from .colors import camera_centers, view_colors
-from .projection import Projection, project
+from splatdistill.cameras.camera import Camera, CameraBatch, stack_cameras
+from splatdistill.errors import UserError
+from splatdistill.scene.gaussians import GaussianScene
+from splatdistill.render.colors import camera_centers, view_colors
+from splatdistill.render.projection import Projection, project
 
 Backend = Literal["auto", "cpu", "gsplat", "reference"]
 
 
 @dataclass
 class RenderOutput:
+    """What ``render`` returns.
+
+    Args:
+        rgb: [C, H, W, 3] float32 colours, background included.
+        alpha: [C, H, W] float32 accumulated opacity.
+        depth: [C, H, W] expected depth (sum w z / alpha), or None unless ``render_depth``.
+        info: What gsplat's densification strategies read: ``means2d`` (gradient retained),
+            ``radii`` [C, N, 2], ``width``, ``height``, ``n_cameras``, ``gaussian_ids`` and more.
+        features: [C, H, W, D] composited features when ``features`` were given instead of SH.
+    """
     rgb: torch.Tensor  # (C, H, W, 3)
     alpha: torch.Tensor  # (C, H, W)
     depth: torch.Tensor | None  # (C, H, W) expected depth (sum w z / alpha), or None
@@ -31,6 +41,16 @@ class RenderOutput:
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
+    """The backend ``backend`` stands for on ``device``.
+
+    Args:
+        backend: ``auto`` (gsplat on CUDA, else cpu), ``cpu``, ``gsplat`` or ``reference``.
+        device: The scene's device.
+
+    Returns:
+        ``cpu``, ``gsplat`` or ``reference``. An unknown name, or ``cpu`` for non-CPU tensors, raises
+        ``UserError``.
+    """
     if backend == "auto":
         return "gsplat" if device.type == "cuda" else "cpu"
     if backend not in ("cpu", "gsplat", "reference"):
@@ -54,8 +74,24 @@ def _background(background, n_cams: int, dims: int, device) -> torch.Tensor:
 
 def project_cpu(means, quats, scales, opacities, viewmats, Ks, width, height, eps2d=0.3,
                 near_plane=0.01, far_plane=1e10, antialiased: bool = False) -> Projection:
-    """The fused numba projection (same results as :func:`.projection.project`), camera by camera."""
-    from .cpu_projection import ProjectCPU
+    """The fused numba projection (same results as :func:`.projection.project`), camera by camera.
+
+    Args:
+        means: [N, 3] positions.
+        quats: [N, 4] quaternions (w, x, y, z), any norm.
+        scales: [N, 3] activated scales.
+        opacities: [N] activated opacities.
+        viewmats: [C, 4, 4] world-to-camera matrices.
+        Ks: [C, 3, 3] intrinsics.
+        width, height: Image size in pixels.
+        eps2d: The 2D low-pass added to each projected covariance, in px^2.
+        near_plane, far_plane: Depth range; Gaussians outside are culled.
+        antialiased: Multiply the opacities by the low-pass compensation (gsplat's antialiased mode).
+
+    Returns:
+        A ``Projection`` with [C, N] fields (differentiable except ``radii``).
+    """
+    from splatdistill.render.cpu_projection import ProjectCPU
 
     outs = [ProjectCPU.apply(means, quats, scales, opacities, viewmats[c], Ks[c], width, height,
                              eps2d, near_plane, far_plane, bool(antialiased)) for c in range(viewmats.shape[0])]
@@ -78,14 +114,26 @@ def render(
     features: torch.Tensor | None = None,
     antialiased: bool | None = None,
 ) -> RenderOutput:
-    """Render ``scene`` from ``cameras`` (all of one size).
+    """Render ``scene`` from ``cameras`` (all of one size), on any backend.
 
-    ``sh_degree`` defaults to the scene's; ``background`` is an RGB triple or (C, 3) tensor (black
-    if None). ``opacity_scale`` (N,) multiplies the activated opacities (masks, confidences, dropout).
-    ``features`` ((N, D) or (C, N, D)) replaces the SH colour: the output holds them composited in
-    ``features`` (no clamp, no background beyond the first three channels).
-    ``antialiased`` (default: ``scene.antialiased``) renders with gsplat's ``rasterize_mode="antialiased"``
-    (Mip-Splatting's 2D filter: opacities compensated for the ``eps2d`` low-pass) on every backend.
+    Args:
+        scene: The scene (CPU tensors for ``cpu``, CUDA tensors for ``gsplat``).
+        cameras: One camera, a list of C cameras of one size, or a ``CameraBatch``.
+        sh_degree: SH degree to evaluate; the scene's when None.
+        background: RGB triple or [C, 3] tensor composited behind the Gaussians (black if None).
+        backend: ``auto`` (gsplat on CUDA, cpu otherwise), ``cpu``, ``gsplat`` or ``reference``.
+        render_depth: Also return the expected depth.
+        eps2d: The 2D low-pass added to each projected covariance, in px^2 (gsplat's 0.3).
+        near_plane, far_plane: Depth range; Gaussians outside are culled.
+        opacity_scale: [N] factors multiplying the activated opacities (masks, confidences, dropout).
+        features: [N, D] or [C, N, D] features to composite instead of the SH colour (no clamp, no
+            background beyond the first three channels).
+        antialiased: Render with gsplat's ``rasterize_mode="antialiased"`` (Mip-Splatting's 2D filter:
+            opacities compensated for the ``eps2d`` low-pass); ``scene.antialiased`` when None.
+
+    Returns:
+        A ``RenderOutput``: ``rgb`` [C, H, W, 3], ``alpha`` [C, H, W], optional ``depth`` [C, H, W],
+        ``info`` for the densification strategies, and ``features`` [C, H, W, D] when given.
     """
     device = scene.device
     cams = cameras if isinstance(cameras, CameraBatch) else stack_cameras(
@@ -109,7 +157,7 @@ def render(
                                         rasterize_mode="antialiased" if aa else "classic")
         return RenderOutput(feats[..., :3], alpha[..., 0], None, {}, features=feats)
     if name == "gsplat":
-        from .gsplat_backend import rasterize_gsplat
+        from splatdistill.render.gsplat_backend import rasterize_gsplat
 
         scaled = scene
         if opacity_scale is not None:  # fold the scale into the logits gsplat activates itself
@@ -136,7 +184,7 @@ def render(
     if features is not None:  # arbitrary per-Gaussian features instead of SH colour (no clamp)
         colors = features.unsqueeze(0).expand(len(cams), -1, -1) if features.ndim == 2 else features
     elif name == "cpu":
-        from .cpu_sh import SHColorsCPU
+        from splatdistill.render.cpu_sh import SHColorsCPU
 
         centers = camera_centers(cams.viewmats)
         colors = torch.stack([SHColorsCPU.apply(scene.means, scene.sh0, scene.shN, centers[c], sh_degree)
@@ -147,11 +195,11 @@ def render(
         colors = torch.cat([colors, proj.depths.unsqueeze(-1)], dim=-1)
     bg = _background(background, len(cams), colors.shape[-1], device)
     if name == "cpu":
-        from .cpu import rasterize_cpu
+        from splatdistill.render.cpu import rasterize_cpu
 
         feats, alpha = rasterize_cpu(proj, colors, bg, cams.width, cams.height)
     else:
-        from .reference import rasterize_dense
+        from splatdistill.render.reference import rasterize_dense
 
         feats, alpha = rasterize_dense(proj, colors, bg, cams.width, cams.height)
     if features is not None:

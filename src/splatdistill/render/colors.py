@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import torch
 
-from ..scene.sh import eval_sh
+from splatdistill.scene.sh import eval_sh
 
 
 def camera_centers(viewmats: torch.Tensor) -> torch.Tensor:
-    """(C, 4, 4) world-to-camera -> (C, 3) camera centres in world coordinates."""
+    """Camera centres in world coordinates.
+
+    Args:
+        viewmats: [C, 4, 4] world-to-camera matrices.
+
+    Returns:
+        [C, 3] centres.
+    """
     R = viewmats[:, :3, :3]
     t = viewmats[:, :3, 3]
     return -(R.transpose(-1, -2) @ t.unsqueeze(-1)).squeeze(-1)
@@ -17,7 +24,17 @@ def camera_centers(viewmats: torch.Tensor) -> torch.Tensor:
 def view_colors(
     means: torch.Tensor, coeffs: torch.Tensor, viewmats: torch.Tensor, sh_degree: int
 ) -> torch.Tensor:
-    """(C, N, 3) colours: SH evaluated along camera-centre -> mean, plus 0.5, clamped at 0."""
+    """View-dependent colours: SH evaluated along camera centre -> mean, plus 0.5, clamped at 0.
+
+    Args:
+        means: [N, 3] positions.
+        coeffs: [N, K, 3] SH coefficients.
+        viewmats: [C, 4, 4] world-to-camera matrices.
+        sh_degree: SH degree to evaluate.
+
+    Returns:
+        [C, N, 3] colours.
+    """
     if sh_degree == 0:
         # direction-independent: evaluate once and broadcast over cameras
         rgb = coeffs[:, 0, :] * 0.28209479177387814 + 0.5

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import cpu_kernels as K
-from .projection import Projection
+from splatdistill.render import cpu_kernels as K
+from splatdistill.render.projection import Projection
 
 TILE_SIZE = 16
 
@@ -63,7 +63,19 @@ class _RasterizeCPU(torch.autograd.Function):
 def rasterize_cpu(
     proj: Projection, colors: torch.Tensor, background: torch.Tensor, width: int, height: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(C, H, W, D) features and (C, H, W) alpha, one camera at a time."""
+    """Tile compositing of projected Gaussians with the compiled kernels, one camera at a time.
+
+    Differentiable (hand-written backward) in the projection's fields and the colours.
+
+    Args:
+        proj: The ``Projection`` ([C, N] fields).
+        colors: [C, N, D] colours or features.
+        background: [C, D] background.
+        width, height: Image size in pixels.
+
+    Returns:
+        ``(features, alpha)``: [C, H, W, D] and [C, H, W].
+    """
     feats, alphas = [], []
     for c in range(colors.shape[0]):
         f, a = _RasterizeCPU.apply(

@@ -23,7 +23,18 @@ T_MIN = np.float32(1e-4)
 
 @njit(cache=True, nogil=True)
 def bin_tiles(means2d, radii, depths, tile_size, tiles_x, tiles_y):
-    """Depth-sorted per-tile lists (CSR). Returns (offsets[n_tiles+1], gaussian ids[n_isect])."""
+    """Depth-sorted per-tile lists of the Gaussians whose bounding box meets each tile (CSR).
+
+    Args:
+        means2d: [N, 2] pixel coordinates.
+        radii: [N, 2] int32 bounding-box half sizes (0: culled).
+        depths: [N] camera-space z.
+        tile_size: Tile width and height in pixels.
+        tiles_x, tiles_y: Tiles per row and column.
+
+    Returns:
+        ``(offsets, ids)``: [n_tiles + 1] int64 offsets and [n_isect] int64 Gaussian ids.
+    """
     n = means2d.shape[0]
     n_tiles = tiles_x * tiles_y
     order = np.argsort(depths, kind="mergesort")
@@ -70,12 +81,24 @@ def rasterize_forward(
     means2d, conics, colors, opacities, radii, background, offsets, ids,
     width, height, tile_size, tiles_x, out_feat, out_t, out_last,
 ):
-    """Front-to-back compositing. Writes features (H, W, D), final transmittance (H, W) and the
-    index (into ``ids``) of the last Gaussian that contributed to each pixel (-1 if none).
+    """Front-to-back compositing of one camera, into the ``out_*`` arrays.
 
     Gaussian-major within a tile: each Gaussian visits only the tile pixels inside its bounding box
     (outside it alpha < 1/255, so this skips no contribution); every pixel still sees the tile's
     Gaussians in depth order, so the result is that of the per-pixel loop.
+
+    Args:
+        means2d: [N, 2], conics: [N, 3], colors: [N, D], opacities: [N], radii: [N, 2] of the
+            projection; background: [D].
+        offsets, ids: The tile lists from ``bin_tiles``.
+        width, height, tile_size, tiles_x: Image and tile geometry.
+        out_feat: [H, W, D] features, written.
+        out_t: [H, W] final transmittance, written.
+        out_last: [H, W] index (into ``ids``) of the last Gaussian that contributed to each pixel
+            (-1 if none), written.
+
+    Returns:
+        None.
     """
     n_tiles = offsets.shape[0] - 1
     d_feat = colors.shape[1]
@@ -141,10 +164,25 @@ def rasterize_backward(
     width, height, tile_size, tiles_x, out_t, out_last, v_feat, v_alpha,
     g_means2d, g_conics, g_colors, g_opac,
 ):
-    """Gradients per intersection slot j (same indexing as ``ids``):
-    g_means2d (n_isect, 2), g_conics (n_isect, 3), g_colors (n_isect, D), g_opac (n_isect,).
+    """Gradients of one camera per intersection slot j (same indexing as ``ids``).
 
-    Walks each tile's list back to front; pixel p takes part for j <= its last contributor.
+    Walks each tile's list back to front, recovering transmittance by division; pixel p takes part
+    for j <= its last contributor. Each slot is written by one thread, so there are no races; the
+    caller sums the slots per Gaussian.
+
+    Args:
+        means2d, conics, colors, opacities, radii, background, offsets, ids, width, height,
+            tile_size, tiles_x: As for ``rasterize_forward``.
+        out_t, out_last: The forward pass's transmittance and last contributors.
+        v_feat: [H, W, D] gradient of the features.
+        v_alpha: [H, W] gradient of the alpha.
+        g_means2d: [n_isect, 2], written.
+        g_conics: [n_isect, 3], written.
+        g_colors: [n_isect, D], written.
+        g_opac: [n_isect], written.
+
+    Returns:
+        None.
     """
     n_tiles = offsets.shape[0] - 1
     d_feat = colors.shape[1]

@@ -1,8 +1,8 @@
 """Fused EWA projection for the ``cpu`` backend: numba kernels, forward and hand-written backward.
 
 The same maths and culling rules as :mod:`.projection` (the torch version, which the ``reference``
-backend uses and which the tests compare this one against); written as one pass per Gaussian so a
-projection of 100k Gaussians costs a few milliseconds instead of a few hundred torch ops.
+backend uses and which the tests compare this one against); written as one pass per Gaussian instead
+of a few hundred torch ops (see docs/benchmarks.md, "Measurements behind design choices").
 
 Antialiased mode (gsplat's ``rasterize_mode="antialiased"``, Mip-Splatting's 2D filter): the opacity is
 multiplied by the compensation ``rho = sqrt(max(0, det(Sigma2) / det(Sigma2 + eps2d I)))`` (gsplat 1.5.3
@@ -41,6 +41,23 @@ def _rotmat(qw, qx, qy, qz):
 def project_forward(means, quats, scales, opacities, viewmat, fx, fy, cx, cy, width, height,
                     eps2d, near, far, out_m2d, out_conics, out_depths, out_radii, out_cov2d, antialiased,
                     out_comp):
+    """EWA projection of N Gaussians into one camera, into the ``out_*`` arrays (numba, parallel).
+
+    Args:
+        means: [N, 3], quats: [N, 4], scales: [N, 3] (activated), opacities: [N] (activated).
+        viewmat: [4, 4] world-to-camera; fx, fy, cx, cy: intrinsics; width, height: image size.
+        eps2d: The 2D low-pass in px^2; near, far: depth range.
+        out_m2d: [N, 2] means in pixels, written.
+        out_conics: [N, 3] inverse 2D covariances (a, b, c), written.
+        out_depths: [N] camera-space z, written.
+        out_radii: [N, 2] int32 bounding-box half sizes (0: culled), written.
+        out_cov2d: [N, 3] 2D covariances with the low-pass (a, b, c), written.
+        antialiased: Compute the low-pass compensation.
+        out_comp: [N] compensation (1 unless ``antialiased``; 0 for culled Gaussians), written.
+
+    Returns:
+        None.
+    """
     n = means.shape[0]
     tan_x, tan_y = 0.5 * width / fx, 0.5 * height / fy
     lxp, lxn = (width - cx) / fx + 0.3 * tan_x, cx / fx + 0.3 * tan_x
@@ -136,6 +153,19 @@ def _mm(A, B, out, n, k, m):
 @njit(cache=True, parallel=True)
 def project_backward(means, quats, scales, viewmat, fx, fy, cx, cy, width, height, radii, conics,
                      v_m2d, v_conics, v_depths, g_means, g_quats, g_scales, eps2d, comps, v_comps):
+    """Hand-derived backward pass of ``project_forward``, into the ``g_*`` arrays.
+
+    Args:
+        means, quats, scales, viewmat, fx, fy, cx, cy, width, height: As for ``project_forward``.
+        radii, conics: The forward outputs.
+        v_m2d: [N, 2], v_conics: [N, 3], v_depths: [N]: gradients of the outputs.
+        g_means: [N, 3], g_quats: [N, 4], g_scales: [N, 3]: gradients, written.
+        eps2d: The 2D low-pass.
+        comps: [N] forward compensation; v_comps: [N] its gradient.
+
+    Returns:
+        None.
+    """
     n = means.shape[0]
     tan_x, tan_y = 0.5 * width / fx, 0.5 * height / fy
     lxp, lxn = (width - cx) / fx + 0.3 * tan_x, cx / fx + 0.3 * tan_x
@@ -259,13 +289,18 @@ def _np(t: torch.Tensor, dtype=np.float32) -> np.ndarray:
 
 
 class ProjectCPU(torch.autograd.Function):
-    """One camera: (means, quats, activated scales, activated opacities) -> means2d, conics, depths,
-    radii (int32, non-differentiable) and the antialiasing compensation (1 unless ``antialiased``;
-    0 for culled Gaussians)."""
+    """Autograd function of the fused projection for one camera.
+
+    Inputs: means [N, 3], quats [N, 4], activated scales [N, 3], activated opacities [N], viewmat
+    [4, 4], K [3, 3], width, height, eps2d, near, far, antialiased. Outputs: means2d [N, 2], conics
+    [N, 3], depths [N], radii [N, 2] (int32, non-differentiable) and the antialiasing compensation
+    [N] (1 unless ``antialiased``; 0 for culled Gaussians).
+    """
 
     @staticmethod
     def forward(ctx, means, quats, scales, opacities, viewmat, K, width, height, eps2d, near, far,
                 antialiased=False):
+        """Run ``project_forward`` and save what the backward pass needs."""
         n = means.shape[0]
         mu, q, s, o = _np(means), _np(quats), _np(scales), _np(opacities)
         V = _np(viewmat, np.float64)
@@ -286,6 +321,7 @@ class ProjectCPU(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, v_m2d, v_con, v_dep, _v_rad, v_comp):
+        """Run ``project_backward``: gradients for means, quats and scales (None for the other inputs)."""
         mu, q, s, V, fx, fy, cx, cy, width, height, rad, con, eps2d, comp = ctx.saved
         n = mu.shape[0]
         z2 = lambda k: np.zeros((n, k), np.float32)  # noqa: E731

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from ..scene.sh import C0, C1, C2, C3
+from splatdistill.scene.sh import C0, C1, C2, C3
 
 CHUNK = 512
 
@@ -79,6 +79,18 @@ def _basis_grad(deg, x, y, z, gx, gy, gz):
 
 @njit(cache=True, parallel=True)
 def sh_forward(deg, means, coeffs, campos, out):
+    """SH colours of N Gaussians seen from ``campos``, into ``out`` (numba, parallel).
+
+    Args:
+        deg: SH degree.
+        means: [N, 3] positions.
+        coeffs: [N, K, 3] SH coefficients.
+        campos: [3] camera centre.
+        out: [N, 3] colours (SH + 0.5, clamped at 0), written.
+
+    Returns:
+        None.
+    """
     n = means.shape[0]
     kk = (deg + 1) * (deg + 1)
     for ch in prange((n + CHUNK - 1) // CHUNK):
@@ -96,6 +108,18 @@ def sh_forward(deg, means, coeffs, campos, out):
 
 @njit(cache=True, parallel=True)
 def sh_backward(deg, means, coeffs, campos, colors, v_colors, g_coeffs, g_means):
+    """Hand-derived backward pass of ``sh_forward``, into ``g_coeffs`` and ``g_means``.
+
+    Args:
+        deg, means, coeffs, campos: As for ``sh_forward``.
+        colors: [N, 3] the forward colours (the clamp's mask).
+        v_colors: [N, 3] gradient of the colours.
+        g_coeffs: [N, K, 3], written.
+        g_means: [N, 3], written.
+
+    Returns:
+        None.
+    """
     n = means.shape[0]
     kk = (deg + 1) * (deg + 1)
     for ch in prange((n + CHUNK - 1) // CHUNK):
@@ -143,10 +167,13 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 class SHColorsCPU(torch.autograd.Function):
-    """(means (N,3), sh0 (N,1,3), shN (N,K-1,3), camera centre (3,)) -> colours (N, 3)."""
+    """Autograd function: (means [N, 3], sh0 [N, 1, 3], shN [N, K-1, 3], camera centre [3], degree) ->
+    colours [N, 3].
+    """
 
     @staticmethod
     def forward(ctx, means, sh0, shN, campos, degree):
+        """Run ``sh_forward`` and save what the backward pass needs."""
         coeffs = np.ascontiguousarray(np.concatenate([_np(sh0), _np(shN)], axis=1))
         mu, cp = _np(means), _np(campos).astype(np.float64)
         out = np.empty((mu.shape[0], 3), np.float32)
@@ -156,6 +183,7 @@ class SHColorsCPU(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, v_colors):
+        """Run ``sh_backward``; gradients for means, sh0 and shN."""
         mu, coeffs, cp, out, degree = ctx.saved
         g_coeffs = np.empty_like(coeffs)
         g_means = np.empty_like(mu)

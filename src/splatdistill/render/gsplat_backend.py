@@ -4,10 +4,26 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import UserError
+from splatdistill.errors import UserError
 
 
 def rasterize_gsplat(scene, cams, sh_degree, background, render_depth, eps2d, near, far, antialiased=None):
+    """Render with gsplat's fused CUDA ``rasterization`` (CUDA tensors only).
+
+    Args:
+        scene: The scene, on a CUDA device.
+        cams: The ``CameraBatch``.
+        sh_degree: SH degree to evaluate.
+        background: [C, 3] background.
+        render_depth: Also render the expected depth.
+        eps2d: The 2D low-pass in px^2.
+        near, far: Depth range.
+        antialiased: gsplat's ``rasterize_mode="antialiased"``; ``scene.antialiased`` when None.
+
+    Returns:
+        ``(renders, alpha, info)``: [C, H, W, 3 or 4] (RGB, then depth), [C, H, W] and gsplat's info
+        dict. CPU tensors or a missing gsplat raise ``UserError``.
+    """
     if scene.device.type != "cuda":
         # gsplat would try to JIT-compile its CUDA extension for CPU tensors and fail with a
         # misleading message; refuse clearly instead.

@@ -26,7 +26,14 @@ ALPHA_THRESHOLD = 1.0 / 255.0
 
 
 def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
-    """(N, 4) quaternions (w, x, y, z), any norm -> (N, 3, 3) rotation matrices."""
+    """Rotation matrices of quaternions of any norm.
+
+    Args:
+        quats: [N, 4] quaternions (w, x, y, z).
+
+    Returns:
+        [N, 3, 3] rotation matrices.
+    """
     q = quats / quats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     w, x, y, z = q.unbind(-1)
     return torch.stack(
@@ -40,13 +47,30 @@ def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
 
 
 def covariance_3d(quats: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    """(N, 3, 3) covariance from quaternions and activated (positive) scales."""
+    """3D covariances R S S^T R^T from quaternions and scales.
+
+    Args:
+        quats: [N, 4] quaternions (w, x, y, z).
+        scales: [N, 3] activated (positive) scales.
+
+    Returns:
+        [N, 3, 3] covariances.
+    """
     M = quat_to_rotmat(quats) * scales.unsqueeze(-2)  # R @ diag(s)
     return M @ M.transpose(-1, -2)
 
 
 @dataclass
 class Projection:
+    """N Gaussians projected into C cameras.
+
+    Args:
+        means2d: [C, N, 2] pixel coordinates.
+        conics: [C, N, 3] inverse 2D covariances (a, b, c) of [[a, b], [b, c]].
+        depths: [C, N] camera-space z.
+        radii: [C, N, 2] int32 bounding-box half sizes; 0 = culled.
+        opacities: [C, N] activated opacities (times the compensation in antialiased mode).
+    """
     means2d: torch.Tensor  # (C, N, 2) pixel coordinates
     conics: torch.Tensor  # (C, N, 3) inverse 2D covariance (a, b, c): [[a, b], [b, c]]
     depths: torch.Tensor  # (C, N) camera-space z
@@ -68,7 +92,23 @@ def project(
     far_plane: float = 1e10,
     antialiased: bool = False,
 ) -> Projection:
-    """Project N Gaussians into C cameras. ``scales`` and ``opacities`` are activated values."""
+    """Project N Gaussians into C cameras, in torch (autograd).
+
+    Args:
+        means: [N, 3] positions.
+        quats: [N, 4] quaternions (w, x, y, z), any norm.
+        scales: [N, 3] activated scales.
+        opacities: [N] activated opacities.
+        viewmats: [C, 4, 4] world-to-camera matrices.
+        Ks: [C, 3, 3] intrinsics.
+        width, height: Image size in pixels.
+        eps2d: The 2D low-pass added to each projected covariance, in px^2.
+        near_plane, far_plane: Depth range; Gaussians outside are culled.
+        antialiased: Multiply the opacities by the low-pass compensation.
+
+    Returns:
+        A ``Projection``.
+    """
     R = viewmats[:, :3, :3]  # (C, 3, 3)
     t = viewmats[:, :3, 3]  # (C, 3)
     means_c = torch.einsum("cij,nj->cni", R, means) + t[:, None, :]  # (C, N, 3)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .projection import ALPHA_THRESHOLD, Projection
+from splatdistill.render.projection import ALPHA_THRESHOLD, Projection
 
 
 def rasterize_dense(
@@ -23,7 +23,18 @@ def rasterize_dense(
     height: int,
     max_elements: int = 1 << 24,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns (C, H, W, D) composited features and (C, H, W) alpha."""
+    """Composite every Gaussian against every pixel, in plain torch (autograd), depth-sorted per camera.
+
+    Args:
+        proj: The ``Projection``.
+        colors: [C, N, D] colours or features.
+        background: [C, D] background.
+        width, height: Image size in pixels.
+        max_elements: Pixels x Gaussians per chunk (bounds the memory).
+
+    Returns:
+        ``(features, alpha)``: [C, H, W, D] and [C, H, W].
+    """
     out_c, out_a = [], []
     for ci in range(colors.shape[0]):
         keep = (proj.radii[ci] > 0).any(dim=-1)

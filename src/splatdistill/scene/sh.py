@@ -17,7 +17,15 @@ C3 = (-0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.37317633259
 
 
 def sh_basis(degree: int, dirs: torch.Tensor) -> torch.Tensor:
-    """Basis values Y_k(dir) for k < (degree+1)^2; ``dirs`` (..., 3) need not be normalised."""
+    """Real SH basis values Y_k(dir) for k < (degree+1)^2.
+
+    Args:
+        degree: SH degree, 0-3.
+        dirs: [..., 3] directions; need not be normalised.
+
+    Returns:
+        [..., (degree+1)^2] basis values, dtype of ``dirs``.
+    """
     if not 0 <= degree <= 3:
         raise ValueError(f"SH degree must be 0..3, got {degree}")
     d = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-12)
@@ -49,10 +57,17 @@ def sh_basis(degree: int, dirs: torch.Tensor) -> torch.Tensor:
 
 
 def eval_sh(degree: int, coeffs: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
-    """Evaluate SH: ``coeffs`` (..., K, 3) with K >= (degree+1)^2, ``dirs`` (..., 3) -> (..., 3).
+    """Evaluate SH in directions, as gsplat does.
 
-    Only the first (degree+1)^2 coefficients are used (the rest are ignored), as in gsplat.
-    Returns the raw SH value (add 0.5 and clamp at 0 to get a colour).
+    Only the first (degree+1)^2 coefficients are used (the rest are ignored).
+
+    Args:
+        degree: SH degree to evaluate, 0-3.
+        coeffs: [..., K, 3] coefficients, K >= (degree+1)^2.
+        dirs: [..., 3] view directions; need not be normalised.
+
+    Returns:
+        [..., 3] raw SH values (add 0.5 and clamp at 0 to get a colour).
     """
     k = (degree + 1) ** 2
     if coeffs.shape[-2] < k:
@@ -62,9 +77,24 @@ def eval_sh(degree: int, coeffs: torch.Tensor, dirs: torch.Tensor) -> torch.Tens
 
 
 def rgb_to_sh0(rgb: torch.Tensor) -> torch.Tensor:
-    """DC coefficient that gives colour ``rgb`` (the inverse of ``C0 * dc + 0.5``)."""
+    """DC coefficient that gives colour ``rgb`` (the inverse of ``C0 * dc + 0.5``).
+
+    Args:
+        rgb: [..., 3] colours.
+
+    Returns:
+        [..., 3] DC coefficients.
+    """
     return (rgb - 0.5) / C0
 
 
 def sh0_to_rgb(dc: torch.Tensor) -> torch.Tensor:
+    """Colour of a DC coefficient alone, ``C0 * dc + 0.5`` (not clamped).
+
+    Args:
+        dc: [..., 3] DC coefficients.
+
+    Returns:
+        [..., 3] colours.
+    """
     return dc * C0 + 0.5

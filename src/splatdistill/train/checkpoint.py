@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError
-from ..fileio import atomic_path
+from splatdistill.errors import UserError
+from splatdistill.fileio import atomic_path
 
 _NAME = re.compile(r"^ckpt_(\d{7})\.pt$")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
-from ..errors import UserError
+from splatdistill.errors import UserError
 
 # Inria defaults for 30,000 iterations, expressed as fractions of the run.
 REF_ITERS = 30_000
@@ -77,7 +77,7 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Reject settings a user can get wrong, with a one-line message (before any work)."""
-        from ..validate import RULES, Rule, check
+        from splatdistill.validate import RULES, Rule, check
 
         check("iterations", self.iterations, RULES["iterations"])
         check("sh_degree", self.sh_degree, RULES["sh_degree"])

@@ -7,18 +7,11 @@ import math
 import numpy as np
 import torch
 
-from ..data.dataset import Dataset
-from ..errors import UserError
-from ..scene.gaussians import GaussianScene
-from .config import TrainConfig
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for, but no CUDA GPU is available")
-    return torch.device(name)
+from splatdistill.data.dataset import Dataset
+from splatdistill.errors import UserError
+from splatdistill.scene.gaussians import GaussianScene
+from splatdistill.ops.optim import fused_adam_ok
+from splatdistill.train.config import TrainConfig
 
 
 def initial_scene(dataset: Dataset, cfg: TrainConfig) -> GaussianScene:
@@ -45,19 +38,9 @@ def make_optimizers(params, cfg: TrainConfig, extent: float) -> dict[str, torch.
         "opacities": cfg.lr_opacities, "sh0": cfg.lr_sh0, "shN": cfg.lr_shN,
     }
     # eps 1e-15 as in the Inria code and gsplat
-    fused = {"fused": True} if _fused_adam_ok() else {}
+    fused = {"fused": True} if fused_adam_ok() else {}
     return {k: torch.optim.Adam([{"params": params[k], "lr": lrs[k], "name": k}], eps=1e-15, **fused)
             for k in lrs}
-
-
-def _fused_adam_ok() -> bool:
-    """torch >= 2.4 has a fused Adam on CPU too (one kernel instead of a dozen ops per tensor)."""
-    try:
-        p = torch.nn.Parameter(torch.zeros(1))
-        torch.optim.Adam([p], fused=True)
-        return True
-    except (RuntimeError, TypeError, ValueError):
-        return False
 
 
 def means_lr_gamma(cfg: TrainConfig) -> float:

@@ -11,20 +11,21 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data.cameras import stack_cameras
-from ..data.dataset import Dataset, load_dataset, with_train_views
-from ..errors import UserError
-from ..fileio import dumps_json, write_json_atomic
-from ..render import render
-from ..scene.gaussians import GaussianScene
-from ..scene.ply import write_ply
-from . import checkpoint as ck
-from .background import fixed_background, resolve_background
-from .config import TrainConfig
-from .losses import photometric_loss, psnr_from_mse
-from .setup import (global_rng_state, initial_scene, make_optimizers, make_params, make_strategy, means_lr_gamma,
-                    pick_device, seed_global_rng, set_global_rng_state)
-from .variants import GradientAccumulator, dropout_probability, dropout_scale, perturb_candidates
+from splatdistill.cameras.camera import stack_cameras
+from splatdistill.data.dataset import Dataset, load_dataset, with_train_views
+from splatdistill.errors import UserError
+from splatdistill.fileio import dumps_json, write_json_atomic
+from splatdistill.render import render
+from splatdistill.scene.gaussians import GaussianScene
+from splatdistill.formats.ply import write_ply
+from splatdistill.train import checkpoint as ck
+from splatdistill.ops.background import fixed_background, resolve_background
+from splatdistill.train.config import TrainConfig
+from splatdistill.ops.losses import photometric_loss, psnr_from_mse
+from splatdistill.device import pick_device
+from splatdistill.train.setup import (global_rng_state, initial_scene, make_optimizers, make_params, make_strategy,
+                                      means_lr_gamma, seed_global_rng, set_global_rng_state)
+from splatdistill.train.variants import GradientAccumulator, dropout_probability, dropout_scale, perturb_candidates
 
 
 @dataclass

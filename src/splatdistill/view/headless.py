@@ -32,11 +32,15 @@ FLAGS = (
 
 
 class BrowserError(RuntimeError):
-    pass
+    """Chromium is missing, exited, did not answer in time, or the page raised."""
 
 
 def find_chromium() -> str | None:
-    """A Chromium executable: ``$SPLATDISTILL_CHROMIUM`` or the first of the usual names on PATH."""
+    """A Chromium executable: ``$SPLATDISTILL_CHROMIUM`` or the first of the usual names on PATH.
+
+    Returns:
+        Its path, or None when there is none.
+    """
     env = os.environ.get("SPLATDISTILL_CHROMIUM")
     if env:
         return env if Path(env).exists() else None
@@ -48,7 +52,12 @@ def find_chromium() -> str | None:
 
 
 class Chromium:
-    """One headless Chromium with one page. Use as a context manager."""
+    """One headless Chromium with one page, driven over its DevTools pipe. Use as a context manager.
+
+    Args:
+        executable: The browser; ``find_chromium()`` when None (``BrowserError`` if there is none).
+        width, height: The page's viewport in CSS pixels.
+    """
 
     def __init__(self, executable: str | None = None, width: int = 1200, height: int = 700):
         self.executable = executable or find_chromium()
@@ -125,6 +134,16 @@ class Chromium:
                     self.console.append("exception: " + str(d.get("exception", {}).get("description", d.get("text"))))
 
     def send(self, method: str, params: dict | None = None, timeout: float = 60.0) -> dict:
+        """Send one DevTools command and wait for its answer.
+
+        Args:
+            method: The protocol method, e.g. ``"Page.navigate"``.
+            params: Its parameters.
+            timeout: Seconds to wait.
+
+        Returns:
+            The ``result`` dict. An error answer, a timeout or a dead browser raises ``BrowserError``.
+        """
         with self._lock:
             self._next_id += 1
             i = self._next_id
@@ -148,9 +167,19 @@ class Chromium:
 
     # -- page -------------------------------------------------------------------------------
     def goto(self, url: str) -> None:
+        """Navigate the page to ``url``."""
         self.send("Page.navigate", {"url": url})
 
     def evaluate(self, expression: str, timeout: float = 60.0):
+        """Evaluate a JavaScript expression in the page (promises awaited).
+
+        Args:
+            expression: The expression.
+            timeout: Seconds to wait.
+
+        Returns:
+            Its value, as JSON decodes it. An exception in the page raises ``BrowserError``.
+        """
         r = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True},
                       timeout=timeout)
         if "exceptionDetails" in r:
@@ -159,7 +188,16 @@ class Chromium:
         return r.get("result", {}).get("value")
 
     def wait_for(self, expression: str, timeout: float = 60.0, interval: float = 0.1):
-        """Poll ``expression`` until it is truthy; returns its value."""
+        """Poll ``expression`` until it is truthy.
+
+        Args:
+            expression: A JavaScript expression.
+            timeout: Seconds before ``BrowserError``.
+            interval: Seconds between polls.
+
+        Returns:
+            Its first truthy value.
+        """
         deadline = time.monotonic() + timeout
         while True:
             v = self.evaluate(expression)
@@ -187,13 +225,21 @@ class Chromium:
                                                "buttons": 0, "clickCount": 1})
 
     def screenshot(self, clip: dict | None = None) -> bytes:
-        """PNG bytes of the page, or of ``clip`` = {x, y, width, height} in CSS pixels."""
+        """PNG bytes of the page, or of a part of it.
+
+        Args:
+            clip: ``{x, y, width, height}`` in CSS pixels, or None for the whole viewport.
+
+        Returns:
+            The PNG file.
+        """
         params = {"format": "png", "captureBeyondViewport": False}
         if clip:
             params["clip"] = {**{k: float(clip[k]) for k in ("x", "y", "width", "height")}, "scale": 1}
         return base64.b64decode(self.send("Page.captureScreenshot", params)["data"])
 
     def close(self) -> None:
+        """Close the browser and its pipes (idempotent)."""
         try:
             if self.proc.poll() is None:
                 try:

@@ -2,7 +2,7 @@
 
 The page (``static/``) draws with Spark (``@sparkjsdev/spark``, a three.js 3DGS renderer; the
 released build files are vendored under ``static/vendor/``, see ``VERSIONS.md`` there). This module
-only serves it: every model is read with :func:`splatdistill.info.load_model` (any format we
+only serves it: every model is read with :func:`splatdistill.formats.io.load_model` (any format we
 read) and sent to the page as an Inria PLY written in memory (float32, so the page shows exactly
 the decoded model, whatever the file's own encoding); a dataset's cameras and photos are sent
 when ``--data`` is given. Nothing is fetched from the network: the page loads only from here.
@@ -27,7 +27,7 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
-from ..errors import UserError
+from splatdistill.errors import UserError
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -40,6 +40,14 @@ _CONTENT_TYPES = {
 
 @dataclass
 class ModelEntry:
+    """One model shown by the viewer.
+
+    Args:
+        path: Its file.
+        scene: The ``GaussianScene``, on the CPU.
+        format: Its format (as ``model_format``).
+        file_bytes: Its size on disk.
+    """
     path: Path
     scene: object  # GaussianScene on the CPU
     format: str
@@ -48,6 +56,15 @@ class ModelEntry:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def info(self, index: int) -> dict:
+        """The model's caption for the page.
+
+        Args:
+            index: Its position among the models.
+
+        Returns:
+            A JSON-ready dict: ``index``, ``name``, ``format``, ``num_gaussians``, ``sh_degree``,
+            ``bytes``, ``antialiased`` and the ``url`` of its PLY.
+        """
         return {
             "index": index, "name": str(self.path), "format": self.format,
             "num_gaussians": len(self.scene), "sh_degree": int(self.scene.sh_degree),
@@ -64,8 +81,15 @@ class ModelEntry:
 
 
 def scene_to_ply_bytes(scene) -> bytes:
-    """``scene`` in the Inria PLY layout, as bytes (the same layout ``write_ply`` writes)."""
-    from ..scene.ply import property_names
+    """``scene`` in the Inria PLY layout, as bytes (the same layout ``write_ply`` writes).
+
+    Args:
+        scene: The scene.
+
+    Returns:
+        The whole PLY file (binary little-endian float32).
+    """
+    from splatdistill.formats.ply import property_names
 
     p = {k: v.detach().to("cpu").float().contiguous().numpy() for k, v in scene.items()}
     n = p["means"].shape[0]
@@ -100,7 +124,15 @@ def _file_bytes(path: Path) -> int:
 
 
 def load_models(paths: list[Path]) -> list[ModelEntry]:
-    from ..info import load_model
+    """Load the models to view, each through ``load_model``.
+
+    Args:
+        paths: Model files or SOG folders.
+
+    Returns:
+        One ``ModelEntry`` per path. No path, or a missing or unreadable one, raises ``UserError``.
+    """
+    from splatdistill.formats.io import load_model
 
     if not paths:
         raise UserError("give at least one model to view")
@@ -123,7 +155,7 @@ def _camera_json(cam, name: str = "") -> dict:
 
 
 def _scene_sphere(models: list[ModelEntry]) -> tuple[np.ndarray, float]:
-    from ..data.views import bounding_sphere
+    from splatdistill.cameras.views import bounding_sphere
 
     for m in models:
         if len(m.scene):
@@ -144,7 +176,13 @@ def _up_from_cameras(cams) -> np.ndarray:
 
 
 class ViewerState:
-    """What the page asks for: model bytes, the dataset's cameras and photos, the initial view."""
+    """What the page asks for: model bytes, the dataset's cameras and photos, the initial view.
+
+    Args:
+        models: The models.
+        dataset: A ``Dataset`` whose cameras and photos the page offers, or None.
+        title: The page title.
+    """
 
     def __init__(self, models: list[ModelEntry], dataset=None, title: str = "splatdistill view"):
         self.models = models
@@ -166,13 +204,19 @@ class ViewerState:
             self.initial = _camera_json(train[0], train[0].image_name)
             self.initial.update(split="train", index=0)
         else:
-            from ..data.views import orbit_cameras
+            from splatdistill.cameras.views import orbit_cameras
 
             self.up = np.array([0.0, 0.0, 1.0])
             cam = orbit_cameras(self.center, 2.2 * self.radius, 1, 960, 720)[0]
             self.initial = _camera_json(cam, "orbit")
 
     def scene_json(self) -> dict:
+        """What ``/scene.json`` sends the page.
+
+        Returns:
+            A JSON-ready dict: ``title``, ``models`` (their captions), ``center``, ``radius``, ``up``,
+            ``background``, ``initial_camera`` and ``cameras`` per split.
+        """
         return {
             "title": self.title,
             "models": [m.info(i) for i, m in enumerate(self.models)],
@@ -184,6 +228,15 @@ class ViewerState:
         }
 
     def photo_png(self, split: str, index: int) -> bytes:
+        """A dataset photo as PNG.
+
+        Args:
+            split: ``train`` or ``test``.
+            index: The view's index in that split.
+
+        Returns:
+            The PNG file. An unknown split or index raises ``KeyError``.
+        """
         from PIL import Image
 
         views = self.cameras.get(split)
@@ -269,11 +322,13 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class ViewerServer(ThreadingHTTPServer):
+    """The viewer's threaded HTTP server."""
     daemon_threads = True
     allow_reuse_address = True
 
     @property
     def url(self) -> str:
+        """The address to open in a browser (the loopback address when bound to every interface)."""
         host, port = self.server_address[:2]
         shown = host if ":" not in host else f"[{host}]"
         if host in ("0.0.0.0", "::"):
@@ -282,7 +337,15 @@ class ViewerServer(ThreadingHTTPServer):
 
 
 def bind_server(host: str = LOOPBACK, port: int = DEFAULT_PORT) -> ViewerServer:
-    """Bind the HTTP server (no state yet), so a busy port fails before any model is loaded."""
+    """Bind the HTTP server (no state yet), so a busy port fails before any model is loaded.
+
+    Args:
+        host: The interface to listen on.
+        port: The port, 0 for any free one.
+
+    Returns:
+        The bound ``ViewerServer``. A bad or busy port raises ``UserError``.
+    """
     if not 0 <= int(port) <= 65535:
         raise UserError(f"--port must be in 0..65535, got {port}")
 
@@ -300,13 +363,33 @@ def bind_server(host: str = LOOPBACK, port: int = DEFAULT_PORT) -> ViewerServer:
 
 
 def attach_state(server: ViewerServer, state: ViewerState) -> ViewerServer:
+    """Give a bound server what it serves.
+
+    Args:
+        server: From ``bind_server``.
+        state: The ``ViewerState``.
+
+    Returns:
+        ``server``.
+    """
     server.RequestHandlerClass.state = state
     return server
 
 
 def make_server(models: list[Path], data: Path | None = None, host: str = LOOPBACK,
                 port: int = DEFAULT_PORT, downscale: int = 1) -> ViewerServer:
-    """Bind, then load the models (and dataset) and return a server ready for ``serve_forever``."""
+    """Bind, then load the models (and dataset) and return a server ready for ``serve_forever``.
+
+    Args:
+        models: Model files or SOG folders.
+        data: A dataset folder whose cameras and photos the page offers, or None.
+        host: The interface to listen on.
+        port: The port, 0 for any free one.
+        downscale: Image downscale of the dataset.
+
+    Returns:
+        The ``ViewerServer``.
+    """
     if data is not None and not Path(data).exists():
         raise UserError("no such dataset folder", data)
     for p in models:
@@ -317,7 +400,7 @@ def make_server(models: list[Path], data: Path | None = None, host: str = LOOPBA
         entries = load_models([Path(p) for p in models])
         dataset = None
         if data is not None:
-            from ..data.dataset import load_dataset
+            from splatdistill.data.dataset import load_dataset
 
             dataset = load_dataset(data, downscale=downscale)
         attach_state(server, ViewerState(entries, dataset))
@@ -328,7 +411,15 @@ def make_server(models: list[Path], data: Path | None = None, host: str = LOOPBA
 
 
 def view_command(models: list[Path], data: Path | None = None) -> str:
-    """The ``splatdistill view`` command line that compares ``models`` (for other commands to print)."""
+    """The ``splatdistill view`` command line that compares ``models`` (for other commands to print).
+
+    Args:
+        models: Model files.
+        data: A dataset folder, or None.
+
+    Returns:
+        The command, shell-quoted.
+    """
     import shlex
 
     words = ["splatdistill", "view"] + [str(m) for m in models]
@@ -338,6 +429,14 @@ def view_command(models: list[Path], data: Path | None = None) -> str:
 
 
 def is_loopback(host: str) -> bool:
+    """Whether every address ``host`` resolves to is a loopback address.
+
+    Args:
+        host: A host name or address.
+
+    Returns:
+        True for loopback only; False when it does not resolve.
+    """
     try:
         infos = socket.getaddrinfo(host, None)
     except socket.gaierror:

@@ -1,0 +1,2 @@
+"""Cameras: the one pinhole ``Camera`` type, camera batches for the renderers, and generated views
+(pseudo, interpolated, orbit, sphere)."""
