@@ -16,19 +16,22 @@ from pathlib import Path
 
 from splatdistill.data.dataset import load_dataset, with_train_views
 from splatdistill.distill.pipeline import train_student
-from splatdistill.distill.student import StudentConfig
+from splatdistill.distill.config import TEACHER_WEIGHT, StudentConfig
 from splatdistill.ops.evaluate import evaluate_scene
 
+# Every row but ``gt`` turns the teacher term on at the release's weight: the student's default is
+# ground truth only (lambda_kd 0), so a row that left lambda_kd unset would train ground truth only.
+_KD = dict(lambda_kd=TEACHER_WEIGHT)
 ROWS = {
     "gt": dict(lambda_kd=0.0, struct="none"),
-    "kd": dict(struct="none"),
-    "joint": dict(struct="joint"),
-    "pseudo": dict(struct="none", kd_views="pseudo"),
-    "far": dict(struct="none", kd_views="pseudo", kd_far=0.5),
-    "anneal": dict(struct="none", kd_anneal=0.5),
-    "alpha": dict(struct="none", kd_weight="alpha"),
-    "agreement": dict(struct="none", kd_weight="agreement"),
-    "margin": dict(struct="none", teacher_margin_db=0.5),
+    "kd": dict(_KD, struct="none"),
+    "joint": dict(_KD, struct="joint"),
+    "pseudo": dict(_KD, struct="none", kd_views="pseudo"),
+    "far": dict(_KD, struct="none", kd_views="pseudo", kd_far=0.5),
+    "anneal": dict(_KD, struct="none", kd_anneal=0.5),
+    "alpha": dict(_KD, struct="none", kd_weight="alpha"),
+    "agreement": dict(_KD, struct="none", kd_weight="agreement"),
+    "margin": dict(_KD, struct="none", teacher_margin_db=0.5),
 }
 
 
