@@ -21,6 +21,15 @@ __all__ = ["COMMANDS", "main", "parse_error_message"]
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``splatdistill`` on ``argv``.
+
+    Args:
+        argv: the command line without the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit code: 0, 2 for an error a user can cause (one line on stderr), 130 on Ctrl-C, 141 when
+        stdout's reader left.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or bool(os.environ.get("SPLATDISTILL_DEBUG"))
     args = [a for a in args if a != "--debug"]

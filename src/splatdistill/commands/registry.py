@@ -29,7 +29,11 @@ COMMANDS: dict[str, type] = {
 
 def flags_of(name: str) -> list[str]:
     """Every option string of command ``name`` as tyro builds it (``--help`` included)."""
+    import warnings
+
     import tyro
 
-    parser = tyro.extras.get_parser(COMMANDS[name])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        parser = tyro.extras.get_parser(COMMANDS[name])
     return [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
