@@ -147,6 +147,7 @@ def test_flags_reach_the_configs():
     (["train", "d", "--out", "o", "--iterations", "0"], "--iterations"),
     (["train", "d", "--out", "o", "--lr-scales", "-1"], "--lr-scales"),
     (["train", "d", "--out", "o", "--sh-degree", "4"], "--sh-degree"),
+    (["train", "d", "--out", "o", "--variant-cfg.noise-scale", "inf"], "--variant-cfg.noise-scale"),
     (["distill", "d", "--out", "o", "--keep", "0"], "--keep"),
     (["distill", "d", "--out", "o", "--teacher-init-points", "0"], "--teacher-init-points"),
     (["compress", "m", "--out", "o", "--resolution", "4"], "--resolution"),

@@ -340,11 +340,11 @@ def run_stage(job: Job, stage: str = "job", *deps: dict, in_ray: bool = False) -
 def _run_command(job: Job, retry: bool) -> None:
     cmd = job.cmd
     if job.command == "train" and retry:
-        cmd = dataclasses.replace(cmd, resume=True)  # a killed run continues from its newest checkpoint (bit-exact)
+        cmd = dataclasses.replace(cmd, resume=True)  # a killed run continues from its newest checkpoint
     if job.replace and not retry and job.command != "distill":
-        cmd = dataclasses.replace(cmd, overwrite=True)  # the finished run of other flags in its folder is replaced
+        cmd = dataclasses.replace(cmd, overwrite=True)  # replaces the finished run of other flags in its folder
     if job.dag():
-        cmd = dataclasses.replace(cmd, resume=True)  # its teachers were trained into the run folder by the stages before
+        cmd = dataclasses.replace(cmd, resume=True)  # the stages before trained its teachers into the run folder
     cmd.run()
 
 

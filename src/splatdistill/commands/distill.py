@@ -25,7 +25,9 @@ class DistillCommand:
     teacher pruned by importance and fine-tuned on the ground truth alone (--lambda-kd 0 --struct
     none), which beat every teacher-guided student measured, with 100 and with 12 training views
     (docs/benchmarks.md); --lambda-kd 0.4 (the paper's weight) --struct joint turns the teachers on.
-    Writes OUT/student/point_cloud.ply, OUT/summary.json and OUT/report.md. Run again, the same
+    Writes OUT/student/point_cloud.ply, OUT/summary.json and OUT/report.md; --ablation adds same-budget
+    students (ground truth only, one teacher, three teachers, three teachers with the joint structural
+    loss, three teachers on pseudo views only). Run again, the same
     command finishes from whatever was done; other settings into the same OUT need --resume (reuse
     what still matches) or --overwrite. Nothing is written into the --teachers folders."""
 

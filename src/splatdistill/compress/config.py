@@ -46,9 +46,9 @@ class CompressConfig:
     """Every setting of ``splatdistill compress``. The fields a preset fills are None by default:
     an explicit value overrides the ``--quality`` preset's."""
 
+    # balanced is LightGaussian's setting; an explicit --prune / --sh-degree / --vq-size / --vq-ratio wins
     quality: Quality = "balanced"
-    """preset of prune / SH degree / VQ ratio: high 0.5/3/0.4, balanced 0.66/2/0.6 (LightGaussian's),
-    small 0.8/1/0.8; explicit flags override it."""
+    """preset prune / SH degree / VQ ratio: high 0.5/3/0.4, balanced 0.66/2/0.6, small 0.8/1/0.8."""
     prune: float | None = None
     """fraction of Gaussians removed (default: the preset's)."""
     sh_degree: int | None = None
@@ -58,8 +58,7 @@ class CompressConfig:
     vq_ratio: float | None = None
     """fraction R of Gaussians whose colour is vector-quantised (default: the preset's)."""
     prune_policy: Literal["significance", "mask", "confidence"] = "significance"
-    """rank by significance, or learn a gate while fine-tuning: mask (Compact-3DGS) or confidence
-    (Confident Splatting; its mean is reported)."""
+    """rank by significance, or learn a gate while fine-tuning: mask (Compact-3DGS) or confidence."""
     iterations: int = 1000
     """co-adaptation and SH-distillation steps; the VQ fine-tune gets half."""
     downscale: int = 1
@@ -78,9 +77,9 @@ class CompressConfig:
     """data-free: the model's up direction."""
     background: tuple[float, float, float] | None = None
     """background colour R G B in [0, 1] of targets and metrics (default: the dataset's, or black)."""
+    # the metrics stay on ``background`` (train/background.py)
     random_background: bool | None = None
-    """with --data: fine-tune on a random background colour each step (default: when the images have
-    alpha and no --background is given); the metrics stay on --background."""
+    """with --data: fine-tune on a random colour each step (default: for RGBA images without --background)."""
     pseudo_views: int | None = None
     """SH-distillation pseudo-view pool (default: twice the training views, at most 256)."""
     rvq_stages: int = 0

@@ -31,26 +31,27 @@ class StudentConfig:
     """start the student from the vanilla teacher pruned by importance, or from the SfM points."""
     score: Score = "significance"
     """how Gaussians are ranked for pruning."""
+    # mask: Compact-3DGS's learned mask; confidence: Confident Splatting's Beta confidence (its mean is reported)
     prune_policy: PolicyName = "significance"
-    """pruning by the score alone, or a learned gate baked into the exported opacities: mask
-    (Compact-3DGS) or confidence (Confident Splatting's Beta confidence; its mean is reported)."""
+    """prune by --score alone, or by a learned gate baked into the opacities: mask or confidence."""
     prune_steps: int = 3
     """prune in this many steps."""
     prune_window: float = 0.4
     """pruning happens in this first fraction of the run."""
     lambda_gt: float = 1.0
     """weight of the ground-truth term."""
+    # 0 by default: no teacher-guided student beat it in any setting measured (docs/benchmarks.md);
+    # TEACHER_WEIGHT is the Distilled-3DGS release's weight (METHODS.md §1)
     lambda_kd: float = 0.0
-    """weight of the teacher term (0: ground truth only, the default: no teacher-guided student beat it
-    in any setting measured, docs/benchmarks.md; 0.4 is the Distilled-3DGS release's weight)."""
+    """weight of the teacher term (0: ground truth only, which measured best; 0.4: the paper's weight)."""
     pseudo_fraction: float = 0.5
     """share of iterations spent on pseudo views (teacher term only)."""
     kd_views: Literal["all", "pseudo"] = "all"
     """pseudo: the teacher term only on pseudo views (the ground truth alone on the training views)."""
+    # agreement: std is the teachers' per-pixel standard deviation; alpha: a is the teachers' mean alpha
+    # (low where they are semi-transparent: floaters, fuzzy edges)
     kd_weight: Literal["uniform", "agreement", "alpha"] = "uniform"
-    """per-pixel weights of the teacher term: agreement exp(-spread / --kd-spread-scale) with the
-    spread the teachers' per-pixel standard deviation; alpha |2a - 1| of the teachers' mean alpha (low
-    where they are semi-transparent: floaters, fuzzy edges); uniform: every pixel the same."""
+    """per-pixel weights of the teacher term: uniform, agreement exp(-std / --kd-spread-scale) or alpha |2a-1|."""
     kd_spread_scale: float = 0.05
     """the spread scale of --kd-weight agreement."""
     kd_anneal: float = 0.0
@@ -58,12 +59,11 @@ class StudentConfig:
     kd_far: float = 1.0
     """use only this share of the pseudo views, the farthest from every training camera."""
     teacher_margin_db: float | None = None
-    """leave out of the soft targets the teachers more than this many dB below the best teacher's
-    PSNR on the training views (default: keep every teacher)."""
+    """leave out teachers more than this many dB below the best on the training views (default: keep all)."""
+    # random: a random colour each iteration, the soft targets rendered with alpha and recomposited
+    # on the same colour as the ground truth (train/background.py)
     background: Literal["auto", "dataset", "random", "black", "white"] = "auto"
-    """training background of the teachers and the student: auto (a random colour each iteration for
-    images with alpha, the soft targets recomposited on it; the dataset's otherwise), dataset, random,
-    black or white."""
+    """teachers' and student's: auto (random for RGBA images, else the dataset's), dataset, random, black, white."""
     struct: Literal["joint", "marginal", "none"] = "none"
     """structural loss between student and teachers (joint: neutral or worse where measured)."""
     lambda_struct: float = 0.01
@@ -139,7 +139,6 @@ class DistillConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """where to train (auto: CUDA when available)."""
     ablation: bool = False
-    """also train same-budget students: ground truth only, one teacher, three teachers, three teachers
-    + joint structural loss, three teachers on pseudo views only."""
+    """also train same-budget students: ground truth only, one / three teachers, + joint, pseudo views only."""
     student: Annotated[StudentConfig, tyro.conf.arg(name="")] = field(default_factory=StudentConfig)
     """the student."""

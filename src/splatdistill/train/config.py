@@ -26,8 +26,7 @@ class VariantConfig:
     noise_scale: float = 0.1
     """noise variant: the perturbation is eps * this * max(mean |p|, 1) per parameter, eps ~ N(0, 1)."""
     dropout_start: float = 7_750 / REF_ITERS
-    """dropout variant: opacity dropout (1/(1-p) rescaled) from this fraction of the run (default: the
-    middle of densification, 7,750 of 30k)."""
+    """dropout variant: opacity dropout, rescaled by 1/(1-p), from this fraction of the run (7,750 of 30k)."""
     dropout_end: float = 1.0
     """dropout variant: ... until this fraction of the run."""
     dropout_p_start: float = 0.2
@@ -100,10 +99,10 @@ class TrainConfig:
     """opacity of the initial Gaussians."""
     train_views: int | None = None
     """use N evenly spaced views of the train split (sparse views; default: all)."""
+    # "random": a random colour each iteration, the ground truth recomposited on it, which penalises
+    # floaters in empty space (train/background.py); evaluation always uses the dataset's background
     background: Literal["auto", "dataset", "random", "black", "white"] = "auto"
-    """training background: random (a random colour each iteration, the ground truth recomposited on
-    it, which penalises floaters in empty space; for images with alpha), auto (random when the images
-    have alpha, the dataset's otherwise), the dataset's, black or white. Evaluation uses the dataset's."""
+    """while training: auto (random for images with alpha, else the dataset's), dataset, random, black or white."""
     checkpoint_every: int = 500
     """write a checkpoint every this many iterations (--resume continues from the newest)."""
     branch_points: tuple[int, ...] = ()
