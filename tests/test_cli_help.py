@@ -182,3 +182,13 @@ def test_batch_help_describes_every_option(capsys):
     for opt in re.findall(r"^  (--[a-z-]+)", USAGE, re.M):
         line = next(l for l in out.splitlines() if l.startswith("  " + opt))
         assert line[len(opt) + 2:].strip(), f"batch {opt} has no description"
+
+
+def test_the_teachers_train_with_the_distill_flags():
+    import tyro
+
+    cmd = tyro.cli(COMMANDS["distill"], args=["d", "--out", "o", "--teacher-iterations", "40", "--seed", "3",
+                                              "--background", "random", "--teacher-init-points", "300"])
+    t = cmd.cfg.teacher()
+    assert (t.iterations, t.seed, t.background, t.init_points, t.variant) == (40, 3, "random", 300, "vanilla")
+    assert t.branch_points == (t.branch_iteration(),)

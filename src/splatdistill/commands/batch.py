@@ -351,14 +351,13 @@ def _run_command(job: Job, retry: bool) -> None:
 def _run_teacher(job: Job, stage: str) -> None:
     """One teacher stage of a distillation, with the distill command's own settings."""
     from splatdistill.data.dataset import load_dataset
-    from splatdistill.distill.pipeline import teacher_config, train_teacher
+    from splatdistill.distill.pipeline import train_teacher
 
     c = job.cmd.cfg
     if c.teacher_iterations < 1:
         raise UserError(f"--teacher-iterations must be at least 1, got {c.teacher_iterations}")
     dataset = load_dataset(job.cmd.data, downscale=c.downscale)
-    base = teacher_config(c.teacher_iterations, c.device, c.student.seed, c.teacher_init_points,
-                          c.student.background)
+    base = c.teacher()
     out = Path(job.cmd.out) / "teachers"
     b_it = base.branch_points[0]
     if stage == "trunk":

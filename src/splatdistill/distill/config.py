@@ -142,3 +142,11 @@ class DistillConfig:
     """also train same-budget students: ground truth only, one / three teachers, + joint, pseudo views only."""
     student: Annotated[StudentConfig, tyro.conf.arg(name="")] = field(default_factory=StudentConfig)
     """the student."""
+
+    def teacher(self):
+        """The teachers' shared training configuration (a ``TrainConfig``, variant vanilla, its branch
+        point set), as ``distill.pipeline.teacher_config`` makes it from these settings."""
+        from splatdistill.distill.pipeline import teacher_config
+
+        return teacher_config(self.teacher_iterations, self.device, self.student.seed, self.teacher_init_points,
+                              self.student.background)
