@@ -33,7 +33,7 @@ def ray_local(tmp_path_factory):
 
     old = os.environ.get("SPLATDISTILL_CACHE")
     os.environ["SPLATDISTILL_CACHE"] = str(tmp_path_factory.getbasetemp() / "cache")  # the workers' too
-    started = batch._init_ray(None, 2)
+    started = batch.init_ray(None, 2)
     # warm both workers (imports, compiled kernels) while the first test runs its references here
     warm_dir = tmp_path_factory.mktemp("warm")
     _write_model(warm_dir / "w.ply", 60, 1, 9)
@@ -60,10 +60,12 @@ def _warm_up(model, out):
     import contextlib
     import io
 
-    from splatdistill.cli import compress
+    from splatdistill.commands.compress import CompressCommand
+    from splatdistill.compress.config import CompressConfig
 
+    cmd = CompressCommand(Path(model), Path(out), cfg=CompressConfig(iterations=2, views=2, resolution=16, lpips=False))
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        compress(Path(model), Path(out), iterations=2, views=2, resolution=16, lpips=False)
+        cmd.run()
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,7 @@ from splatdistill.scene.gaussians import GaussianScene
 from splatdistill.formats.ply import read_ply, write_ply
 
 from conftest import assert_one_line_error, run_cli, shared_path
-
-
+from helpers import random_scene
 
 
 def test_info_lego(capsys):
@@ -33,17 +32,9 @@ def test_info_beer(capsys):
     assert (d["format"], d["camera_models"], d["num_train"], d["num_test"]) == ("colmap", ["SIMPLE_RADIAL"], 62, 9)
 
 
-def random_scene(n=50, degree=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    k = (degree + 1) ** 2
-    return GaussianScene(torch.randn(n, 3, generator=g), torch.randn(n, 4, generator=g),
-                         torch.randn(n, 3, generator=g), torch.randn(n, generator=g),
-                         torch.randn(n, 1, 3, generator=g), torch.randn(n, k - 1, 3, generator=g))
-
-
 @pytest.mark.parametrize("degree", [0, 1, 2, 3])
 def test_info_and_convert_ply_bit_exact(capsys, tmp_path, degree):
-    scene = random_scene(degree=degree)
+    scene = random_scene(50, degree)
     src, dst = tmp_path / "in.ply", tmp_path / "out.ply"
     write_ply(scene, src)
     code, out, _ = run_cli(capsys, "info", src, "--json")
@@ -107,8 +98,7 @@ def test_image_listed_but_missing(capsys, demo_scene_dir, tmp_path):
 
 
 def test_make_scene_render_orbit_and_rerender_same_cameras(capsys, tmp_path):
-    scene = random_scene(200, 1)
-    scene.params["scales"] = scene.scales - 2.0
+    scene = random_scene(200, 1, log_scales=(-4.0, -2.0))
     m = tmp_path / "m.ply"
     write_ply(scene, m)
     code, _, _ = run_cli(capsys, "render", m, "--orbit", "3", "--width", "32", "--height", "24",

@@ -21,12 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from splatdistill.scene.gaussians import GaussianScene
 from splatdistill.formats.ply import write_ply
 
 from conftest import REPO, assert_one_line_error, run_cli
+from helpers import random_scene
 
 TINY = dict(resolution=24, train_views=4, test_views=2, seed=0)
 TRAIN = ["--iterations", "40", "--init-points", "200", "--no-eval"]
@@ -54,12 +53,8 @@ def strict_json(text: str):
     return json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
 
 
-def random_scene(n=60, degree=1, seed=0) -> GaussianScene:
-    g = torch.Generator().manual_seed(seed)
-    k = (degree + 1) ** 2
-    return GaussianScene(torch.randn(n, 3, generator=g) * 0.3, torch.randn(n, 4, generator=g),
-                         torch.randn(n, 3, generator=g) - 3.0, torch.randn(n, generator=g),
-                         torch.randn(n, 1, 3, generator=g), torch.randn(n, k - 1, 3, generator=g))
+# the workspace's models: the shared factory's Gaussians, near the origin
+SMALL_MODEL = {"n": 60, "degree": 1, "extent": 0.3, "log_scales": (-4.0, -2.0)}
 
 
 class W:
@@ -71,7 +66,7 @@ class W:
         self.root = root
         self.scene = make_demo_scene(root / "scene", **TINY)
         self.model = root / "model.ply"
-        write_ply(random_scene(), self.model)
+        write_ply(random_scene(**SMALL_MODEL), self.model)
         self.png = self.scene / "train" / "r_0.png"
 
 
@@ -386,7 +381,7 @@ def test_fallback_flattens_tyro_boxes(capsys, monkeypatch):
     """Where tyro's error hook gives an event this CLI does not know, tyro's box becomes one line."""
     import splatdistill.cli as cli
 
-    monkeypatch.setattr(cli, "_parse_error_message", lambda event, args: None)
+    monkeypatch.setattr(cli, "parse_error_message", lambda event, args: None)
     for args, needle in ((["train", "x", "--out", "y", "--downscale", "3.5"], "3.5"),
                          (["render", "m", "--out", "o", "--backend", "foo"], "foo"),
                          (["info", "x", "--jsn"], "--jsn"), (["train", "x"], "--out"), ([], "info")):
@@ -509,7 +504,7 @@ def test_read_only_outputs_and_read_only_teachers(w, tmp_path):
     ro.mkdir()
     for v in ("vanilla", "noise", "dropout"):
         (teachers / v).mkdir(parents=True)
-        write_ply(random_scene(seed=len(v)), teachers / v / "point_cloud.ply")
+        write_ply(random_scene(**SMALL_MODEL, seed=len(v)), teachers / v / "point_cloud.ply")
     (teachers / "vanilla" / "config.json").write_text(json.dumps({"variant": "vanilla"}))
     listing = sorted((str(p), p.stat().st_mtime_ns) for p in teachers.rglob("*"))
     ds = str(w.scene)

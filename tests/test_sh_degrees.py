@@ -127,7 +127,7 @@ def test_compress_every_degree_and_preset(models, tmp_path, capsys, degree, qual
         args += ["--rvq-stages", rvq, "--rvq-size", 4]
     code, stdout, err = run_cli(capsys, *args)
     assert code == 0, err
-    want = min(PRESETS[quality]["sh_degree"], degree) if sh is None else sh
+    want = min(PRESETS[quality].sh_degree, degree) if sh is None else sh
     summary = json.loads((out / "summary.json").read_text())
     assert summary["sh_degree"] == want and summary["sh_degree_input"] == degree
     assert summary["stages"]["vq"].get("skipped") is not True  # the colour VQ ran
@@ -152,7 +152,7 @@ def test_training_free_compress_every_degree_and_preset(models, tmp_path, capsys
         args += ["--sh-degree", sh]
     code, _, err = run_cli(capsys, *args)
     assert code == 0, err
-    want = min(PRESETS[quality]["sh_degree"], degree) if sh is None else sh
+    want = min(PRESETS[quality].sh_degree, degree) if sh is None else sh
     summary = json.loads((out / "summary.json").read_text())
     assert summary["mode"] == "training-free"
     assert summary["sh_degree"] == want and summary["sh_degree_input"] == degree

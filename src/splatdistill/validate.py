@@ -1,13 +1,15 @@
 """Flag values checked against their meaning, before any work, with one message style.
 
-Every command calls :func:`check_flags` first; library configs (``TrainConfig.validate``,
-``StudentConfig.validate``) use :func:`check` too. A rejected value is a ``UserError`` naming the
-flag: ``--width: must be at least 1, got 0``.
+Every command checks its whole settings dataclass with :func:`check_config` first; library configs
+(``TrainConfig.validate``, ``StudentConfig.validate``) use :func:`check` too. A rejected value is a
+``UserError`` naming the flag: ``--width: must be at least 1, got 0``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import typing
 from dataclasses import dataclass
 
 from splatdistill.errors import UserError
@@ -88,13 +90,43 @@ def _range_msg(rule: Rule, value) -> str:
     return f"must be {want}, got {_fmt(value) if isinstance(value, (int, float)) else value}"
 
 
-def check_flags(values: dict, **overrides: Rule | None) -> None:
-    """Check every numeric flag of a command (its ``locals()`` at the top): the shared ``RULES`` by
-    name, ``overrides`` for this command, and every float finite."""
-    for name, value in values.items():
-        rule = overrides[name] if name in overrides else RULES.get(name)
-        if isinstance(value, (list, tuple)):
-            for v in value:
-                check(name, v, rule)
-        else:
-            check(name, value, rule)
+def check_config(cfg, overrides: dict[str, Rule | None] | None = None, prefix: str = "") -> None:
+    """Check every numeric field of a settings dataclass before any work: the shared ``RULES`` by
+    field name, ``overrides`` (by field name) for this command, every float finite; lists and tuples
+    element by element. Nested dataclasses are checked too.
+
+    The flag a message names is the one the command line shows: a field renamed on the command line
+    (an ``Annotated`` marker with a ``name``) by that name, the fields of a nested dataclass whose
+    marker has the empty name (flattened into its parent) without a prefix, other nested fields as
+    ``--outer.inner``.
+
+    Args:
+        cfg: a dataclass instance (a command, or a config).
+        overrides: rules replacing ``RULES`` for some field names (None: only finiteness).
+        prefix: the flag prefix of ``cfg``'s fields (for nested dataclasses).
+    """
+    overrides = overrides or {}
+    try:
+        hints = typing.get_type_hints(type(cfg), include_extras=True)
+    except Exception:  # an annotation that does not resolve here: field names as they are
+        hints = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        cli_name = _cli_name(hints.get(f.name))
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            inner = prefix if cli_name == "" else f"{prefix}{(cli_name or f.name).replace('_', '-')}."
+            check_config(value, overrides, inner)
+            continue
+        name = "--" + prefix + (cli_name or f.name).replace("_", "-")
+        rule = overrides[f.name] if f.name in overrides else RULES.get(f.name)
+        for v in value if isinstance(value, (list, tuple)) else (value,):
+            check(name, v, rule)
+
+
+def _cli_name(hint) -> str | None:
+    """The name an ``Annotated`` marker gives a field on the command line (None: none given)."""
+    for m in getattr(hint, "__metadata__", ()):
+        name = getattr(m, "name", None)
+        if isinstance(name, str):
+            return name
+    return None

@@ -3,9 +3,9 @@
 ``batch COMMAND INPUTS... --out DIR [COMMAND's flags]`` makes one job per input (a model file for
 ``compress`` / ``render``, a dataset folder for ``distill`` / ``train``; a folder that is not itself
 an input stands for the inputs in it) writing ``DIR/<input name>/``; ``batch --manifest jobs.json``
-reads the jobs (input, command, flags, optional name) from a file. Every job calls the very function
-the single command calls (``cli.COMMANDS``) with the arguments tyro parses from its flags, so a batch
-writes the same files as the commands run one by one (timings aside). The flags of every job are
+reads the jobs (input, command, flags, optional name) from a file. Every job runs the very command
+the single command line runs (``commands.registry.COMMANDS``), as tyro parses it from its flags, so a
+batch writes the same files as the commands run one by one (timings aside). The flags of every job are
 parsed before any job starts.
 
 Scheduling: each job is a Ray task that declares its CPUs, GPUs and memory (``job_resources``). A
@@ -24,8 +24,7 @@ its progress and, at the end, a table (``DIR/batch.md``, ``DIR/batch.json``).
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
+import dataclasses
 import io
 import json
 import math
@@ -38,7 +37,9 @@ import traceback
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
+from splatdistill.commands.common import Pos
 from splatdistill.errors import UserError
 from splatdistill.fileio import write_bytes_atomic, write_json_atomic
 
@@ -57,7 +58,7 @@ class Job:
     input: str
     flags: list[str]
     out: str
-    kwargs: dict = field(default_factory=dict)  # the command function's arguments, parsed by tyro
+    cmd: Any = None  # the command (a ``commands.registry.COMMANDS`` dataclass), parsed by tyro from its flags
     run_id: str = ""
     replace: bool = False  # its folder holds a finished job of other flags (or --force): start it over
 
@@ -73,20 +74,10 @@ class Job:
 
     def dag(self) -> bool:
         """A distillation that trains its own teachers runs as trunk -> three teachers -> student."""
-        return self.command == "distill" and not self.kwargs.get("teachers")
+        return self.command == "distill" and not self.cmd.teachers
 
 
 # ---- parsing --------------------------------------------------------------------------------------
-def _capture(fn):
-    """``fn``'s signature (and help) for tyro, returning the parsed arguments instead of running."""
-
-    @functools.wraps(fn)
-    def parsed(*args, **kwargs):
-        return dict(inspect.signature(fn).bind(*args, **kwargs).arguments)
-
-    return parsed
-
-
 def _tyro_message(text: str) -> str:
     """tyro's boxed error text as one line: the first paragraph below the title."""
     lines = [ln.strip(" │╭╮╰╯─-━┃") .strip() for ln in text.splitlines()]
@@ -103,12 +94,12 @@ def _tyro_message(text: str) -> str:
     return " ".join(body) or (lines[0] if lines else "invalid flags")
 
 
-def parse_job_args(command: str, input: str, out: str, flags: list[str]) -> dict:
-    """The keyword arguments of ``command``'s function for one job, parsed from ``flags`` with the
-    same tyro machinery as the single command. Bad flags raise a one-line UserError."""
+def parse_job_args(command: str, input: str, out: str, flags: list[str]):
+    """The command of one job (its ``commands.registry.COMMANDS`` dataclass), parsed from ``flags``
+    with the same tyro machinery as the single command. Bad flags raise a one-line UserError."""
     import tyro
 
-    from splatdistill.cli import COMMANDS
+    from splatdistill.commands.registry import COMMANDS
 
     if command not in BATCHABLE:
         raise UserError(f"batch runs {', '.join(BATCHABLE)}; got '{command}'")
@@ -117,7 +108,7 @@ def parse_job_args(command: str, input: str, out: str, flags: list[str]) -> dict
     buf = io.StringIO()
     try:
         with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
-            return tyro.cli(_capture(COMMANDS[command]), args=[input, "--out", out, *flags],
+            return tyro.cli(COMMANDS[command], args=[input, "--out", out, *flags],
                             prog=f"splatdistill {command}")
     except SystemExit:
         raise UserError(f"batch {command}: {_tyro_message(buf.getvalue())}") from None
@@ -242,8 +233,8 @@ def make_jobs(entries, out: Path) -> list[Job]:
     jobs = []
     for name, command, inp, flags in entries:
         jdir = out / name
-        kwargs = parse_job_args(command, str(inp), str(jdir), flags)
-        jobs.append(Job(name, command, str(inp), list(flags), str(jdir), kwargs, run_id))
+        cmd = parse_job_args(command, str(inp), str(jdir), flags)
+        jobs.append(Job(name, command, str(inp), list(flags), str(jdir), cmd, run_id))
     return jobs
 
 
@@ -347,29 +338,27 @@ def run_stage(job: Job, stage: str = "job", *deps: dict, in_ray: bool = False) -
 
 
 def _run_command(job: Job, retry: bool) -> None:
-    from splatdistill.cli import COMMANDS
-
-    kwargs = dict(job.kwargs)
+    cmd = job.cmd
     if job.command == "train" and retry:
-        kwargs["resume"] = True  # a killed run continues from its newest checkpoint (bit-exact)
+        cmd = dataclasses.replace(cmd, resume=True)  # a killed run continues from its newest checkpoint
     if job.replace and not retry and job.command != "distill":
-        kwargs["overwrite"] = True  # the finished run of other flags in its folder is replaced
+        cmd = dataclasses.replace(cmd, overwrite=True)  # replaces the finished run of other flags in its folder
     if job.dag():
-        kwargs["resume"] = True  # its teachers were trained into the run folder by the stages before
-    COMMANDS[job.command](**kwargs)
+        cmd = dataclasses.replace(cmd, resume=True)  # the stages before trained its teachers into the run folder
+    cmd.run()
 
 
 def _run_teacher(job: Job, stage: str) -> None:
     """One teacher stage of a distillation, with the distill command's own settings."""
     from splatdistill.data.dataset import load_dataset
-    from splatdistill.distill.pipeline import teacher_config, train_teacher
+    from splatdistill.distill.pipeline import train_teacher
 
-    k = job.kwargs
-    if k["teacher_iterations"] < 1:
-        raise UserError(f"--teacher-iterations must be at least 1, got {k['teacher_iterations']}")
-    dataset = load_dataset(k["data"], downscale=k["downscale"])
-    base = teacher_config(k["teacher_iterations"], k["device"], k["seed"], k["teacher_init_points"], k["background"])
-    out = Path(k["out"]) / "teachers"
+    c = job.cmd.cfg
+    if c.teacher_iterations < 1:
+        raise UserError(f"--teacher-iterations must be at least 1, got {c.teacher_iterations}")
+    dataset = load_dataset(job.cmd.data, downscale=c.downscale)
+    base = c.teacher()
+    out = Path(job.cmd.out) / "teachers"
     b_it = base.branch_points[0]
     if stage == "trunk":
         train_teacher(dataset, out, "vanilla", base, stop_at=b_it)
@@ -382,16 +371,21 @@ def _run_teacher(job: Job, stage: str) -> None:
         (checkpoint_dir(out / "vanilla") / f"ckpt_{b_it:07d}.pt").unlink(missing_ok=True)
 
 
+def job_device(job: Job) -> str:
+    """The --device a job asked for."""
+    cmd = job.cmd
+    return getattr(cmd, "device", None) or getattr(cmd.cfg, "device", "auto")
+
+
 # ---- resources --------------------------------------------------------------------------------------
 def job_resources(job: Job, stage: str, gpus_available: bool, overrides: dict | None = None) -> dict:
     """Ray resource requests of one task: a teacher or a student takes a GPU when the cluster has
     GPUs (and the job does not ask for --device cpu); data-free compression takes a CPU; memory is a
     rough upper bound of what the job holds (scheduling only; Ray does not enforce it)."""
-    k = job.kwargs
-    on_gpu = gpus_available and k.get("device", "auto") != "cpu"
+    on_gpu = gpus_available and job_device(job) != "cpu"
     if job.command == "compress":
         size = os.path.getsize(job.input) if os.path.isfile(job.input) else 0
-        gpu = 1 if on_gpu and k.get("data") is not None else 0
+        gpu = 1 if on_gpu and job.cmd.data is not None else 0
         mem = GIB + 40 * size
     elif job.command == "render":
         size = os.path.getsize(job.input) if os.path.isfile(job.input) else 0
@@ -594,7 +588,7 @@ def _finish(prog: Progress, rows: dict, job: Job, rec: dict) -> None:
         prog.set(job.name, "failed", f"failed: {rec.get('error')}")
 
 
-def _init_ray(address: str | None, cpus: int | None) -> bool:
+def init_ray(address: str | None, cpus: int | None) -> bool:
     """Join the cluster at ``address`` or start a local instance sized to this machine (Ray counts
     its CPUs and GPUs, container limits included); True when this call started it (and should stop it)."""
     import ray
@@ -616,7 +610,7 @@ def _init_ray(address: str | None, cpus: int | None) -> bool:
 def _run_ray(jobs: list[Job], prog: Progress, rows: dict, address, cpus, retries: int, overrides) -> None:
     import ray
 
-    started = _init_ray(address, cpus)
+    started = init_ray(address, cpus)
     try:
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
         gpus = any(n.get("GPU", 0) > 0 for n in nodes)
@@ -749,3 +743,19 @@ def batch_main(argv: list[str]) -> int:
                         overrides=overrides, progress_every=opts.get("progress_every", 15.0))
     print(table_markdown(rows))
     return 1 if any(r["status"] == "failed" for r in rows) else 0
+
+
+@dataclass
+class BatchCommand:
+    """Run compress, render, distill or train on many inputs as Ray tasks (one after another without
+    Ray): batch COMMAND INPUTS... --out DIR [COMMAND's flags], or batch --manifest jobs.json. Each job
+    writes DIR/<input name>/ as the single command would; finished jobs are skipped on a rerun; the
+    table of jobs goes to DIR/batch.md and DIR/batch.json. See batch --help."""
+
+    args: Pos[list[str]] = field(default_factory=list)
+    """COMMAND INPUTS... and the flags of COMMAND and of the batch (see batch --help)."""
+
+    def run(self) -> None:
+        code = batch_main(list(self.args))
+        if code:
+            raise SystemExit(code)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
+from splatdistill.commands.common import Pos, print_json
 from splatdistill.errors import UserError
 
 
@@ -32,3 +34,18 @@ def format_info(d: dict) -> str:
             v = "[" + ", ".join(f"{x:.4g}" for x in v) + "]"
         lines.append(f"{k:>16}: {v}")
     return "\n".join(lines)
+
+
+@dataclass
+class InfoCommand:
+    """Describe a dataset (format, splits, resolution, cameras, extent) or a model file (.ply, compressed
+    .ply, .spz v1-v4, .sdz, .sog, SOG meta.json or folder)."""
+
+    path: Pos[Path]
+    """the dataset folder or model file."""
+    json: bool = False
+    """print the description as one line of JSON."""
+
+    def run(self) -> None:
+        d = describe(self.path)
+        print_json(d) if self.json else print(format_info(d))

@@ -2,58 +2,90 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+import tyro
 
 from splatdistill.errors import UserError
-from splatdistill.ops.importance import Score
-from splatdistill.ops.policies import POLICIES, PolicyName
 
+# The same choices as ``ops.importance.Score`` and ``ops.policies.PolicyName`` (tests/test_cli_help.py
+# holds them equal), written here so that reading the command line's settings does not load torch.
+Score = Literal["significance", "blend", "opacity"]
+PolicyName = Literal["significance", "mask", "confidence"]
 
 TEACHER_WEIGHT = 0.4  # the teacher term's weight when one is asked for (--lambda-kd, the ablation rows)
 
 
 @dataclass
 class StudentConfig:
+    """Every setting of the distilled student."""
+
     iterations: int = 3000
-    keep: float = 0.12  # fraction of the vanilla teacher's Gaussians
-    target_gaussians: int | None = None  # overrides keep
-    init: Literal["teacher", "sfm"] = "teacher"
+    """student training iterations."""
+    keep: float = 0.12
+    """the student's Gaussians, as a fraction of the vanilla teacher's."""
+    target_gaussians: int | None = None
+    """the student's number of Gaussians (overrides --keep)."""
+    init: Annotated[Literal["teacher", "sfm"], tyro.conf.arg(name="student-init")] = "teacher"
+    """start the student from the vanilla teacher pruned by importance, or from the SfM points."""
     score: Score = "significance"
-    prune_policy: PolicyName = "significance"  # or a learned gate: "mask" | "confidence"
+    """how Gaussians are ranked for pruning."""
+    # mask: Compact-3DGS's learned mask; confidence: Confident Splatting's Beta confidence (its mean is reported)
+    prune_policy: PolicyName = "significance"
+    """prune by --score alone, or by a learned gate baked into the opacities: mask or confidence."""
     prune_steps: int = 3
-    prune_window: float = 0.4  # pruning happens in the first 40% of the run
+    """prune in this many steps."""
+    prune_window: float = 0.4
+    """pruning happens in this first fraction of the run."""
     lambda_gt: float = 1.0
-    # 0: ground truth only, the default: no teacher-guided student beat it in any setting measured
-    # (docs/benchmarks.md); TEACHER_WEIGHT is the Distilled-3DGS release's weight (METHODS.md §1)
+    """weight of the ground-truth term."""
+    # 0 by default: no teacher-guided student beat it in any setting measured (docs/benchmarks.md);
+    # TEACHER_WEIGHT is the Distilled-3DGS release's weight (METHODS.md §1)
     lambda_kd: float = 0.0
-    pseudo_fraction: float = 0.5  # share of iterations spent on pseudo views (kd term only)
-    kd_views: Literal["all", "pseudo"] = "all"  # "pseudo": the teacher term only where there is no GT
-    # per-pixel weights of the teacher term: "agreement" exp(-spread / kd_spread_scale), the spread
-    # being the teachers' per-pixel standard deviation; "alpha" |2 a - 1| of the teachers' mean alpha
-    # (low where they are semi-transparent: floaters, fuzzy edges); "uniform": every pixel the same
+    """weight of the teacher term (0: ground truth only, which measured best; 0.4: the paper's weight)."""
+    pseudo_fraction: float = 0.5
+    """share of iterations spent on pseudo views (teacher term only)."""
+    kd_views: Literal["all", "pseudo"] = "all"
+    """pseudo: the teacher term only on pseudo views (the ground truth alone on the training views)."""
+    # agreement: std is the teachers' per-pixel standard deviation; alpha: a is the teachers' mean alpha
+    # (low where they are semi-transparent: floaters, fuzzy edges)
     kd_weight: Literal["uniform", "agreement", "alpha"] = "uniform"
+    """per-pixel weights of the teacher term: uniform, agreement exp(-std / --kd-spread-scale) or alpha |2a-1|."""
     kd_spread_scale: float = 0.05
-    kd_anneal: float = 0.0  # > 0: lambda_kd falls linearly to 0 at this fraction of the run
-    kd_far: float = 1.0  # the share of pseudo views used, the farthest from every training camera
-    # teachers whose PSNR on the training views is more than this many dB below the best teacher's
-    # are left out of the soft targets (None: keep every teacher)
+    """the spread scale of --kd-weight agreement."""
+    kd_anneal: float = 0.0
+    """> 0: --lambda-kd falls linearly to 0 at this fraction of the run."""
+    kd_far: float = 1.0
+    """use only this share of the pseudo views, the farthest from every training camera."""
     teacher_margin_db: float | None = None
-    # "auto": random for RGBA data, else the dataset's (train/background.py); the soft targets are
-    # then rendered with alpha and recomposited on the same colour as the ground truth each step
+    """leave out teachers more than this many dB below the best on the training views (default: keep all)."""
+    # random: a random colour each iteration, the soft targets rendered with alpha and recomposited
+    # on the same colour as the ground truth (train/background.py)
     background: Literal["auto", "dataset", "random", "black", "white"] = "auto"
-    struct: Literal["joint", "marginal", "none"] = "none"  # "joint": neutral or worse where measured
+    """teachers' and student's: auto (random for RGBA images, else the dataset's), dataset, random, black, white."""
+    struct: Literal["joint", "marginal", "none"] = "none"
+    """structural loss between student and teachers (joint: neutral or worse where measured)."""
     lambda_struct: float = 0.01
+    """weight of the structural loss."""
     ssim_lambda: float = 0.2
-    lr_means: float = 1.6e-5  # fine-tuning from a trained teacher: a tenth of the 3DGS start value
+    """weight of the D-SSIM term in the photometric losses."""
+    lr_means: float = 1.6e-5
+    """learning rate of the means at the start (fine-tuning a trained teacher: a tenth of 3DGS's)."""
     lr_means_final: float = 1.6e-6
+    """learning rate of the means at the end."""
     seed: int = 0
-    init_points: int = 20_000  # random init for --student-init sfm when the dataset has no points
+    """random seed of the teachers and the student."""
+    init_points: int = 20_000
+    """random initial points for --student-init sfm when the dataset has no points."""
     log_every: int = 10
-    checkpoint_every: int = 500  # the student resumes from its newest checkpoint after a crash
+    """write a log line every this many iterations."""
+    checkpoint_every: int = 500
+    """checkpoint every this many iterations (the student resumes from its newest after a crash)."""
 
     def validate(self) -> "StudentConfig":
         """Reject settings a user can get wrong, with a one-line message (before any teacher trains)."""
+        from splatdistill.ops.policies import POLICIES
         from splatdistill.validate import RULES, SIZE, Rule, check
 
         for name in ("iterations", "keep", "target_gaussians", "lambda_gt", "lambda_kd", "lambda_struct", "seed",
@@ -87,3 +119,34 @@ class StudentConfig:
         if self.target_gaussians is not None:
             return max(1, int(self.target_gaussians))
         return max(1, int(round(self.keep * n_teacher)))
+
+
+@dataclass
+class DistillConfig:
+    """Every setting of ``splatdistill distill``: the teachers' training and the student. The teachers
+    share the student's --seed and --background (``distill.pipeline.teacher_config``)."""
+
+    teacher_iterations: int = 3000
+    """training iterations of each teacher (ignored with --teachers)."""
+    teacher_init_points: int = 20_000
+    """random initial points of the teachers when the dataset has no SfM points."""
+    train_views: int | None = None
+    """use N evenly spaced views of the train split (sparse views; default: all)."""
+    pseudo_views: int | None = None
+    """pseudo views for the teacher term (default: as many as training views)."""
+    downscale: int = 1
+    """divide the dataset's image size by this factor."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """where to train (auto: CUDA when available)."""
+    ablation: bool = False
+    """also train same-budget students: ground truth only, one / three teachers, + joint, pseudo views only."""
+    student: Annotated[StudentConfig, tyro.conf.arg(name="")] = field(default_factory=StudentConfig)
+    """the student."""
+
+    def teacher(self):
+        """The teachers' shared training configuration (a ``TrainConfig``, variant vanilla, its branch
+        point set), as ``distill.pipeline.teacher_config`` makes it from these settings."""
+        from splatdistill.distill.pipeline import teacher_config
+
+        return teacher_config(self.teacher_iterations, self.device, self.student.seed, self.teacher_init_points,
+                              self.student.background)
