@@ -1,5 +1,10 @@
 """``compress``'s fine-tuning stages (see ``pipeline``): prune with co-adaptation, SH distillation,
-colour VQ and residual VQ, each a short photometric fine-tune through ``ops.optim.fit``."""
+colour VQ and residual VQ, each a short photometric fine-tune through ``ops.optim.fit``.
+
+Each fine-tune starts fresh Adam optimisers rather than carrying the previous stage's moments
+(``ops.optim.remove``): its parameters are new tensors (the pruned scene with baked gates, the
+truncated SH, colour codebooks, R-VQ codebooks) that no earlier moment describes, and the outputs
+stay those the stages were measured with."""
 
 from __future__ import annotations
 

@@ -302,7 +302,6 @@ def compress_training_free(model_path, out_dir, cfg, *, scene: GaussianScene | N
     from splatdistill.formats.sdz import load_sdz
     from splatdistill.formats.container import write_container
     from splatdistill.formats.packed import encode_packed, section_bytes
-    from splatdistill.compress.config import PRESETS
     from splatdistill.compress.targets import evaluate, load_input, sample_cameras
     from splatdistill.formats.spz import write_spz
 

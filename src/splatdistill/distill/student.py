@@ -10,11 +10,12 @@ steps with co-adaptation in between (``teacher``); or from the SfM points / a ra
 then pruned by importance during training (``sfm``, the paper's from-scratch variant).
 
 Pruning policy (``prune_policy``, the same classes as ``compress``: ``ops/policies.py``, in the loop
-through ``ops.optim.PolicyHook``): ``significance`` ranks by ``score`` alone; ``mask`` (Compact-3DGS) and ``confidence`` (Confident
-Splatting) add a learnable gate from the first pruning step on, trained with the student's loss plus
-the policy's regulariser. At each pruning step the gated-out Gaussians go, and of the rest the
-target count with the highest ``score`` *of the gated scene* stays; at the end the gates are baked
-into the exported opacities (and, for the mask, scales), so a viewer shows the scene that was trained.
+through ``ops.optim.PolicyHook``): ``significance`` ranks by ``score`` alone; ``mask`` (Compact-3DGS)
+and ``confidence`` (Confident Splatting) add a learnable gate from the first pruning step on, trained
+with the student's loss plus the policy's regulariser. At each pruning step the gated-out Gaussians
+go, and of the rest the target count with the highest ``score`` *of the gated scene* stays; at the end
+the gates are baked into the exported opacities (and, for the mask, scales), so a viewer shows the
+scene that was trained.
 Pruning keeps the survivors' Adam moments (``ops.optim.remove``, as gsplat prunes).
 """
 
