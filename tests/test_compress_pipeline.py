@@ -10,8 +10,9 @@ import torch
 
 from splatdistill.formats.sdz import load_sdz
 from splatdistill.formats.container import read_container
-from splatdistill.compress.pipeline import (CompressConfig, _adam, _fit, _lrs, _scene_of, compress_model,
-                                            prepare_targets, run_sweep)
+from splatdistill.compress.pipeline import CompressConfig, compress_model, prepare_targets, run_sweep
+from splatdistill.compress.stages import finetune, finetune_lrs
+from splatdistill.ops.optim import adam, make_params, scene_of
 from splatdistill.ops.policies import ConfidencePolicy, MaskPolicy, bake_gates, make_policy
 from splatdistill.cameras.camera import stack_cameras
 from splatdistill.errors import UserError
@@ -20,6 +21,7 @@ from splatdistill.scene.gaussians import GaussianScene
 from splatdistill.formats.ply import read_ply, write_ply
 
 from conftest import assert_one_line_error, run_cli  # noqa: E402
+from helpers import box_scene  # noqa: E402
 
 FAST = dict(iterations=4, views=6, eval_views=2, resolution=32, lpips=False, progress=False,
             training_free=False)  # the fine-tuning path (training-free has its own tests)
@@ -27,17 +29,10 @@ FAST = dict(iterations=4, views=6, eval_views=2, resolution=32, lpips=False, pro
 
 
 
-def random_scene(n=3000, degree=3, seed=0) -> GaussianScene:
-    g = torch.Generator().manual_seed(seed)
-    s = GaussianScene.random_in_box(n, [-1, -1, -1], [1, 1, 1], sh_degree=degree, seed=seed, init_opacity=0.5)
-    s.params["shN"] = 0.1 * torch.randn(s.shN.shape, generator=g)
-    return s
-
-
 @pytest.fixture(scope="module")
 def model_ply(tmp_path_factory):
     p = tmp_path_factory.mktemp("model") / "scene.ply"
-    write_ply(random_scene(), p)
+    write_ply(box_scene(3000, sh_std=0.1), p)
     return p
 
 
@@ -59,12 +54,12 @@ def fitted_ply(demo_data, tmp_path_factory):
                                         init_opacity=0.3)
     cfg = CompressConfig(**{**FAST, "background": (1.0, 1.0, 1.0)})  # fitted on the evaluation background
     t = prepare_targets(scene, demo_data, cfg, torch.device("cpu"))
-    params, opt = _adam(dict(scene.items()), _lrs(t.extent) | {"means": 3e-4 * t.extent, "sh0": 0.05,
-                                                               "opacities": 0.05})
-    _fit(lambda: _scene_of(params), params, opt, 30,
-         lambda i: (t.train_cams[i % len(views)], t.image(t.train_images, i % len(views))), t, t.extent, "fit", False)
+    params = make_params(scene)
+    opt = adam(params, finetune_lrs(t.extent) | {"means": 3e-4 * t.extent, "sh0": 0.05, "opacities": 0.05})
+    finetune(lambda: scene_of(params), params, opt, 30,
+             lambda i: (t.train_cams[i % len(views)], t.image(t.train_images, i % len(views))), t, "fit", False)
     p = tmp_path_factory.mktemp("fitted") / "fitted.ply"
-    write_ply(_scene_of(params).detach(), p)
+    write_ply(scene_of(params).detach(), p)
     return p
 
 
@@ -117,7 +112,7 @@ def test_sh_reduction_3_to_1(model_ply, tmp_path):
 
 def test_sh_degree_above_input_is_an_error(tmp_path, capsys):
     p = tmp_path / "d1.ply"
-    write_ply(random_scene(200, degree=1), p)
+    write_ply(box_scene(200, degree=1, sh_std=0.1), p)
     with pytest.raises(UserError, match="higher than the input"):
         compress_model(p, tmp_path / "c", None, CompressConfig(**{**FAST, "sh_degree": 2}))
     code, _, err = run_cli(capsys, "compress", p, "--out", tmp_path / "c2", "--sh-degree", "3")
@@ -155,7 +150,7 @@ def _gated_vs_baked(scene, policy, keep):
 
 
 def test_mask_gate_is_baked():
-    scene = random_scene(600)
+    scene = box_scene(600, sh_std=0.1)
     pol = MaskPolicy(len(scene))
     with torch.no_grad():  # a trained-looking mask: some below the 0.01 threshold
         pol.logits.copy_(torch.linspace(-8.0, 4.0, len(scene))[torch.randperm(len(scene))])
@@ -172,7 +167,7 @@ def test_mask_gate_is_baked():
 
 
 def test_confidence_gate_is_baked_and_losses():
-    scene = random_scene(600)
+    scene = box_scene(600, sh_std=0.1)
     pol = ConfidencePolicy(len(scene))
     assert float(pol.confidence().detach().mean()) == pytest.approx(0.9, abs=1e-4)
     with torch.no_grad():
@@ -202,7 +197,7 @@ def test_confidence_gate_is_baked_and_losses():
 
 
 def test_bake_gates_identity_and_make_policy():
-    scene = random_scene(50)
+    scene = box_scene(50, sh_std=0.1)
     b = bake_gates(scene, torch.ones(50), torch.ones(50))
     assert torch.allclose(b.opacities, scene.opacities, atol=1e-5) and torch.equal(b.scales, scene.scales)
     assert make_policy("significance", 10).keep_mask(3, torch.zeros(10)).sum() == 3  # ties: exactly k
@@ -239,7 +234,7 @@ def _corrupt_files(tmp_path):
     from splatdistill.formats.sdz import save_sdz
     from splatdistill.formats.spz import write_spz
 
-    scene = random_scene(300)
+    scene = box_scene(300, sh_std=0.1)
     sdz = save_sdz(scene, tmp_path / "ok.sdz").read_bytes()
     spz = write_spz(scene, tmp_path / "ok.spz").read_bytes()
     files = {
@@ -282,9 +277,9 @@ def test_confidence_entropy_term_does_not_collapse_the_betas(floor, collapses):
 
 
 def test_rate_distortion_minor_ticks_label_only_2_3_5():
-    from splatdistill.compress.pipeline import _minor_label
+    from splatdistill.compress.sweep import minor_label
 
-    assert [_minor_label(x) for x in (0.02, 0.03, 0.05, 0.07, 0.09, 300.0, 400.0)] == \
+    assert [minor_label(x) for x in (0.02, 0.03, 0.05, 0.07, 0.09, 300.0, 400.0)] == \
         ["0.02", "0.03", "0.05", "", "", "300", ""]
 
 

@@ -21,14 +21,12 @@ from splatdistill.scene.gaussians import GaussianScene
 from splatdistill.formats.ply import read_ply, write_ply
 from splatdistill.scene.sh import sh_basis
 
+from helpers import box_scene
 
-def scene_of(n=400, degree=3, seed=0, opacity=0.5):
-    g = torch.Generator().manual_seed(seed)
-    s = GaussianScene.random_in_box(n, [-1, -1, -1], [1, 1, 1], sh_degree=degree, seed=seed, init_opacity=opacity)
-    s.params["shN"] = 0.1 * torch.randn(s.shN.shape, generator=g)
-    s.params["quats"] = torch.randn(n, 4, generator=g)
-    s.params["scales"] = s.scales + 0.3 * torch.randn(n, 3, generator=g)
-    return s
+
+def jittered(n=400, degree=3, opacity=0.5):
+    """``box_scene`` with anisotropic Gaussians and view-dependent colour, as these tests use it."""
+    return box_scene(n, degree, opacity=opacity, sh_std=0.1, jitter=0.3)
 
 
 def np_params(s):
@@ -47,7 +45,7 @@ def test_rotation_round_trip():
 
 
 def test_merge_preserves_mass_and_moments():
-    s = scene_of(60, opacity=0.05)  # faint: the merged opacity stays below its clip
+    s = jittered(60, opacity=0.05)  # faint: the merged opacity stays below its clip
     p = np_params(s)
     i, j = np.arange(0, 60, 2), np.arange(1, 60, 2)
     m = merge_pairs(p, i, j)
@@ -71,7 +69,7 @@ def test_merge_preserves_mass_and_moments():
 
 
 def test_merge_of_a_gaussian_with_itself_doubles_its_mass_in_place():
-    p = np_params(scene_of(10, opacity=0.05))
+    p = np_params(jittered(10, opacity=0.05))
     m = merge_pairs(p, np.arange(10), np.arange(10))
     assert np.allclose(m["means"], p["means"], atol=1e-6)
     assert np.allclose(covariances(m["quats"], m["scales"]), covariances(p["quats"], p["scales"]), rtol=1e-4, atol=1e-9)
@@ -81,7 +79,7 @@ def test_merge_of_a_gaussian_with_itself_doubles_its_mass_in_place():
 
 
 def test_plan_reduction_counts_and_prefers_merging_duplicates():
-    s = scene_of(300)
+    s = jittered(300)
     p = np_params(s)
     # 50 exact duplicates of the first 50 Gaussians: merging them costs nothing
     p = {k: np.concatenate([v, v[:50]]) for k, v in p.items()}
@@ -174,7 +172,7 @@ def test_forward_blend_weights_match_the_backward_pass():
     from splatdistill.compress.pipeline import CompressConfig, sample_cameras
     from splatdistill.ops.importance import accumulated_weights
 
-    s = scene_of(500, opacity=0.3)
+    s = jittered(500, opacity=0.3)
     cams, _, _ = sample_cameras(s, CompressConfig(views=3, resolution=40))
     ref = accumulated_weights(s, cams, backend="cpu").numpy()
     got = blend_weights(s, cams)
@@ -195,7 +193,7 @@ def test_smallest_three_round_trip():
 def test_packed_codec_every_degree_and_empty(degree, tmp_path):
     from splatdistill.formats.container import write_container
 
-    s = scene_of(700, degree=degree)
+    s = jittered(700, degree=degree)
     sections, meta = encode_packed(s, vq_size=64, opacity_bits=10)
     d = decode_packed(sections, meta)
     assert len(d) == 700 and d.sh_degree == degree
@@ -225,7 +223,7 @@ def test_packed_codec_every_degree_and_empty(degree, tmp_path):
 
 
 def test_packed_rejects_corrupt_sections():
-    sections, meta = encode_packed(scene_of(100), vq_size=16)
+    sections, meta = encode_packed(jittered(100), vq_size=16)
     bad = dict(sections, quats_index=np.full(100, 7, np.uint8))
     with pytest.raises(UserError, match="quaternion index"):
         decode_packed(bad, meta)
@@ -243,7 +241,7 @@ FAST_TF = dict(importance_views=3, importance_resolution=32, eval_views=2, resol
 @pytest.fixture(scope="module")
 def small_ply(tmp_path_factory):
     p = tmp_path_factory.mktemp("tf") / "scene.ply"
-    write_ply(scene_of(2000), p)
+    write_ply(jittered(2000), p)
     return p
 
 
@@ -315,7 +313,7 @@ def test_pair_dissimilarity_kernel_matches_numpy():
     from splatdistill.compress.merge import bhattacharyya_coefficient, pair_dissimilarity as _pair_dissimilarity
     from splatdistill.scene.sh import C0
 
-    p = np_params(scene_of(200))
+    p = np_params(jittered(200))
     a, b = np.arange(100), np.arange(100, 200)
     rgb = p["sh0"][:, 0].astype(np.float64) * C0
     got = np.empty(100)

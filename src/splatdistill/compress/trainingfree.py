@@ -302,7 +302,7 @@ def compress_training_free(model_path, out_dir, cfg, *, scene: GaussianScene | N
     from splatdistill.formats.sdz import load_sdz
     from splatdistill.formats.container import write_container
     from splatdistill.formats.packed import encode_packed, section_bytes
-    from splatdistill.compress.pipeline import PRESETS, evaluate, load_input, sample_cameras
+    from splatdistill.compress.targets import evaluate, load_input, sample_cameras
     from splatdistill.formats.spz import write_spz
 
     model_path, out = Path(model_path), Path(out_dir)
@@ -356,17 +356,19 @@ def compress_training_free(model_path, out_dir, cfg, *, scene: GaussianScene | N
     refine_info = {"iterations": int(cfg.refine)}
     targets = None
     if cfg.refine > 0:
-        from splatdistill.compress.pipeline import _adam, _fit, _lrs, _scene_of, _train_picker, prepare_targets
+        from splatdistill.compress.stages import finetune, finetune_lrs, train_picker
+        from splatdistill.compress.targets import prepare_targets
+        from splatdistill.ops.optim import adam, make_params, scene_of
 
         with meter.stage("refine", len(work)) as st:
             device = torch.device("cpu") if cfg.device == "auto" and not torch.cuda.is_available() else \
                 torch.device("cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
             targets = prepare_targets(scene, None, cfg, device)
-            params, opt = _adam(dict(work.to(device).items()), _lrs(targets.extent))
-            refine_info["loss"] = _fit(lambda: _scene_of(params), params, opt, int(cfg.refine),
-                                       _train_picker(targets, cfg.seed), targets, targets.extent, "refine",
-                                       cfg.progress)
-            work = GaussianScene(**dict(_scene_of(params).detach().to("cpu").items()), antialiased=aa)
+            params = make_params(dict(work.to(device).items()))
+            opt = adam(params, finetune_lrs(targets.extent))
+            refine_info["loss"] = finetune(lambda: scene_of(params), params, opt, int(cfg.refine),
+                                           train_picker(targets, cfg.seed), targets, "refine", cfg.progress)
+            work = GaussianScene(**dict(scene_of(params).detach().to("cpu").items()), antialiased=aa)
             st.n_out = len(work)
 
     opacity_bits = int(s["bits"]["opacities"])
@@ -423,7 +425,7 @@ def compress_training_free(model_path, out_dir, cfg, *, scene: GaussianScene | N
     eval_kind = "input model renders of a held-out orbit"
     if cfg.eval_views > 0:
         from splatdistill.ops.lpips import LPIPSBank
-        from splatdistill.compress.pipeline import Targets
+        from splatdistill.compress.targets import Targets
 
         with meter.stage("evaluate", len(decoded)) as st:
             t0 = time.perf_counter()

@@ -9,12 +9,14 @@ Initialisation: from the vanilla teacher, pruned by an importance score to the t
 steps with co-adaptation in between (``teacher``); or from the SfM points / a random box, densified,
 then pruned by importance during training (``sfm``, the paper's from-scratch variant).
 
-Pruning policy (``prune_policy``, the same classes as ``compress``; ``compress/policies.py``):
-``significance`` ranks by ``score`` alone; ``mask`` (Compact-3DGS) and ``confidence`` (Confident
-Splatting) add a learnable gate from the first pruning step on, trained with the student's loss plus
-the policy's regulariser. At each pruning step the gated-out Gaussians go, and of the rest the
-target count with the highest ``score`` *of the gated scene* stays; at the end the gates are baked
-into the exported opacities (and, for the mask, scales), so a viewer shows the scene that was trained.
+Pruning policy (``prune_policy``, the same classes as ``compress``: ``ops/policies.py``, in the loop
+through ``ops.optim.PolicyHook``): ``significance`` ranks by ``score`` alone; ``mask`` (Compact-3DGS)
+and ``confidence`` (Confident Splatting) add a learnable gate from the first pruning step on, trained
+with the student's loss plus the policy's regulariser. At each pruning step the gated-out Gaussians
+go, and of the rest the target count with the highest ``score`` *of the gated scene* stays; at the end
+the gates are baked into the exported opacities (and, for the mask, scales), so a viewer shows the
+scene that was trained.
+Pruning keeps the survivors' Adam moments (``ops.optim.remove``, as gsplat prunes).
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from splatdistill.ops.policies import PrunePolicy, make_policy
 from splatdistill.cameras.camera import stack_cameras
@@ -41,8 +42,9 @@ from splatdistill.ops.ssim import ssim
 from splatdistill.ops.background import fixed_background, resolve_background
 from splatdistill.train.config import TrainConfig
 from splatdistill.ops.losses import photometric_loss, psnr_from_mse
-from splatdistill.train.setup import (global_rng_state, initial_scene, make_optimizers, make_params, make_strategy,
-                           seed_global_rng, set_global_rng_state)
+from splatdistill.ops.optim import AtSteps, ExponentialDecay, PolicyHook, fit, make_params, remove
+from splatdistill.train.setup import (DensifyHook, global_rng_state, initial_scene, make_optimizers, make_strategy,
+                                      seed_global_rng, set_global_rng_state)
 from splatdistill.ops.importance import importance, top_k_mask
 from splatdistill.ops.structure import StructuralLoss, StructuralLossConfig
 from splatdistill.distill.config import TEACHER_WEIGHT, StudentConfig  # noqa: F401 (re-exported)
@@ -112,7 +114,7 @@ class StudentTrainer:
             self.struct = StructuralLoss(self.teacher_means,
                                          StructuralLossConfig(kind=cfg.struct, weight=cfg.lambda_struct))
         self.prune_at = prune_schedule(cfg)
-        self.policy: PrunePolicy | None = None  # a learned gate, created at the first pruning step
+        self._policy_hook = PolicyHook(None)  # a learned gate, created at the first pruning step
         self.policy_stats: dict = {"policy": cfg.prune_policy}
 
     def _set_scene(self, scene: GaussianScene) -> None:
@@ -120,19 +122,27 @@ class StudentTrainer:
         self.optimizers = make_optimizers(self.params, self.tcfg, self.extent)
         self.state = self.strategy.initialize_state(scene_scale=self.extent) if self.strategy else None
 
+    @property
+    def policy(self) -> PrunePolicy | None:
+        """The learned gate (None before the first pruning step and for ``significance``)."""
+        return self._policy_hook.policy
+
+    @policy.setter
+    def policy(self, policy: PrunePolicy | None) -> None:
+        self._policy_hook.policy = policy
+
     def scene(self) -> GaussianScene:
         return GaussianScene(**dict(self.params), antialiased=self.antialiased)
 
     def _start_policy(self) -> None:
         """Create the learned gate for the current Gaussians (Confident Splatting: the opacities are
-        compensated for the initial confidence, so the gated scene starts out unchanged)."""
-        scene = self.scene().detach()
-        self.policy = make_policy(self.cfg.prune_policy, len(scene), self.device)
+        compensated for the initial confidence, so the gated scene starts out unchanged). The
+        parameters change in place: their Adam state stays."""
+        self.policy = make_policy(self.cfg.prune_policy, len(self.params["means"]), self.device)
         if self.cfg.prune_policy == "confidence":
-            params = dict(scene.items())
-            params["opacities"] = self.policy.compensate_opacities(params["opacities"])
-            scene = GaussianScene(**params, antialiased=self.antialiased)
-        self._set_scene(scene)
+            with torch.no_grad():
+                op = self.params["opacities"]
+                op.copy_(self.policy.compensate_opacities(op.detach()))
 
     def _prune(self, k: int, n_steps: int) -> None:
         """Keep the most important Gaussians: geometric steps from the current count to the target.
@@ -159,7 +169,8 @@ class StudentTrainer:
             if bool(keep.all()):
                 return
             self.policy.subset(keep)
-        self._set_scene(scene[keep])
+        # the survivors keep their Adam moments (and the densification statistics), as gsplat prunes
+        remove(self.params, self.optimizers, ~keep, self.state)
 
     def exported_scene(self) -> GaussianScene:
         """The scene to write: with a learned gate, gated-out Gaussians removed and the gates baked."""
@@ -280,7 +291,7 @@ class StudentTrainer:
             self.policy = make_policy(pol["name"], len(scene), self.device)
             for t, v in zip(self.policy.parameters(), pol["tensors"]):
                 t.data = v.to(self.device)
-            self.policy.subset(torch.ones(len(scene), dtype=torch.bool, device=self.device))  # fresh optimizer
+            self.policy.subset(torch.ones(len(scene), dtype=torch.bool, device=self.device))
             self.policy.optimizer().load_state_dict(pol["optimizer"])
         self._set_scene(scene)
         for k, o in self.optimizers.items():
@@ -300,45 +311,42 @@ class StudentTrainer:
         t0 = time.perf_counter()
         gt_cache: dict = {}
         n_prune = len(self.prune_at)
-        gamma = (cfg.lr_means_final / cfg.lr_means) ** (1.0 / max(1, cfg.iterations))
         (self.out / "student.json").unlink(missing_ok=True)  # not finished until written again
         start = self._resume()
         log_path = self.out / "train_log.jsonl"
         ck.truncate_log(log_path, start)
-        bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc="student",
-                   disable=not self.progress, dynamic_ncols=True)
+        last: dict = {}
+
+        def loss_fn(step: int, batch) -> tuple[torch.Tensor, dict]:
+            idx, is_train = batch
+            terms = self.losses(idx, is_train, step, gt_cache)
+            last.update(mse=terms.pop("_mse"), terms=terms, is_train=is_train)
+            return sum(terms.values()), self._last_info
+
+        hooks = [AtSteps(self.prune_at, lambda k: self._prune(k, n_prune)), self._policy_hook]
+        if self.strategy is not None:
+            hooks.append(DensifyHook(self.strategy, self.state))
+
         with open(log_path, "a") as log:
-            for step in bar:
-                if step in self.prune_at:
-                    self._prune(self.prune_at[step], n_prune)
-                idx, is_train = self._pick(step)
-                terms = self.losses(idx, is_train, step, gt_cache)
-                mse = terms.pop("_mse")
-                loss = sum(terms.values())
-                if self.strategy is not None:
-                    self.strategy.step_pre_backward(self.params, self.optimizers, self.state, step, self._last_info)
-                loss.backward()
-                if self.policy is not None:
-                    self.policy.after_backward(step, self.params)
-                    self.policy.optimizer().step()
-                    self.policy.optimizer().zero_grad(set_to_none=True)
-                for o in self.optimizers.values():
-                    o.step()
-                    o.zero_grad(set_to_none=True)
-                self.optimizers["means"].param_groups[0]["lr"] = cfg.lr_means * self.extent * gamma ** (step + 1)
-                if self.strategy is not None:
-                    self.strategy.step_post_backward(self.params, self.optimizers, self.state, step,
-                                                     self._last_info, packed=False)
+            def on_step(step: int, loss: float, info: dict) -> dict:
+                post = {}
                 if (step + 1) % cfg.log_every == 0:
-                    rec = {"iteration": step + 1, "loss": float(loss.detach()), "num_gaussians": len(self.params["means"]),
-                           **{k: float(v.detach()) for k, v in terms.items()}}
-                    if is_train:
-                        rec["psnr"] = psnr_from_mse(float(mse))
+                    rec = {"iteration": step + 1, "loss": loss, "num_gaussians": len(self.params["means"]),
+                           **{k: float(v.detach()) for k, v in last["terms"].items()}}
+                    if last["is_train"]:
+                        rec["psnr"] = psnr_from_mse(float(last["mse"]))
                     log.write(dumps_json(rec, indent=None) + "\n")
                     log.flush()
-                    bar.set_postfix(loss=f"{float(loss.detach()):.4f}", n=len(self.params["means"]))
+                    post = dict(loss=f"{loss:.4f}", n=len(self.params["means"]))
                 if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.iterations:
                     ck.save_checkpoint(self.out, step + 1, self._payload())
+                return post
+
+            means = ExponentialDecay.over(cfg.lr_means * self.extent, cfg.lr_means_final / cfg.lr_means,
+                                          cfg.iterations)
+            fit(self.params, self.optimizers, cfg.iterations, self._pick, loss_fn, hooks,
+                schedules={"means": means}, start=start, desc="student", progress=self.progress, unit="it",
+                on_step=on_step)
         if len(self.params["means"]) > self.n_target:  # a from-scratch student may still be over budget
             self._prune(n_prune - 1, n_prune)
         scene = self.exported_scene().to("cpu")

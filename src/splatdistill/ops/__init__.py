@@ -1,2 +1,2 @@
 """Building blocks the jobs compose: losses, image metrics, importance scores, pruning policies,
-structural losses, the training background, evaluation and the optimiser factory."""
+structural losses, the training background, evaluation and the one optimisation loop (``optim.fit``)."""

@@ -277,9 +277,12 @@ class MaskPolicy(PrunePolicy):
         return _keep_alive_then_rank(soft > self.threshold, soft, n_keep, scores)
 
     def subset(self, mask):
-        """Keep the logits of ``mask`` ([N] bool) and restart their optimiser."""
-        self.logits = torch.nn.Parameter(self.logits.detach()[mask].clone())
-        self._opt = torch.optim.Adam([self.logits], lr=self.lr, eps=1e-15)
+        """Keep the logits of ``mask`` ([N] bool), with their Adam state (``ops.optim.remove``)."""
+        from splatdistill.ops.optim import remove
+
+        params = {"logits": self.logits}
+        remove(params, {"gates": self._opt}, ~mask)
+        self.logits = params["logits"]
 
     def stats(self):
         """``policy``, ``lambda``, ``masked_out`` and more, for the summary."""
@@ -417,10 +420,12 @@ class ConfidencePolicy(PrunePolicy):
         return _keep_alive_then_rank(c >= self.tau, c, n_keep, scores)
 
     def subset(self, mask):
-        """Keep the Beta parameters of ``mask`` ([N] bool) and restart their optimiser."""
-        self.a = torch.nn.Parameter(self.a.detach()[mask].clone())
-        self.b = torch.nn.Parameter(self.b.detach()[mask].clone())
-        self._opt = torch.optim.Adam([self.a, self.b], lr=self.lr, eps=1e-15)
+        """Keep the Beta parameters of ``mask`` ([N] bool), with their Adam state (``ops.optim.remove``)."""
+        from splatdistill.ops.optim import remove
+
+        params = {"a": self.a, "b": self.b}
+        remove(params, {"gates": self._opt}, ~mask)
+        self.a, self.b = params["a"], params["b"]
 
     def stats(self):
         """``policy``, ``mean_confidence``, ``below_tau``, ``last_rank_loss`` and more, for the summary."""

@@ -1,8 +1,7 @@
-"""Building a trainable scene: initialisation, optimizers, learning-rate schedules, strategies."""
+"""Building a trainable scene: initialisation, optimizers, the position learning-rate schedule, and the
+densification strategies as hooks of the optimisation loop (``ops.optim.fit``)."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
@@ -10,7 +9,7 @@ import torch
 from splatdistill.data.dataset import Dataset
 from splatdistill.errors import UserError
 from splatdistill.scene.gaussians import GaussianScene
-from splatdistill.ops.optim import fused_adam_ok
+from splatdistill.ops.optim import ExponentialDecay, Hook, adam, make_params  # noqa: F401 (re-exported)
 from splatdistill.train.config import TrainConfig
 
 
@@ -26,26 +25,43 @@ def initial_scene(dataset: Dataset, cfg: TrainConfig) -> GaussianScene:
                                        seed=cfg.seed, init_opacity=cfg.init_opacity)
 
 
-def make_params(scene: GaussianScene, device) -> torch.nn.ParameterDict:
-    return torch.nn.ParameterDict(
-        {k: torch.nn.Parameter(v.detach().clone().to(device).contiguous()) for k, v in scene.items()}
-    )
-
-
 def make_optimizers(params, cfg: TrainConfig, extent: float) -> dict[str, torch.optim.Optimizer]:
+    """The training optimisers (``ops.optim.adam``) with ``cfg``'s learning rates, positions scaled by
+    the scene extent."""
     lrs = {
         "means": cfg.lr_means * extent, "scales": cfg.lr_scales, "quats": cfg.lr_quats,
         "opacities": cfg.lr_opacities, "sh0": cfg.lr_sh0, "shN": cfg.lr_shN,
     }
-    # eps 1e-15 as in the Inria code and gsplat
-    fused = {"fused": True} if fused_adam_ok() else {}
-    return {k: torch.optim.Adam([{"params": params[k], "lr": lrs[k], "name": k}], eps=1e-15, **fused)
-            for k in lrs}
+    return adam(params, lrs)
 
 
-def means_lr_gamma(cfg: TrainConfig) -> float:
-    """Per-iteration factor of the exponential position-lr decay lr_means -> lr_means_final."""
-    return math.exp(math.log(cfg.lr_means_final / cfg.lr_means) / max(1, cfg.iterations))
+def means_schedule(cfg: TrainConfig, extent: float) -> ExponentialDecay:
+    """The position learning rate: ``lr_means * extent`` decaying exponentially to
+    ``lr_means_final * extent`` over the run (its factor in log space, as the teacher always had)."""
+    return ExponentialDecay.over(cfg.lr_means * extent, cfg.lr_means_final / cfg.lr_means, cfg.iterations,
+                                 log_space=True)
+
+
+class DensifyHook(Hook):
+    """A gsplat densification strategy (``DefaultStrategy`` / ``MCMCStrategy``) as a hook of ``fit``,
+    with its state: the strategy's two calls at the points gsplat's trainer makes them (MCMC gets the
+    current position learning rate for its noise)."""
+
+    def __init__(self, strategy, state: dict):
+        self.strategy, self.state = strategy, state
+        from gsplat.strategy import MCMCStrategy
+
+        self.mcmc = isinstance(strategy, MCMCStrategy)
+
+    def step_pre_backward(self, params, optimizers, step, info):
+        self.strategy.step_pre_backward(params, optimizers, self.state, step, info)
+
+    def step_post_backward(self, params, optimizers, step, info):
+        if self.mcmc:
+            self.strategy.step_post_backward(params, optimizers, self.state, step, info,
+                                             lr=optimizers["means"].param_groups[0]["lr"])
+        else:
+            self.strategy.step_post_backward(params, optimizers, self.state, step, info, packed=False)
 
 
 def make_strategy(cfg: TrainConfig, device: torch.device):

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from splatdistill.cameras.camera import stack_cameras
 from splatdistill.data.dataset import Dataset, load_dataset, with_train_views
@@ -23,8 +22,9 @@ from splatdistill.ops.background import fixed_background, resolve_background
 from splatdistill.train.config import TrainConfig
 from splatdistill.ops.losses import photometric_loss, psnr_from_mse
 from splatdistill.device import pick_device
-from splatdistill.train.setup import (global_rng_state, initial_scene, make_optimizers, make_params, make_strategy,
-                                      means_lr_gamma, seed_global_rng, set_global_rng_state)
+from splatdistill.ops.optim import Hook, fit, make_params
+from splatdistill.train.setup import (DensifyHook, global_rng_state, initial_scene, make_optimizers, make_strategy,
+                                      means_schedule, seed_global_rng, set_global_rng_state)
 from splatdistill.train.variants import GradientAccumulator, dropout_probability, dropout_scale, perturb_candidates
 
 
@@ -159,20 +159,26 @@ class Trainer:
                     self.dataset.image_on(view, (1.0, 1.0, 1.0)).to(self.device))
         return self.dataset.image_on(view, self.background).to(self.device)  # composited on the render background
 
-    def step(self, step: int, image_cache: dict) -> tuple[float, float]:
-        cfg = self.cfg
+    def pick(self, image_cache: dict):
+        """The next training view (a seeded random order, reshuffled every epoch) and its image(s)."""
         idx = self._next_view()
-        view = self.views[idx]
         if idx not in image_cache:
-            image_cache[idx] = self._images_of(view)
+            image_cache[idx] = self._images_of(self.views[idx])
+        return self.views[idx], image_cache[idx]
+
+    def step(self, step: int, batch) -> tuple[torch.Tensor, dict]:
+        """The loss of one iteration on ``batch`` (``pick``'s view and image) and the render's info;
+        ``fit`` does the rest (densification, the Adam step, the position-lr schedule)."""
+        cfg = self.cfg
+        view, images = batch
         background = self.background
         if self.bg_mode == "random":
-            black, white = image_cache[idx]
+            black, white = images
             bg = torch.rand(3, generator=self.torch_gen, device=self.device)
             gt = (black + (white - black) * bg).unsqueeze(0)  # white - black = 1 - alpha
             background = bg
         else:
-            gt = image_cache[idx].unsqueeze(0)
+            gt = images.unsqueeze(0)
         cams = stack_cameras([view.camera], self.device)
         sh_now = min(cfg.sh_degree, step // max(1, cfg.at(cfg.sh_degree_every, 1)))
         out = render(self.scene(), cams, sh_degree=sh_now, background=background,
@@ -185,23 +191,9 @@ class Trainer:
             raise TrainingDiverged(f"loss became {loss.item()} at iteration {step}; the last good "
                                    "checkpoint is kept (lower the learning rates or check the data)",
                                    self.out)
-        self.strategy.step_pre_backward(self.params, self.optimizers, self.strategy_state, step, out.info)
-        loss.backward()
-        for o in self.optimizers.values():
-            o.step()
-            o.zero_grad(set_to_none=True)
-        g = self.optimizers["means"].param_groups[0]
-        g["lr"] = cfg.lr_means * self.extent * means_lr_gamma(cfg) ** (step + 1)
-        self._noise_step(step, out.info)
-        if cfg.strategy == "mcmc":
-            self.strategy.step_post_backward(self.params, self.optimizers, self.strategy_state, step,
-                                             out.info, lr=g["lr"])
-        else:
-            self.strategy.step_post_backward(self.params, self.optimizers, self.strategy_state, step,
-                                             out.info, packed=False)
         with torch.no_grad():
-            mse = float(((out.rgb.detach() - gt) ** 2).mean())
-        return float(loss.detach()), psnr_from_mse(mse)
+            self._last_mse = float(((out.rgb.detach() - gt) ** 2).mean())
+        return loss, out.info
 
     # --- the loop ------------------------------------------------------------------------------
     def run(self, stop_at: int | None = None) -> TrainResult:
@@ -217,29 +209,45 @@ class Trainer:
         ck.truncate_log(log_path, self.start)
         t0 = time.perf_counter()
         cache: dict = {}
-        bar = tqdm(range(self.start, end), initial=self.start, total=cfg.iterations,
-                   desc=f"train {cfg.variant}", disable=not self.progress, dynamic_ncols=True, unit="it")
+        hooks = [_NoiseHook(self), DensifyHook(self.strategy, self.strategy_state)]
+
         with open(log_path, "a") as log:
-            for it in bar:
-                loss, psnr = self.step(it, cache)
+            def on_step(it: int, loss: float, info: dict) -> dict:
                 done = it + 1
+                post = {}
                 if done % cfg.log_every == 0 or done == cfg.iterations:
                     n = len(self.params["means"])
+                    psnr = psnr_from_mse(self._last_mse)
                     rec = {"iteration": done, "loss": round(loss, 6), "psnr": round(psnr, 3),
                            "num_gaussians": n, "elapsed_s": round(time.perf_counter() - t0, 2)}
                     log.write(dumps_json(rec, indent=None) + "\n")
                     log.flush()
-                    bar.set_postfix(loss=f"{loss:.4f}", psnr=f"{psnr:.2f}", n=n)
+                    post = dict(loss=f"{loss:.4f}", psnr=f"{psnr:.2f}", n=n)
                 if done % cfg.checkpoint_every == 0 or done in (cfg.iterations, end):
                     ck.save_checkpoint(self.out, done, self._payload(done))
                 if done in cfg.branch_points:
                     ck.save_branch_point(self.out, done, self._payload(done))
-        bar.close()
+                return post
+
+            fit(self.params, self.optimizers, end, lambda it: self.pick(cache),
+                lambda it, batch: self.step(it, batch), hooks,
+                schedules={"means": means_schedule(cfg, self.extent)}, start=self.start, total=cfg.iterations,
+                desc=f"train {cfg.variant}", progress=self.progress, on_step=on_step)
         scene = self.scene().detach().to("cpu")
         if end < cfg.iterations:
             return TrainResult(self.out, scene, end, time.perf_counter() - t0, self.resumed_from)
         write_ply(scene, self.out / "point_cloud.ply")
         return TrainResult(self.out, scene, cfg.iterations, time.perf_counter() - t0, self.resumed_from)
+
+
+class _NoiseHook(Hook):
+    """The noise variant's perturbation, after the Adam step and before densification."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+
+    def step_post_backward(self, params, optimizers, step, info):
+        self.trainer._noise_step(step, info)
 
 
 def train(data, out_dir, cfg: TrainConfig, resume=False, branch_from=None, progress=True) -> TrainResult:
