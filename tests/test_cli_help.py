@@ -136,7 +136,7 @@ def test_flags_reach_the_configs():
     assert (cmd.cfg.lr_scales, cmd.cfg.variant_cfg.noise_scale, cmd.cfg.sh_degree) == (0.01, 0.2, 2)
     cmd = tyro.cli(COMMANDS["distill"], args=["d", "--out", "o", "--student-init", "sfm", "--prune-steps", "5",
                                               "--teacher-iterations", "7"])
-    assert (cmd.cfg.student.init, cmd.cfg.student.prune_steps, cmd.cfg.teacher_iterations) == ("sfm", 5, 7)
+    assert (cmd.cfg.student.init, cmd.cfg.student.prune_steps, cmd.cfg.teacher.iterations) == ("sfm", 5, 7)
     cmd = tyro.cli(COMMANDS["compress"], args=["m", "--out", "o", "--no-spz", "--no-training-free", "--zstd-level", "3"])
     c = cmd.config()
     assert (c.write_spz, c.training_free, c.zstd_level) == (False, False, 3)
@@ -150,6 +150,7 @@ def test_flags_reach_the_configs():
     (["train", "d", "--out", "o", "--variant-cfg.noise-scale", "inf"], "--variant-cfg.noise-scale"),
     (["distill", "d", "--out", "o", "--keep", "0"], "--keep"),
     (["distill", "d", "--out", "o", "--teacher-init-points", "0"], "--teacher-init-points"),
+    (["distill", "d", "--out", "o", "--teacher.sh-degree", "4"], "--teacher.sh-degree"),
     (["compress", "m", "--out", "o", "--resolution", "4"], "--resolution"),
     (["compress", "m", "--out", "o", "--views", "0"], "--views"),
     (["compress", "m", "--out", "o", "--up", "0", "nan", "1"], "--up"),
@@ -189,6 +190,30 @@ def test_the_teachers_train_with_the_distill_flags():
 
     cmd = tyro.cli(COMMANDS["distill"], args=["d", "--out", "o", "--teacher-iterations", "40", "--seed", "3",
                                               "--background", "random", "--teacher-init-points", "300"])
-    t = cmd.cfg.teacher()
+    t = cmd.cfg.teacher_train_config()
     assert (t.iterations, t.seed, t.background, t.init_points, t.variant) == (40, 3, "random", 300, "vanilla")
     assert t.branch_points == (t.branch_iteration(),)
+    assert type(t).__name__ == "TrainConfig"  # what each teacher's run folder records
+
+
+def test_every_teacher_training_setting_is_a_distill_flag():
+    """DistillConfig holds the teachers' TrainConfig: its settings are --teacher.NAME; the ones distill
+    decides itself (variant, seed, background, device, size, views, checkpoints) are not flags."""
+    import dataclasses
+
+    import tyro
+
+    from splatdistill.train.config import TrainConfig
+
+    cmd = tyro.cli(COMMANDS["distill"], args=["d", "--out", "o", "--teacher.strategy", "mcmc", "--teacher.lr-scales",
+                                              "0.01", "--teacher.variant-cfg.noise-scale", "0.3"])
+    t = cmd.cfg.teacher_train_config()
+    assert (t.strategy, t.lr_scales, t.variant_cfg.noise_scale) == ("mcmc", 0.01, 0.3)
+    default = tyro.cli(COMMANDS["distill"], args=["d", "--out", "o"]).cfg.teacher_train_config()
+    changed = {f.name for f in dataclasses.fields(TrainConfig) if getattr(t, f.name) != getattr(default, f.name)}
+    assert changed == {"strategy", "lr_scales", "variant_cfg"}
+    flags = {a.option_strings[0] for a in actions("distill") if a.option_strings}
+    for hidden in ("variant", "seed", "background", "device", "downscale", "train-views", "checkpoint-every",
+                   "branch-points"):
+        assert f"--teacher.{hidden}" not in flags
+    assert "--teacher.strategy" in flags and "--teacher-iterations" in flags

@@ -98,7 +98,7 @@ def check_config(cfg, overrides: dict[str, Rule | None] | None = None, prefix: s
     The flag a message names is the one the command line shows: a field renamed on the command line
     (an ``Annotated`` marker with a ``name``) by that name, the fields of a nested dataclass whose
     marker has the empty name (flattened into its parent) without a prefix, other nested fields as
-    ``--outer.inner``.
+    ``--outer.inner`` (unless its marker says ``prefix_name=False``).
 
     Args:
         cfg: a dataclass instance (a command, or a config).
@@ -112,21 +112,22 @@ def check_config(cfg, overrides: dict[str, Rule | None] | None = None, prefix: s
         hints = {}
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
-        cli_name = _cli_name(hints.get(f.name))
+        cli_name, prefixed = _cli_name(hints.get(f.name))
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             inner = prefix if cli_name == "" else f"{prefix}{(cli_name or f.name).replace('_', '-')}."
             check_config(value, overrides, inner)
             continue
-        name = "--" + prefix + (cli_name or f.name).replace("_", "-")
+        name = "--" + (prefix if prefixed else "") + (cli_name or f.name).replace("_", "-")
         rule = overrides[f.name] if f.name in overrides else RULES.get(f.name)
         for v in value if isinstance(value, (list, tuple)) else (value,):
             check(name, v, rule)
 
 
-def _cli_name(hint) -> str | None:
-    """The name an ``Annotated`` marker gives a field on the command line (None: none given)."""
+def _cli_name(hint) -> tuple[str | None, bool]:
+    """The name an ``Annotated`` marker gives a field on the command line (None: none given), and
+    whether the flag carries its nested dataclass's prefix (a marker's ``prefix_name=False``: not)."""
     for m in getattr(hint, "__metadata__", ()):
         name = getattr(m, "name", None)
         if isinstance(name, str):
-            return name
-    return None
+            return name, getattr(m, "prefix_name", True) is not False
+    return None, True

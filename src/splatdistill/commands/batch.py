@@ -354,10 +354,10 @@ def _run_teacher(job: Job, stage: str) -> None:
     from splatdistill.distill.pipeline import train_teacher
 
     c = job.cmd.cfg
-    if c.teacher_iterations < 1:
-        raise UserError(f"--teacher-iterations must be at least 1, got {c.teacher_iterations}")
+    if c.teacher.iterations < 1:
+        raise UserError(f"--teacher-iterations must be at least 1, got {c.teacher.iterations}")
     dataset = load_dataset(job.cmd.data, downscale=c.downscale)
-    base = c.teacher()
+    base = c.teacher_train_config()
     out = Path(job.cmd.out) / "teachers"
     b_it = base.branch_points[0]
     if stage == "trunk":

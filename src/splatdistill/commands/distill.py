@@ -48,8 +48,8 @@ class DistillCommand:
         """The settings ``run.json`` records (what a rerun compares)."""
         c = self.cfg
         return {"data": abs_path(self.data), "teachers": [abs_path(t) for t in self.teachers or []],
-                "student": asdict(c.student), "teacher_iterations": c.teacher_iterations,
-                "teacher_init_points": c.teacher_init_points, "background": c.student.background,
+                "student": asdict(c.student), "teacher": asdict(c.teacher_train_config()),
+                "background": c.student.background,
                 "train_views": c.train_views, "pseudo_views": c.pseudo_views, "downscale": c.downscale,
                 "ablation": c.ablation}
 
@@ -65,10 +65,10 @@ class DistillCommand:
         with run_folder(out, "distill", self.run_config(), owned=OWNED, resume=self.resume,
                         overwrite=self.overwrite):
             summary = run_distill(self.data, out, teachers=self.teachers, cfg=student,
-                                  teacher_iterations=c.teacher_iterations, downscale=c.downscale, device=c.device,
+                                  teacher_iterations=c.teacher.iterations, downscale=c.downscale, device=c.device,
                                   n_pseudo=c.pseudo_views, ablation=c.ablation,
-                                  teacher_init_points=c.teacher_init_points, teacher_background=student.background,
-                                  train_views=c.train_views)
+                                  teacher_init_points=c.teacher.init_points, teacher_background=student.background,
+                                  train_views=c.train_views, teacher=c.teacher)
         print(markdown_table(table_rows(summary)))
         stats = summary["student"].get("prune_policy") or {}
         if stats.get("mean_confidence") is not None:

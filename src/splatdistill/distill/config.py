@@ -1,4 +1,5 @@
-"""``StudentConfig``: every setting of the distilled student."""
+"""The settings of ``distill``: ``StudentConfig`` (the distilled student), ``TeacherConfig`` (the teachers'
+training, a ``TrainConfig``) and ``DistillConfig``, which holds both."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Annotated, Literal
 import tyro
 
 from splatdistill.errors import UserError
+from splatdistill.train.config import TrainConfig
 
 # The same choices as ``ops.importance.Score`` and ``ops.policies.PolicyName`` (tests/test_cli_help.py
 # holds them equal), written here so that reading the command line's settings does not load torch.
@@ -121,15 +123,35 @@ class StudentConfig:
         return max(1, int(round(self.keep * n_teacher)))
 
 
+Hidden = tyro.conf.Suppress
+
+
+@dataclass
+class TeacherConfig(TrainConfig):
+    """The teachers' training: every ``TrainConfig`` setting, as ``--teacher.NAME``. The variant is
+    each teacher's own; the seed and background are the student's (--seed, --background), the device,
+    image size and training views distill's own; checkpoints come every tenth of the run."""
+
+    iterations: Annotated[int, tyro.conf.arg(name="teacher-iterations", prefix_name=False)] = 3000
+    """training iterations of each teacher (ignored with --teachers)."""
+    init_points: Annotated[int, tyro.conf.arg(name="teacher-init-points", prefix_name=False)] = 20_000
+    """random initial points of the teachers when the dataset has no SfM points."""
+    # set by distill, not by the user: hidden from the command line
+    variant: Hidden[Literal["vanilla", "noise", "dropout"]] = "vanilla"
+    seed: Hidden[int] = 0
+    downscale: Hidden[int] = 1
+    device: Hidden[Literal["auto", "cpu", "cuda"]] = "auto"
+    train_views: Hidden[int | None] = None
+    background: Hidden[Literal["auto", "dataset", "random", "black", "white"]] = "auto"
+    checkpoint_every: Hidden[int] = 500
+    branch_points: Hidden[tuple[int, ...]] = ()
+
+
 @dataclass
 class DistillConfig:
     """Every setting of ``splatdistill distill``: the teachers' training and the student. The teachers
     share the student's --seed and --background (``distill.pipeline.teacher_config``)."""
 
-    teacher_iterations: int = 3000
-    """training iterations of each teacher (ignored with --teachers)."""
-    teacher_init_points: int = 20_000
-    """random initial points of the teachers when the dataset has no SfM points."""
     train_views: int | None = None
     """use N evenly spaced views of the train split (sparse views; default: all)."""
     pseudo_views: int | None = None
@@ -140,13 +162,15 @@ class DistillConfig:
     """where to train (auto: CUDA when available)."""
     ablation: bool = False
     """also train same-budget students: ground truth only, one / three teachers, + joint, pseudo views only."""
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    """the teachers' training."""
     student: Annotated[StudentConfig, tyro.conf.arg(name="")] = field(default_factory=StudentConfig)
     """the student."""
 
-    def teacher(self):
-        """The teachers' shared training configuration (a ``TrainConfig``, variant vanilla, its branch
-        point set), as ``distill.pipeline.teacher_config`` makes it from these settings."""
+    def teacher_train_config(self) -> TrainConfig:
+        """The teachers' shared training configuration (variant vanilla, its branch point set), as
+        ``distill.pipeline.teacher_config`` makes it from these settings."""
         from splatdistill.distill.pipeline import teacher_config
 
-        return teacher_config(self.teacher_iterations, self.device, self.student.seed, self.teacher_init_points,
-                              self.student.background)
+        return teacher_config(self.teacher.iterations, self.device, self.student.seed, self.teacher.init_points,
+                              self.student.background, base=self.teacher)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -31,18 +32,30 @@ METRICS = ("psnr", "ssim", "lpips_vgg", "lpips_alex")
 
 
 def train_teachers(dataset: Dataset, out: Path, iterations: int, device: str, seed: int = 0,
-                   progress: bool = True, init_points: int = 20_000, background: str = "auto") -> list[Path]:
+                   progress: bool = True, init_points: int = 20_000, background: str = "auto",
+                   base: TrainConfig | None = None) -> list[Path]:
     """The three teachers, the noise and dropout ones branched from the vanilla run at the start of
-    their windows (until there the three are the same procedure). Finished teachers are reused."""
-    base = teacher_config(iterations, device, seed, init_points, background)
+    their windows (until there the three are the same procedure). Finished teachers are reused.
+    ``base``: the teachers' other training settings (default: ``TrainConfig``'s)."""
+    base = teacher_config(iterations, device, seed, init_points, background, base=base)
     return [train_teacher(dataset, out, variant, base, progress) for variant in VARIANTS]
 
 
 def teacher_config(iterations: int, device: str, seed: int = 0, init_points: int = 20_000,
-                   background: str = "dataset") -> TrainConfig:
-    """The teachers' shared training configuration (variant vanilla), its branch point set."""
-    base = TrainConfig(iterations=iterations, device=device, seed=seed, init_points=init_points, background=background,
-                       checkpoint_every=max(100, iterations // 10))
+                   background: str = "dataset", base: TrainConfig | None = None) -> TrainConfig:
+    """The teachers' shared training configuration (variant vanilla), its branch point set.
+
+    Args:
+        iterations, device, seed, init_points, background: the settings distill decides for every teacher.
+        base: the rest of the teachers' training settings (default: ``TrainConfig``'s defaults).
+
+    Returns:
+        A plain ``TrainConfig`` (what each teacher's run folder records).
+    """
+    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(TrainConfig)} if base is not None else {}
+    fields.update(iterations=iterations, device=device, seed=seed, init_points=init_points, background=background,
+                  variant="vanilla", checkpoint_every=max(100, iterations // 10))
+    base = TrainConfig(**fields)
     base.branch_points = (base.branch_iteration(),)
     return base
 
@@ -195,7 +208,7 @@ def run_distill(data, out, teachers: Sequence[Path] | None = None, cfg: StudentC
                 teacher_iterations: int = 3000, downscale: int = 1, device: str = "auto",
                 n_pseudo: int | None = None, ablation: bool = False, progress: bool = True,
                 teacher_init_points: int = 20_000, teacher_background: str = "auto",
-                train_views: int | None = None) -> dict:
+                train_views: int | None = None, teacher: TrainConfig | None = None) -> dict:
     cfg = (cfg or StudentConfig()).validate()
     if teacher_iterations < 1:
         raise UserError(f"--teacher-iterations must be at least 1, got {teacher_iterations}")
@@ -210,7 +223,7 @@ def run_distill(data, out, teachers: Sequence[Path] | None = None, cfg: StudentC
                 raise UserError("the teacher model has no Gaussians", p)
     else:
         plys = train_teachers(dataset, out / "teachers", teacher_iterations, device, cfg.seed, progress,
-                              teacher_init_points, teacher_background)
+                              teacher_init_points, teacher_background, base=teacher)
     variants = [teacher_variant(p) for p in plys]
     vanilla = plys[variants.index("vanilla")] if "vanilla" in variants else plys[0]
     n_pseudo = len(dataset.split("train")) if n_pseudo is None else n_pseudo
