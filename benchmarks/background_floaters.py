@@ -27,16 +27,33 @@ def run(views: int, resolution: int, iterations: int, init_points: int, out: Pat
     rows = {}
     for bg in ("white", "auto"):
         t0 = time.perf_counter()
-        tr = Trainer(ds, out / bg, TrainConfig(iterations=iterations, init_points=init_points, background=bg,
-                                               seed=seed, checkpoint_every=iterations), progress=False)
+        tr = Trainer(
+            ds,
+            out / bg,
+            TrainConfig(
+                iterations=iterations, init_points=init_points, background=bg, seed=seed, checkpoint_every=iterations
+            ),
+            progress=False,
+        )
         res = tr.run()
         wall = time.perf_counter() - t0
         m = evaluate_scene(res.scene, ds, "test", lpips=False, progress=False)
         tr_m = evaluate_scene(res.scene, ds, "train", lpips=False, progress=False)
-        rows[bg] = {"mode": tr.bg_mode, "test_psnr": m["psnr"], "train_psnr": tr_m["psnr"],
-                    "num_gaussians": m["num_gaussians"], "wall_s": round(wall, 1)}
-    return {"views": views, "resolution": resolution, "iterations": iterations, "init_points": init_points,
-            "seed": seed, "rows": rows}
+        rows[bg] = {
+            "mode": tr.bg_mode,
+            "test_psnr": m["psnr"],
+            "train_psnr": tr_m["psnr"],
+            "num_gaussians": m["num_gaussians"],
+            "wall_s": round(wall, 1),
+        }
+    return {
+        "views": views,
+        "resolution": resolution,
+        "iterations": iterations,
+        "init_points": init_points,
+        "seed": seed,
+        "rows": rows,
+    }
 
 
 def main(argv=None) -> int:
@@ -58,8 +75,10 @@ def main(argv=None) -> int:
     print("| training background | test PSNR | train PSNR | Gaussians | wall s |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for bg, row in r["rows"].items():
-        print(f"| {bg} ({row['mode']}) | {row['test_psnr']:.2f} | {row['train_psnr']:.2f} | "
-              f"{row['num_gaussians']:,} | {row['wall_s']} |")
+        print(
+            f"| {bg} ({row['mode']}) | {row['test_psnr']:.2f} | {row['train_psnr']:.2f} | "
+            f"{row['num_gaussians']:,} | {row['wall_s']} |"
+        )
     return 0
 
 

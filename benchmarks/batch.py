@@ -28,13 +28,15 @@ DEFAULT_FLAGS = "--iterations 30 --views 12 --resolution 64 --no-lpips"
 
 
 def make_models(folder: Path, jobs: int, gaussians: int) -> None:
-    from splatdistill.scene.gaussians import GaussianScene
     from splatdistill.formats.ply import write_ply
+    from splatdistill.scene.gaussians import GaussianScene
 
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(jobs):
-        write_ply(GaussianScene.random_in_box(gaussians, [-1, -1, -1], [1, 1, 1], sh_degree=3, seed=i),
-                  folder / f"model_{i:02d}.ply")
+        write_ply(
+            GaussianScene.random_in_box(gaussians, [-1, -1, -1], [1, 1, 1], sh_degree=3, seed=i),
+            folder / f"model_{i:02d}.ply",
+        )
 
 
 def run(cmd: list[str]) -> float:
@@ -71,8 +73,11 @@ def main() -> None:
         ray_s, seq_s = run(ray_cmd), run(seq_cmd)
     else:
         seq_s, ray_s = run(seq_cmd), run(ray_cmd)
-    identical = all((work / "seq" / f"model_{i:02d}" / f).read_bytes() == (work / "ray" / f"model_{i:02d}" / f).read_bytes()
-                    for i in range(args.jobs) for f in ("model.sdz", "model.ply", "model.spz"))
+    identical = all(
+        (work / "seq" / f"model_{i:02d}" / f).read_bytes() == (work / "ray" / f"model_{i:02d}" / f).read_bytes()
+        for i in range(args.jobs)
+        for f in ("model.sdz", "model.ply", "model.spz")
+    )
     ray_table = json.loads((work / "ray" / "batch.json").read_text())
     result = {
         "benchmark": "batch data-free compress",
@@ -95,8 +100,10 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"{args.jobs} jobs: sequential {result['sequential_s']} s, Ray {result['ray_s']} s "
-              f"({result['speedup']}x); identical models: {identical}")
+        print(
+            f"{args.jobs} jobs: sequential {result['sequential_s']} s, Ray {result['ray_s']} s "
+            f"({result['speedup']}x); identical models: {identical}"
+        )
     if not identical:
         sys.exit("the two runs wrote different model files")
 

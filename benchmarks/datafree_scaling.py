@@ -31,13 +31,18 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--extra", default="", help="extra compress flags, e.g. '--no-lpips'")
     a = ap.parse_args(argv)
+    from splatdistill.formats.ply import write_ply
     from synthetic import synthetic_model
 
-    from splatdistill.formats.ply import write_ply
-
     a.out.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS=str(a.threads),
-               NUMBA_NUM_THREADS=str(a.threads), OPENBLAS_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads))
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT / "src"),
+        OMP_NUM_THREADS=str(a.threads),
+        NUMBA_NUM_THREADS=str(a.threads),
+        OPENBLAS_NUM_THREADS=str(a.threads),
+        MKL_NUM_THREADS=str(a.threads),
+    )
     rows = []
     for n in [int(x) for x in a.sizes.split(",")]:
         ply = a.out / f"synthetic_{n}.ply"
@@ -54,20 +59,35 @@ def main(argv=None) -> int:
             print(err, file=sys.stderr)
             return 1
         s = json.loads((out / "summary.json").read_text())
-        row = {"gaussians": n, "wall_s": wall, "process_peak_rss_bytes": ru.ru_maxrss * 1024,
-               "cpu_s": ru.ru_utime + ru.ru_stime,
-               "total_s": s["timings_s"]["total"], "total_without_evaluate_s": s["timings_s"]["total_without_evaluate"],
-               "stages": s["stage_metrics"], "output_gaussians": s["num_gaussians"], "sdz_bytes": s["output_bytes"],
-               "spz_bytes": s["spz_bytes"], "psnr": s["psnr"]}
+        row = {
+            "gaussians": n,
+            "wall_s": wall,
+            "process_peak_rss_bytes": ru.ru_maxrss * 1024,
+            "cpu_s": ru.ru_utime + ru.ru_stime,
+            "total_s": s["timings_s"]["total"],
+            "total_without_evaluate_s": s["timings_s"]["total_without_evaluate"],
+            "stages": s["stage_metrics"],
+            "output_gaussians": s["num_gaussians"],
+            "sdz_bytes": s["output_bytes"],
+            "spz_bytes": s["spz_bytes"],
+            "psnr": s["psnr"],
+        }
         row["seconds_per_million"] = row["wall_s"] / (n / 1e6)
         rows.append(row)
-        print(f"{n:>9,} Gaussians: {wall:7.1f} s wall ({row['total_without_evaluate_s']:.1f} s without evaluate), "
-              f"{row['cpu_s']:.1f} CPU s, peak {row['process_peak_rss_bytes'] / 2**30:.2f} GiB, "
-              f"{row['seconds_per_million']:.1f} s/M; "
-              + ", ".join(f"{k} {v['seconds']:.1f}s/{v['peak_rss_bytes'] / 2**30:.2f}G" for k, v in s["stage_metrics"].items()),
-              flush=True)
-    result = {"command": " ".join(["python", "benchmarks/datafree_scaling.py"] + (argv or sys.argv[1:])),
-              "threads": a.threads, "runs": rows}
+        print(
+            f"{n:>9,} Gaussians: {wall:7.1f} s wall ({row['total_without_evaluate_s']:.1f} s without evaluate), "
+            f"{row['cpu_s']:.1f} CPU s, peak {row['process_peak_rss_bytes'] / 2**30:.2f} GiB, "
+            f"{row['seconds_per_million']:.1f} s/M; "
+            + ", ".join(
+                f"{k} {v['seconds']:.1f}s/{v['peak_rss_bytes'] / 2**30:.2f}G" for k, v in s["stage_metrics"].items()
+            ),
+            flush=True,
+        )
+    result = {
+        "command": " ".join(["python", "benchmarks/datafree_scaling.py"] + (argv or sys.argv[1:])),
+        "threads": a.threads,
+        "runs": rows,
+    }
     (a.out / "scaling.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
     return 0

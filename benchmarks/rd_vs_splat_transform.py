@@ -45,8 +45,10 @@ def splat_transform_cli() -> list[str] | None:
         CACHE.mkdir(parents=True, exist_ok=True)
         r = subprocess.run([npm, "install", "--prefix", str(CACHE), PACKAGE], capture_output=True, text=True)
         if r.returncode != 0 or not cli.exists():
-            print(f"rd_vs_splat_transform: npm install {PACKAGE} failed: splat-transform rows skipped\n{r.stderr[-500:]}",
-                  file=sys.stderr)
+            print(
+                f"rd_vs_splat_transform: npm install {PACKAGE} failed: splat-transform rows skipped\n{r.stderr[-500:]}",
+                file=sys.stderr,
+            )
             return None
     return [node, str(cli)]
 
@@ -70,13 +72,13 @@ def main(argv=None) -> int:
     ap.add_argument("--no-sog", action="store_true")
     a = ap.parse_args(argv)
 
-    from splatdistill.compress.pipeline import CompressConfig, compress_model, sample_cameras
     from splatdistill.cameras.camera import stack_cameras
+    from splatdistill.compress.pipeline import CompressConfig, compress_model, sample_cameras
+    from splatdistill.formats.io import load_model
+    from splatdistill.formats.ply import write_ply
     from splatdistill.ops.lpips import LPIPSBank
     from splatdistill.ops.metrics import image_metrics
-    from splatdistill.formats.io import load_model
     from splatdistill.render import render
-    from splatdistill.formats.ply import write_ply
 
     a.out.mkdir(parents=True, exist_ok=True)
     cli = splat_transform_cli()
@@ -100,33 +102,56 @@ def main(argv=None) -> int:
         with torch.no_grad():
             refs = [render(scene, stack_cameras([c], "cpu")).rgb[0].clamp(0, 1) for c in cams]
 
-        def score(s):
+        def score(s, cams=cams, refs=refs):
             per = []
             for c, ref in zip(cams, refs):
                 with torch.no_grad():
                     img = render(s, stack_cameras([c], "cpu")).rgb[0].clamp(0, 1)
                 per.append(image_metrics(img, ref, ("vgg",), lpips_bank=bank))
-            return {k: float(np.mean([p[k] for p in per])) if all(p.get(k) is not None for p in per) else None
-                    for k in ("psnr", "ssim", "lpips_vgg")}
+            return {
+                k: float(np.mean([p[k] for p in per])) if all(p.get(k) is not None for p in per) else None
+                for k in ("psnr", "ssim", "lpips_vgg")
+            }
 
         rows = []
         ours = {}
         for preset in a.presets.split(","):
             od = work / f"ours_{preset}"
             t0 = time.perf_counter()
-            summ = compress_model(path, od, None, CompressConfig(quality=preset, eval_views=0, progress=False,
-                                                                 write_spz=True))
+            summ = compress_model(
+                path, od, None, CompressConfig(quality=preset, eval_views=0, progress=False, write_spz=True)
+            )
             sec = time.perf_counter() - t0
             from splatdistill.formats.sdz import load_sdz
 
             dec = load_sdz(od / "model.sdz")
             ours[preset] = (len(dec), dec.sh_degree)
-            rows.append({"model": name, "tool": "ours", "output": f"sdz {preset}", "bytes": summ["output_bytes"],
-                         "gaussians": len(dec), "sh": dec.sh_degree, "seconds": sec, **score(dec)})
+            rows.append(
+                {
+                    "model": name,
+                    "tool": "ours",
+                    "output": f"sdz {preset}",
+                    "bytes": summ["output_bytes"],
+                    "gaussians": len(dec),
+                    "sh": dec.sh_degree,
+                    "seconds": sec,
+                    **score(dec),
+                }
+            )
             spz = read_spz_scene(od / "model.spz")
             if spz is not None:
-                rows.append({"model": name, "tool": "ours", "output": f"spz {preset}", "bytes": summ["spz_bytes"],
-                             "gaussians": len(spz), "sh": spz.sh_degree, "seconds": sec, **score(spz)})
+                rows.append(
+                    {
+                        "model": name,
+                        "tool": "ours",
+                        "output": f"spz {preset}",
+                        "bytes": summ["spz_bytes"],
+                        "gaussians": len(spz),
+                        "sh": spz.sh_degree,
+                        "seconds": sec,
+                        **score(spz),
+                    }
+                )
         if cli is not None:
             outs = [("spz", "st.spz", []), ("compressed ply", "st.compressed.ply", [])]
             if not a.no_sog:
@@ -136,7 +161,9 @@ def main(argv=None) -> int:
             for label, fname, acts in outs:
                 dst = work / fname
                 try:
-                    pre = [a_ for a_ in acts if a_ in ("-g",) or (acts.index(a_) > 0 and acts[acts.index(a_) - 1] == "-g")]
+                    pre = [
+                        a_ for a_ in acts if a_ in ("-g",) or (acts.index(a_) > 0 and acts[acts.index(a_) - 1] == "-g")
+                    ]
                     post = [a_ for a_ in acts if a_ not in pre]
                     sec = run_st(cli, pre + [path] + post + [dst])
                     back = work / (fname + ".back.ply")
@@ -145,17 +172,35 @@ def main(argv=None) -> int:
                 except (RuntimeError, subprocess.TimeoutExpired) as e:
                     print(f"rd_vs_splat_transform: {name} {label}: {e}", file=sys.stderr)
                     continue
-                rows.append({"model": name, "tool": "splat-transform", "output": label, "bytes": dst.stat().st_size,
-                             "gaussians": len(dec), "sh": dec.sh_degree, "seconds": sec, **score(dec)})
+                rows.append(
+                    {
+                        "model": name,
+                        "tool": "splat-transform",
+                        "output": label,
+                        "bytes": dst.stat().st_size,
+                        "gaussians": len(dec),
+                        "sh": dec.sh_degree,
+                        "seconds": sec,
+                        **score(dec),
+                    }
+                )
         for r in rows:
-            print(f"{r['model']:>16} {r['tool']:>15} {r['output']:>34} {r['bytes']:>10,} B {r['gaussians']:>8} "
-                  f"SH{r['sh']} {r['psnr']:6.2f} dB {r['ssim']:.4f} {r['lpips_vgg'] or float('nan'):.4f} "
-                  f"{r['seconds']:6.1f} s", flush=True)
+            print(
+                f"{r['model']:>16} {r['tool']:>15} {r['output']:>34} {r['bytes']:>10,} B {r['gaussians']:>8} "
+                f"SH{r['sh']} {r['psnr']:6.2f} dB {r['ssim']:.4f} {r['lpips_vgg'] or float('nan'):.4f} "
+                f"{r['seconds']:6.1f} s",
+                flush=True,
+            )
         all_rows += rows
 
     goal = goal_check(all_rows)
-    result = {"command": "python benchmarks/rd_vs_splat_transform.py " + " ".join(argv or sys.argv[1:]),
-              "views": a.views, "resolution": a.resolution, "rows": all_rows, "goal": goal}
+    result = {
+        "command": "python benchmarks/rd_vs_splat_transform.py " + " ".join(argv or sys.argv[1:]),
+        "views": a.views,
+        "resolution": a.resolution,
+        "rows": all_rows,
+        "goal": goal,
+    }
     (a.out / "rd.json").write_text(json.dumps(result, indent=1))
     md = markdown(all_rows, goal)
     (a.out / "rd.md").write_text(md)
@@ -191,9 +236,14 @@ def read_back_ply(path: Path):
     shn = f(*rest).reshape(n, 3, k1).transpose(0, 2, 1) if k1 else np.zeros((n, 0, 3), np.float32)
     op = np.clip(np.nan_to_num(v["opacity"].astype(np.float32), nan=0.0, posinf=20.0, neginf=-20.0), -20, 20)
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
-    return GaussianScene(t(f("x", "y", "z")), t(f("rot_0", "rot_1", "rot_2", "rot_3")),
-                         t(f("scale_0", "scale_1", "scale_2")), t(op), t(f("f_dc_0", "f_dc_1", "f_dc_2")[:, None, :]),
-                         t(shn))
+    return GaussianScene(
+        t(f("x", "y", "z")),
+        t(f("rot_0", "rot_1", "rot_2", "rot_3")),
+        t(f("scale_0", "scale_1", "scale_2")),
+        t(op),
+        t(f("f_dc_0", "f_dc_1", "f_dc_2")[:, None, :]),
+        t(shn),
+    )
 
 
 def read_spz_scene(p: Path):
@@ -209,33 +259,57 @@ def goal_check(rows) -> list[dict]:
     """Per splat-transform row: our best PSNR at no more bytes (sdz rows), its margin and time ratio."""
     out = []
     for st in (r for r in rows if r["tool"] == "splat-transform"):
-        cands = [r for r in rows if r["tool"] == "ours" and r["model"] == st["model"] and r["output"].startswith("sdz")
-                 and r["bytes"] <= st["bytes"]]
+        cands = [
+            r
+            for r in rows
+            if r["tool"] == "ours"
+            and r["model"] == st["model"]
+            and r["output"].startswith("sdz")
+            and r["bytes"] <= st["bytes"]
+        ]
         best = max(cands, key=lambda r: r["psnr"], default=None)
-        out.append({"model": st["model"], "splat_transform": st["output"], "st_bytes": st["bytes"],
-                    "st_psnr": st["psnr"], "ours": None if best is None else best["output"],
-                    "ours_bytes": None if best is None else best["bytes"],
-                    "ours_psnr": None if best is None else best["psnr"],
-                    "margin_db": None if best is None else best["psnr"] - st["psnr"],
-                    "time_ratio": None if best is None else best["seconds"] / max(st["seconds"], 1e-9),
-                    "met": bool(best is not None and best["psnr"] - st["psnr"] >= 1.0
-                                and best["seconds"] <= 5 * st["seconds"])})
+        out.append(
+            {
+                "model": st["model"],
+                "splat_transform": st["output"],
+                "st_bytes": st["bytes"],
+                "st_psnr": st["psnr"],
+                "ours": None if best is None else best["output"],
+                "ours_bytes": None if best is None else best["bytes"],
+                "ours_psnr": None if best is None else best["psnr"],
+                "margin_db": None if best is None else best["psnr"] - st["psnr"],
+                "time_ratio": None if best is None else best["seconds"] / max(st["seconds"], 1e-9),
+                "met": bool(
+                    best is not None and best["psnr"] - st["psnr"] >= 1.0 and best["seconds"] <= 5 * st["seconds"]
+                ),
+            }
+        )
     return out
 
 
 def markdown(rows, goal) -> str:
     f = lambda v, s: "n/a" if v is None else format(v, s)  # noqa: E731
-    lines = ["| model | tool | output | bytes | Gaussians | SH | PSNR | SSIM | LPIPS-VGG | s |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| model | tool | output | bytes | Gaussians | SH | PSNR | SSIM | LPIPS-VGG | s |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['tool']} | {r['output']} | {r['bytes']:,} | {r['gaussians']:,} | {r['sh']} | "
-                     f"{f(r['psnr'], '.2f')} | {f(r['ssim'], '.4f')} | {f(r['lpips_vgg'], '.4f')} | {r['seconds']:.1f} |")
-    lines += ["", "| model | splat-transform output | its bytes | its PSNR | ours (≤ bytes) | our bytes | our PSNR | "
-                  "margin dB | time ratio | ≥ 1 dB and ≤ 5× time |", "|---|---|---:|---:|---|---:|---:|---:|---:|---|"]
+        lines.append(
+            f"| {r['model']} | {r['tool']} | {r['output']} | {r['bytes']:,} | {r['gaussians']:,} | {r['sh']} | "
+            f"{f(r['psnr'], '.2f')} | {f(r['ssim'], '.4f')} | {f(r['lpips_vgg'], '.4f')} | {r['seconds']:.1f} |"
+        )
+    lines += [
+        "",
+        "| model | splat-transform output | its bytes | its PSNR | ours (≤ bytes) | our bytes | our PSNR | "
+        "margin dB | time ratio | ≥ 1 dB and ≤ 5× time |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---|",
+    ]
     for g in goal:
-        lines.append(f"| {g['model']} | {g['splat_transform']} | {g['st_bytes']:,} | {f(g['st_psnr'], '.2f')} | "
-                     f"{g['ours'] or 'none'} | {f(g['ours_bytes'], ',')} | {f(g['ours_psnr'], '.2f')} | "
-                     f"{f(g['margin_db'], '+.2f')} | {f(g['time_ratio'], '.1f')} | {'yes' if g['met'] else 'no'} |")
+        lines.append(
+            f"| {g['model']} | {g['splat_transform']} | {g['st_bytes']:,} | {f(g['st_psnr'], '.2f')} | "
+            f"{g['ours'] or 'none'} | {f(g['ours_bytes'], ',')} | {f(g['ours_psnr'], '.2f')} | "
+            f"{f(g['margin_db'], '+.2f')} | {f(g['time_ratio'], '.1f')} | {'yes' if g['met'] else 'no'} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -249,7 +323,9 @@ def plot(rows, path: Path) -> None:
     fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4), squeeze=False)
     for ax, m in zip(axes[0], models):
         for tool, mk in (("ours", "o"), ("splat-transform", "s")):
-            pts = sorted((r["bytes"] / 1e3, r["psnr"], r["output"]) for r in rows if r["model"] == m and r["tool"] == tool)
+            pts = sorted(
+                (r["bytes"] / 1e3, r["psnr"], r["output"]) for r in rows if r["model"] == m and r["tool"] == tool
+            )
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], mk, label=tool)
                 for x, y, lab in pts:

@@ -32,8 +32,7 @@ def benchmark_scene(n: int, width: int, height: int, seed: int = 0):
     """A camera at the origin looking down +z and n Gaussians filling its view."""
     rng = np.random.default_rng(seed)
     f = 0.5 * width / math.tan(math.radians(30))  # 60 degree horizontal field of view
-    cam = Camera(fx=f, fy=f, cx=width / 2, cy=height / 2, width=width, height=height,
-                 world_to_camera=np.eye(4))
+    cam = Camera(fx=f, fy=f, cx=width / 2, cy=height / 2, width=width, height=height, world_to_camera=np.eye(4))
     z = rng.uniform(2.0, 10.0, n)
     u = rng.uniform(0, width, n)
     v = rng.uniform(0, height, n)
@@ -44,9 +43,12 @@ def benchmark_scene(n: int, width: int, height: int, seed: int = 0):
     opac = rng.uniform(0.0, 1.0, n).clip(1e-4, 1 - 1e-4)
     t = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
     scene = GaussianScene(
-        means=t(means), quats=t(quats), scales=t(np.log(scales)),
+        means=t(means),
+        quats=t(quats),
+        scales=t(np.log(scales)),
         opacities=t(np.log(opac / (1 - opac))),
-        sh0=t(rng.normal(0, 0.5, (n, 1, 3))), shN=t(rng.normal(0, 0.1, (n, 15, 3))),
+        sh0=t(rng.normal(0, 0.5, (n, 1, 3))),
+        shN=t(rng.normal(0, 0.1, (n, 15, 3))),
     )
     return scene, cam
 
@@ -100,21 +102,36 @@ def main(argv=None) -> int:
             dev = "cuda" if b == "gsplat" else "cpu"
             reps = 1 if b == "reference" else args.repeats
             f_ms, fb_ms = time_backend(scene, cam, b, reps, dev)
-            cases.append({"backend": b, "gaussians": n, "width": w, "height": h,
-                          "forward_ms": round(f_ms, 2), "forward_backward_ms": round(fb_ms, 2)})
+            cases.append(
+                {
+                    "backend": b,
+                    "gaussians": n,
+                    "width": w,
+                    "height": h,
+                    "forward_ms": round(f_ms, 2),
+                    "forward_backward_ms": round(fb_ms, 2),
+                }
+            )
             if not args.json:
-                print(f"{b:>9} {n:>7} {w}x{h}: forward {f_ms:9.1f} ms, forward+backward {fb_ms:9.1f} ms",
-                      file=sys.stderr)
+                print(
+                    f"{b:>9} {n:>7} {w}x{h}: forward {f_ms:9.1f} ms, forward+backward {fb_ms:9.1f} ms", file=sys.stderr
+                )
     speedup = None
     small = [c for c in cases if (c["gaussians"], c["width"]) == (2_000, 64)]
     ref = [c for c in small if c["backend"] == "reference"]
     cpu = [c for c in small if c["backend"] == "cpu"]
     if ref and cpu:
         speedup = round(ref[0]["forward_backward_ms"] / cpu[0]["forward_backward_ms"], 1)
-    result = {"cases": cases, "speedup_vs_reference": speedup,
-              "machine": {"cpus": torch.get_num_threads(), "platform": platform.platform(),
-                          "torch": torch.__version__,
-                          "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}}
+    result = {
+        "cases": cases,
+        "speedup_vs_reference": speedup,
+        "machine": {
+            "cpus": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        },
+    }
     print(json.dumps(result, indent=None if args.json else 2))
     return 0
 

@@ -15,8 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from splatdistill.data.dataset import load_dataset, with_train_views
-from splatdistill.distill.pipeline import train_student
 from splatdistill.distill.config import TEACHER_WEIGHT, StudentConfig
+from splatdistill.distill.pipeline import train_student
 from splatdistill.ops.evaluate import evaluate_scene
 
 # Every row but ``gt`` turns the teacher term on at the release's weight: the student's default is
@@ -55,8 +55,19 @@ def main(argv=None) -> int:
     scene, _ = train_student(ds, plys if cfg.lambda_kd > 0 else [], plys[0], cfg, a.out, "cpu", n_pseudo, False)
     wall = time.perf_counter() - t0
     m = evaluate_scene(scene, ds, "test", lpips=False, progress=False)
-    print(json.dumps({"row": a.row, "seed": a.seed, "train_views": len(ds.split("train")), "psnr": m["psnr"],
-                      "ssim": m["ssim"], "num_gaussians": m["num_gaussians"], "wall_s": round(wall, 1)}))
+    print(
+        json.dumps(
+            {
+                "row": a.row,
+                "seed": a.seed,
+                "train_views": len(ds.split("train")),
+                "psnr": m["psnr"],
+                "ssim": m["ssim"],
+                "num_gaussians": m["num_gaussians"],
+                "wall_s": round(wall, 1),
+            }
+        )
+    )
     return 0
 
 

@@ -50,14 +50,24 @@ def main(argv=None) -> int:
     base = TrainConfig(iterations=iters, downscale=ds_factor, checkpoint_every=max(100, iters // 20))
     branch_it = base.branch_iteration()
     base.branch_points = (branch_it,)
-    results = {"device": torch.cuda.get_device_name(0) if gpu else "cpu", "iterations": iters,
-               "downscale": ds_factor, "resolution": dataset.split("train")[0].camera.width, "teachers": []}
+    results = {
+        "device": torch.cuda.get_device_name(0) if gpu else "cpu",
+        "iterations": iters,
+        "downscale": ds_factor,
+        "resolution": dataset.split("train")[0].camera.width,
+        "teachers": [],
+    }
     t0 = time.perf_counter()
     tr = Trainer(dataset, args.out / "vanilla", base, resume=args.resume, progress=not args.json)
     res = tr.run()
     wall_vanilla = time.perf_counter() - t0
-    results["teachers"].append({"variant": "vanilla", "wall_s": round(wall_vanilla, 1),
-                                **evaluate(tr, res.scene, args.out / "vanilla" / "point_cloud.ply")})
+    results["teachers"].append(
+        {
+            "variant": "vanilla",
+            "wall_s": round(wall_vanilla, 1),
+            **evaluate(tr, res.scene, args.out / "vanilla" / "point_cloud.ply"),
+        }
+    )
     if args.variants:
         from splatdistill.train.checkpoint import branch_point
 
@@ -65,19 +75,31 @@ def main(argv=None) -> int:
         for variant in ("noise", "dropout"):
             cfg = TrainConfig(**{**base.__dict__, "variant": variant})
             t2 = time.perf_counter()
-            trv = Trainer(dataset, args.out / variant, cfg, progress=not args.json,
-                          branch_from=branch_point(args.out / "vanilla", branch_it))
+            trv = Trainer(
+                dataset,
+                args.out / variant,
+                cfg,
+                progress=not args.json,
+                branch_from=branch_point(args.out / "vanilla", branch_it),
+            )
             rv = trv.run()
             branch_walls.append(time.perf_counter() - t2)
-            results["teachers"].append({"variant": variant, "wall_s": round(branch_walls[-1], 1),
-                                        **evaluate(trv, rv.scene, args.out / variant / "point_cloud.ply")})
+            results["teachers"].append(
+                {
+                    "variant": variant,
+                    "wall_s": round(branch_walls[-1], 1),
+                    **evaluate(trv, rv.scene, args.out / variant / "point_cloud.ply"),
+                }
+            )
         # three separate runs would each cost about one vanilla run
         separate = wall_vanilla * 3
         branched = wall_vanilla + sum(branch_walls)
-        results["branching"] = {"branch_iteration": branch_it,
-                                "three_separate_runs_s_estimate": round(separate, 1),
-                                "branched_s": round(branched, 1),
-                                "saved_fraction": round(1 - branched / separate, 3)}
+        results["branching"] = {
+            "branch_iteration": branch_it,
+            "three_separate_runs_s_estimate": round(separate, 1),
+            "branched_s": round(branched, 1),
+            "saved_fraction": round(1 - branched / separate, 3),
+        }
     results["total_wall_s"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(results, indent=None if args.json else 2))
     return 0

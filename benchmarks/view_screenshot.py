@@ -39,8 +39,10 @@ def compare(models, cam: dict, shots: list[bytes], background) -> None:
         with torch.no_grad():
             ours = render(load_model(path), c, background=tuple(background), backend="cpu").rgb[0].clamp(0, 1).numpy()
         psnr = [float(-10 * np.log10(((down(shot, f) - down(ours, f)) ** 2).mean())) for f in (1, 4)]
-        print(f"{path}: page vs our render at {c.width}x{c.height}: PSNR {psnr[0]:.2f} dB, "
-              f"{psnr[1]:.2f} dB at 1/4 resolution")
+        print(
+            f"{path}: page vs our render at {c.width}x{c.height}: PSNR {psnr[0]:.2f} dB, "
+            f"{psnr[1]:.2f} dB at 1/4 resolution"
+        )
 
 
 def main(argv=None) -> int:
@@ -51,8 +53,9 @@ def main(argv=None) -> int:
     ap.add_argument("--width", type=int, default=1400)
     ap.add_argument("--height", type=int, default=470)
     ap.add_argument("--palette", action="store_true")
-    ap.add_argument("--compare", action="store_true",
-                    help="also print each panel's PSNR against our CPU render of the same camera")
+    ap.add_argument(
+        "--compare", action="store_true", help="also print each panel's PSNR against our CPU render of the same camera"
+    )
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
 
@@ -73,17 +76,24 @@ def main(argv=None) -> int:
                 return 1
             if a.camera:
                 split, idx = a.camera.split("/")
-                page.evaluate(f"window.splatdistill.setCamera(window.splatdistill.formats.io.cameras[{json.dumps(split)}]"
-                              f"[{int(idx)}])")
-            page.wait_for("(() => { const h = window.splatdistill; return h.panels.every((p, i) => p.div.hidden || "
-                          "h.framesSinceCamera()[i] >= 2) && h.idleMs() > 1000 && [...document.images].every("
-                          "i => i.complete); })()", 300)
+                page.evaluate(
+                    f"window.splatdistill.setCamera(window.splatdistill.formats.io.cameras[{json.dumps(split)}]"
+                    f"[{int(idx)}])"
+                )
+            page.wait_for(
+                "(() => { const h = window.splatdistill; return h.panels.every((p, i) => p.div.hidden || "
+                "h.framesSinceCamera()[i] >= 2) && h.idleMs() > 1000 && [...document.images].every("
+                "i => i.complete); })()",
+                300,
+            )
             png = page.screenshot()
             if a.compare:
                 cam = page.evaluate("window.splatdistill.getCamera()")
-                rects = page.evaluate("[...document.querySelectorAll('.panel:not([hidden]):not(.photo) canvas')]"
-                                      ".map(c => { const r = c.getBoundingClientRect(); "
-                                      "return {x: r.x, y: r.y, width: r.width, height: r.height}; })")
+                rects = page.evaluate(
+                    "[...document.querySelectorAll('.panel:not([hidden]):not(.photo) canvas')]"
+                    ".map(c => { const r = c.getBoundingClientRect(); "
+                    "return {x: r.x, y: r.y, width: r.width, height: r.height}; })"
+                )
                 shots = [page.screenshot(r) for r in rects]
                 bg = page.evaluate("window.splatdistill.formats.io.background")
     finally:
@@ -95,8 +105,9 @@ def main(argv=None) -> int:
     if a.palette:
         img = img.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     img.save(a.out, optimize=True)
-    print(f"wrote {a.out} ({a.out.stat().st_size} bytes, {img.size[0]}x{img.size[1]}) in "
-          f"{time.perf_counter() - t0:.1f} s")
+    print(
+        f"wrote {a.out} ({a.out.stat().st_size} bytes, {img.size[0]}x{img.size[1]}) in {time.perf_counter() - t0:.1f} s"
+    )
     return 0
 
 

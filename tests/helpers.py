@@ -27,9 +27,21 @@ def _interval(v) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def random_scene(n: int = 100, degree: int = 3, seed: int = 0, *, extent: float = 1.0, log_scales=(-6.0, -2.0),
-                 opacity_std: float = 2.0, sh0=0.5, shN=0.3, quat_norms=None, antialiased: bool = False,
-                 wide: bool = False, extremes: bool = False) -> GaussianScene:
+def random_scene(
+    n: int = 100,
+    degree: int = 3,
+    seed: int = 0,
+    *,
+    extent: float = 1.0,
+    log_scales=(-6.0, -2.0),
+    opacity_std: float = 2.0,
+    sh0=0.5,
+    shN=0.3,
+    quat_norms=None,
+    antialiased: bool = False,
+    wide: bool = False,
+    extremes: bool = False,
+) -> GaussianScene:
     """Gaussians with independently drawn attributes (not a trained-looking scene: for codecs and renderers).
 
     Positions are uniform in ``[-extent, extent]^3``; quaternions are normal (each scaled by a uniform
@@ -56,21 +68,33 @@ def random_scene(n: int = 100, degree: int = 3, seed: int = 0, *, extent: float 
         return lo + (hi - lo) * torch.rand(shape, generator=g)
 
     if wide:
+
         def spread(shape):
             mag = torch.randint(-3, 4, shape, generator=g).double()
-            return (torch.randn(shape, generator=g, dtype=torch.float64) * 10.0 ** mag).float()
+            return (torch.randn(shape, generator=g, dtype=torch.float64) * 10.0**mag).float()
 
-        shapes = {"means": (n, 3), "quats": (n, 4), "scales": (n, 3), "opacities": (n,), "sh0": (n, 1, 3),
-                  "shN": (n, k, 3)}
+        shapes = {
+            "means": (n, 3),
+            "quats": (n, 4),
+            "scales": (n, 3),
+            "opacities": (n,),
+            "sh0": (n, 1, 3),
+            "shN": (n, k, 3),
+        }
         params = {name: spread(shape) for name, shape in shapes.items()}
     else:
         means = uniform((n, 3), extent)
         quats = torch.randn(n, 4, generator=g)
         if quat_norms is not None:
             quats = quats * uniform((n, 1), quat_norms)
-        params = {"means": means, "quats": quats, "scales": uniform((n, 3), log_scales),
-                  "opacities": torch.randn(n, generator=g) * opacity_std,
-                  "sh0": uniform((n, 1, 3), sh0), "shN": uniform((n, k, 3), shN)}
+        params = {
+            "means": means,
+            "quats": quats,
+            "scales": uniform((n, 3), log_scales),
+            "opacities": torch.randn(n, generator=g) * opacity_std,
+            "sh0": uniform((n, 1, 3), sh0),
+            "shN": uniform((n, k, 3), shN),
+        }
     if extremes:
         special = torch.from_numpy(EXTREMES)
         for v in params.values():
@@ -93,13 +117,28 @@ def clustered_scene(n: int, degree: int = 3, seed: int = 0, extent: float = 5.0)
     pts = blobs[rng.integers(0, 64, n)] + rng.normal(0, 0.05 * extent, (n, 3))
     k = (degree + 1) ** 2 - 1
     shN = rng.normal(0.0, 0.08, (n, k, 3)) / np.sqrt(1 + np.arange(k))[None, :, None]
-    arrays = (pts, rng.normal(size=(n, 4)), rng.normal(-4.0, 0.7, (n, 3)), rng.normal(0.0, 2.5, n),
-              rng.normal(0.0, 0.6, (n, 1, 3)), shN)
+    arrays = (
+        pts,
+        rng.normal(size=(n, 4)),
+        rng.normal(-4.0, 0.7, (n, 3)),
+        rng.normal(0.0, 2.5, n),
+        rng.normal(0.0, 0.6, (n, 1, 3)),
+        shN,
+    )
     return GaussianScene(*(torch.from_numpy(np.asarray(a, dtype=np.float32)) for a in arrays))
 
 
-def box_scene(n: int = 300, degree: int = 3, seed: int = 0, *, half: float = 1.0, opacity: float = 0.5,
-              sh_std: float = 0.0, jitter: float = 0.0, antialiased: bool = False) -> GaussianScene:
+def box_scene(
+    n: int = 300,
+    degree: int = 3,
+    seed: int = 0,
+    *,
+    half: float = 1.0,
+    opacity: float = 0.5,
+    sh_std: float = 0.0,
+    jitter: float = 0.0,
+    antialiased: bool = False,
+) -> GaussianScene:
     """A scene as training starts it: ``GaussianScene.random_in_box`` in ``[-half, half]^3`` (isotropic
     Gaussians sized by their neighbours, random colours, opacity ``opacity``), optionally with normal
     ``shN`` of std ``sh_std`` and, with ``jitter`` > 0, random rotations and log-scales moved by
@@ -120,21 +159,38 @@ def box_scene(n: int = 300, degree: int = 3, seed: int = 0, *, half: float = 1.0
     return s
 
 
-def look_at_camera(width: int = 48, height: int = 40, eye=(0.3, -3.2, 0.8), target=(0.0, 0.0, 0.0), *,
-                   fx: float | None = None, fy: float | None = None, cx: float | None = None,
-                   cy: float | None = None, name: str = "") -> Camera:
+def look_at_camera(
+    width: int = 48,
+    height: int = 40,
+    eye=(0.3, -3.2, 0.8),
+    target=(0.0, 0.0, 0.0),
+    *,
+    fx: float | None = None,
+    fy: float | None = None,
+    cx: float | None = None,
+    cy: float | None = None,
+    name: str = "",
+) -> Camera:
     """A pinhole camera of ``width`` x ``height`` pixels at ``eye`` looking at ``target``, world z up.
 
     The focal lengths default to ``0.9 * width`` (fy = fx), the principal point to the image centre.
     """
     fx = 0.9 * width if fx is None else fx
-    return Camera(fx=fx, fy=fx if fy is None else fy, cx=width / 2 if cx is None else cx,
-                  cy=height / 2 if cy is None else cy, width=width, height=height,
-                  world_to_camera=look_at(np.asarray(eye, np.float64), np.asarray(target, np.float64)), image_name=name)
+    return Camera(
+        fx=fx,
+        fy=fx if fy is None else fy,
+        cx=width / 2 if cx is None else cx,
+        cy=height / 2 if cy is None else cy,
+        width=width,
+        height=height,
+        world_to_camera=look_at(np.asarray(eye, np.float64), np.asarray(target, np.float64)),
+        image_name=name,
+    )
 
 
-def ring_cameras(n: int = 8, radius: float = 4.0, z: float = 1.0, *, width: int = 100, height: int = 80,
-                 fx: float | None = None) -> list[Camera]:
+def ring_cameras(
+    n: int = 8, radius: float = 4.0, z: float = 1.0, *, width: int = 100, height: int = 80, fx: float | None = None
+) -> list[Camera]:
     """``n`` cameras evenly spaced on the circle of ``radius`` at height ``z`` around the z axis, all
     looking at the origin, named ``c0``, ``c1``, ... (focal length ``fx``, default ``width``)."""
     cams = []
@@ -175,7 +231,8 @@ def assert_close(actual, expected, *, rtol: float, atol: float, what: str = "") 
     raise AssertionError(
         f"{label}{int(bad.sum())} of {a.size} elements beyond atol={atol:g} + rtol={rtol:g} * |expected|; "
         f"max abs error {err[ia]:.3g} at {tuple(int(i) for i in ia)} (actual {a[ia]:.9g}, expected {e[ia]:.9g}); "
-        f"max rel error {rel[ir]:.3g} at {tuple(int(i) for i in ir)}")
+        f"max rel error {rel[ir]:.3g} at {tuple(int(i) for i in ir)}"
+    )
 
 
 def write_model(path: Path, scene: GaussianScene | None = None, **box) -> Path:

@@ -12,11 +12,11 @@ from PIL import Image
 from splatdistill.data.dataset import load_dataset, with_train_views
 from splatdistill.distill.student import StudentConfig, StudentTrainer
 from splatdistill.distill.targets import build_soft_targets, make_pseudo_cameras
+from splatdistill.ops.background import dataset_has_alpha, resolve_background
+from splatdistill.ops.losses import photometric_loss
 from splatdistill.render import render
 from splatdistill.scene.gaussians import GaussianScene
-from splatdistill.ops.background import dataset_has_alpha, resolve_background
 from splatdistill.train.config import TrainConfig
-from splatdistill.ops.losses import photometric_loss
 from splatdistill.train.trainer import Trainer
 
 
@@ -68,8 +68,9 @@ def test_auto_background_is_random_for_rgba_and_the_datasets_for_rgb(rgba, rgb_d
 def test_recomposited_soft_target_equals_the_teachers_rendered_on_that_background(rgba):
     cams = [v.camera for v in rgba.split("train")[:2]]
     a, b = teacher(1), teacher(2)
-    t = build_soft_targets([a, b], cams, 2, rgba.background, "cpu", weights=[3.0, 1.0], progress=False,
-                           with_alpha=True, with_spread=True)
+    t = build_soft_targets(
+        [a, b], cams, 2, rgba.background, "cpu", weights=[3.0, 1.0], progress=False, with_alpha=True, with_spread=True
+    )
     assert t.alpha is not None and t.spread is not None
     for bg in [(0.2, 0.7, 0.4), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0)]:
         ra = render(a, [cams[1]], background=bg).rgb[0]
@@ -78,10 +79,20 @@ def test_recomposited_soft_target_equals_the_teachers_rendered_on_that_backgroun
         got = t.image(1, background=torch.tensor(bg))
         assert (got - want).abs().max() < 2e-3  # fp16 storage
     # spread: the weighted std of the two renders (on black, with alpha), RMS over four channels
-    ra = torch.cat([render(a, [cams[0]], background=(0, 0, 0)).rgb[0],
-                    render(a, [cams[0]], background=(0, 0, 0)).alpha[0, ..., None]], -1)
-    rb = torch.cat([render(b, [cams[0]], background=(0, 0, 0)).rgb[0],
-                    render(b, [cams[0]], background=(0, 0, 0)).alpha[0, ..., None]], -1)
+    ra = torch.cat(
+        [
+            render(a, [cams[0]], background=(0, 0, 0)).rgb[0],
+            render(a, [cams[0]], background=(0, 0, 0)).alpha[0, ..., None],
+        ],
+        -1,
+    )
+    rb = torch.cat(
+        [
+            render(b, [cams[0]], background=(0, 0, 0)).rgb[0],
+            render(b, [cams[0]], background=(0, 0, 0)).alpha[0, ..., None],
+        ],
+        -1,
+    )
     m = 0.75 * ra + 0.25 * rb
     var = (0.75 * (ra - m) ** 2 + 0.25 * (rb - m) ** 2).mean(-1)
     assert (t.spread_of(0) - var.sqrt()).abs().max() < 3e-3
@@ -124,8 +135,9 @@ def test_student_rejects_fixed_background_targets_in_random_mode(rgba, tmp_path)
     with pytest.raises(ValueError, match="alpha"):
         StudentTrainer(rgba, targets, tch, StudentConfig(iterations=2), tmp_path / "s", "cpu", progress=False)
     # on the dataset's background the same targets are fine
-    StudentTrainer(rgba, targets, tch, StudentConfig(iterations=2, background="dataset"), tmp_path / "s2", "cpu",
-                   progress=False)
+    StudentTrainer(
+        rgba, targets, tch, StudentConfig(iterations=2, background="dataset"), tmp_path / "s2", "cpu", progress=False
+    )
 
 
 def test_teacher_term_options(rgba, tmp_path):
@@ -137,11 +149,18 @@ def test_teacher_term_options(rgba, tmp_path):
     tch = teacher(5)
     train = [v.camera for v in rgba.split("train")]
     cams = train + make_pseudo_cameras(train, 10, rgba.extent, seed=0)
-    targets = build_soft_targets([tch], cams, len(train), rgba.background, "cpu", progress=False,
-                                 with_alpha=True, with_spread=True)
-    st = StudentTrainer(rgba, targets, tch, StudentConfig(iterations=5, kd_weight="agreement", kd_far=0.3,
-                                                               lambda_kd=0.4),
-                        tmp_path / "s", "cpu", progress=False)
+    targets = build_soft_targets(
+        [tch], cams, len(train), rgba.background, "cpu", progress=False, with_alpha=True, with_spread=True
+    )
+    st = StudentTrainer(
+        rgba,
+        targets,
+        tch,
+        StudentConfig(iterations=5, kd_weight="agreement", kd_far=0.3, lambda_kd=0.4),
+        tmp_path / "s",
+        "cpu",
+        progress=False,
+    )
     assert torch.equal(st.kd_weights(3), torch.ones_like(st.kd_weights(3)))
     # the 3 of 10 pseudo views farthest from every training camera
     centres = np.stack([c.center for c in train])
@@ -181,18 +200,19 @@ def test_compress_fine_tune_targets_composite_on_the_step_colour(rgba, demo_scen
     want = rgba.image_on(view, (0.3, 0.9, 0.1))
     assert (x.on(bg) - want).abs().max() <= 2.5 / 255  # uint8 composites
     r = t.teacher_render(view.camera)
-    assert (r.on(bg) - render(t.teacher, [view.camera], background=(0.3, 0.9, 0.1)).rgb[0].clamp(0, 1)).abs().max() < 1e-5
+    assert (
+        r.on(bg) - render(t.teacher, [view.camera], background=(0.3, 0.9, 0.1)).rgb[0].clamp(0, 1)
+    ).abs().max() < 1e-5
     # evaluation stays on the dataset's background; an explicit background turns it off
     assert torch.equal(t.image(t.eval_images, 0), rgba.image(rgba.split("test")[0]))
-    fixed = prepare_targets(teacher(6), demo_scene_dir, CompressConfig(background=(1.0, 1.0, 1.0)),
-                            torch.device("cpu"))
+    fixed = prepare_targets(teacher(6), demo_scene_dir, CompressConfig(background=(1.0, 1.0, 1.0)), torch.device("cpu"))
     assert not fixed.random_background and not isinstance(fixed.image(fixed.train_images, 0), Layered)
 
 
 def test_teacher_selection_drops_teachers_below_the_margin(rgba, tmp_path):
     from splatdistill.distill.targets import select_teachers
-    from splatdistill.ops.ssim import psnr
     from splatdistill.formats.ply import write_ply
+    from splatdistill.ops.ssim import psnr
 
     scenes = [teacher(7), teacher(8), teacher(9)]
     scenes[1].params["sh0"] = torch.full_like(scenes[1].sh0, -0.5 / 0.28209479177387814)  # black blobs
@@ -205,8 +225,14 @@ def test_teacher_selection_drops_teachers_below_the_margin(rgba, tmp_path):
     want = []
     for s in scenes:  # independent: the evaluator's PSNR per view, averaged
         with torch.no_grad():
-            want.append(np.mean([float(psnr(render(s, [v.camera], background=rgba.background).rgb[0].clamp(0, 1),
-                                            rgba.image(v))) for v in views]))
+            want.append(
+                np.mean(
+                    [
+                        float(psnr(render(s, [v.camera], background=rgba.background).rgb[0].clamp(0, 1), rgba.image(v)))
+                        for v in views
+                    ]
+                )
+            )
     kept, scores = select_teachers(plys, rgba, 0.05, "cpu", progress=False)
     np.testing.assert_allclose(scores, want, atol=1e-3)
     assert kept == [p for p, s in zip(plys, want) if s >= max(want) - 0.05]

@@ -19,10 +19,30 @@ from conftest import assert_one_line_error, run_cli
 pytestmark = pytest.mark.xdist_group("ray")
 
 COMPRESS = ["--iterations", "8", "--views", "4", "--resolution", "24", "--no-lpips"]
-DISTILL = ["--teacher-iterations", "40", "--iterations", "20", "--keep", "0.3", "--pseudo-views", "2",
-           "--teacher-init-points", "300"]
+DISTILL = [
+    "--teacher-iterations",
+    "40",
+    "--iterations",
+    "20",
+    "--keep",
+    "0.3",
+    "--pseudo-views",
+    "2",
+    "--teacher-init-points",
+    "300",
+]
 # values that are measured times (or memory) and so differ between any two runs
-TIMING_KEYS = {"mtime_ns", "peak_rss_bytes", "timings_s", "wall_s", "elapsed_s", "render_ms", "fps", "peak_memory_bytes", "seconds"}
+TIMING_KEYS = {
+    "mtime_ns",
+    "peak_rss_bytes",
+    "timings_s",
+    "wall_s",
+    "elapsed_s",
+    "render_ms",
+    "fps",
+    "peak_memory_bytes",
+    "seconds",
+}
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +70,8 @@ def ray_local(tmp_path_factory):
 
 
 def _write_model(path, n, degree, seed):
-    from splatdistill.scene.gaussians import GaussianScene
     from splatdistill.formats.ply import write_ply
+    from splatdistill.scene.gaussians import GaussianScene
 
     write_ply(GaussianScene.random_in_box(n, [-1, -1, -1], [1, 1, 1], sh_degree=degree, seed=seed), path)
 
@@ -255,12 +275,27 @@ def test_bad_flags_are_one_line_and_nothing_runs(inputs, tmp_path, capsys):
 def test_manifest_jobs_and_sequential_without_ray(inputs, tmp_path, capsys, monkeypatch):
     models, _ = inputs
     manifest = tmp_path / "jobs.json"
-    manifest.write_text(json.dumps({"out": "runs", "jobs": [
-        {"input": str(models / "m2.ply"), "command": "compress", "name": "m2_small",
-         "flags": {"quality": "small", "iterations": 8, "views": 4, "resolution": 24, "lpips": False}},
-        {"input": str(models / "m2.ply"), "command": "compress", "name": "m2_high",
-         "flags": ["--quality", "high", *COMPRESS]},
-    ]}))
+    manifest.write_text(
+        json.dumps(
+            {
+                "out": "runs",
+                "jobs": [
+                    {
+                        "input": str(models / "m2.ply"),
+                        "command": "compress",
+                        "name": "m2_small",
+                        "flags": {"quality": "small", "iterations": 8, "views": 4, "resolution": 24, "lpips": False},
+                    },
+                    {
+                        "input": str(models / "m2.ply"),
+                        "command": "compress",
+                        "name": "m2_high",
+                        "flags": ["--quality", "high", *COMPRESS],
+                    },
+                ],
+            }
+        )
+    )
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     code, _, err = run_cli(capsys, "batch", "--manifest", manifest)
     assert code == 0, err
@@ -273,6 +308,8 @@ def test_manifest_jobs_and_sequential_without_ray(inputs, tmp_path, capsys, monk
     assert small["settings"]["quality"] == "small" and high["settings"]["quality"] == "high"
     assert small["output_bytes"] < high["output_bytes"]
     # the same job by the single command gives the same files
-    assert run_cli(capsys, "compress", models / "m2.ply", "--out", tmp_path / "one", "--quality", "small",
-                   *COMPRESS)[0] == 0
+    assert (
+        run_cli(capsys, "compress", models / "m2.ply", "--out", tmp_path / "one", "--quality", "small", *COMPRESS)[0]
+        == 0
+    )
     assert_same_files(tmp_path / "one", tmp_path / "runs" / "m2_small")

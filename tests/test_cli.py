@@ -7,12 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from splatdistill.cli import main
-from splatdistill.scene.gaussians import GaussianScene
-from splatdistill.formats.ply import read_ply, write_ply
-
 from conftest import assert_one_line_error, run_cli, shared_path
 from helpers import random_scene
+from splatdistill.cli import main
+from splatdistill.formats.ply import read_ply, write_ply
 
 
 def test_info_lego(capsys):
@@ -20,8 +18,14 @@ def test_info_lego(capsys):
     code, out, _ = run_cli(capsys, "info", lego, "--json")
     assert code == 0
     d = json.loads(out)
-    assert (d["kind"], d["format"], d["num_train"], d["num_test"], d["width"], d["height"]) == \
-        ("dataset", "blender", 100, 200, 400, 400)
+    assert (d["kind"], d["format"], d["num_train"], d["num_test"], d["width"], d["height"]) == (
+        "dataset",
+        "blender",
+        100,
+        200,
+        400,
+        400,
+    )
 
 
 def test_info_beer(capsys):
@@ -61,7 +65,7 @@ def test_ply_with_nan(capsys, tmp_path):
     write_ply(random_scene(), p)
     raw = bytearray(p.read_bytes())
     header_end = raw.index(b"end_header\n") + len(b"end_header\n")
-    raw[header_end + 4 * 7: header_end + 4 * 8] = struct.pack("<f", float("nan"))  # f_dc_1 of vertex 0
+    raw[header_end + 4 * 7 : header_end + 4 * 8] = struct.pack("<f", float("nan"))  # f_dc_1 of vertex 0
     p.write_bytes(bytes(raw))
     code, _, err = run_cli(capsys, "convert", p, tmp_path / "o.ply")
     assert_one_line_error(code, err, str(p), "f_dc_1")
@@ -101,13 +105,27 @@ def test_make_scene_render_orbit_and_rerender_same_cameras(capsys, tmp_path):
     scene = random_scene(200, 1, log_scales=(-4.0, -2.0))
     m = tmp_path / "m.ply"
     write_ply(scene, m)
-    code, _, _ = run_cli(capsys, "render", m, "--orbit", "3", "--width", "32", "--height", "24",
-                         "--out", tmp_path / "a", "--backend", "cpu")
+    code, _, _ = run_cli(
+        capsys,
+        "render",
+        m,
+        "--orbit",
+        "3",
+        "--width",
+        "32",
+        "--height",
+        "24",
+        "--out",
+        tmp_path / "a",
+        "--backend",
+        "cpu",
+    )
     assert code == 0
     cams = json.loads((tmp_path / "a" / "cameras.json").read_text())["cameras"]
     assert len(cams) == 3
-    code, _, _ = run_cli(capsys, "render", m, "--cameras", tmp_path / "a" / "cameras.json",
-                         "--out", tmp_path / "b", "--backend", "cpu")
+    code, _, _ = run_cli(
+        capsys, "render", m, "--cameras", tmp_path / "a" / "cameras.json", "--out", tmp_path / "b", "--backend", "cpu"
+    )
     assert code == 0
     a = sorted((tmp_path / "a").glob("*.png"))
     b = sorted((tmp_path / "b").glob("*.png"))
@@ -170,9 +188,15 @@ def test_outputs_get_ordinary_file_permissions(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["x.bin"]  # no temporary left behind
 
 
-@pytest.mark.parametrize("exc", [MemoryError(), RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"),
-                                 RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1"),
-                                 type("OutOfMemoryError", (RuntimeError,), {})("boom")])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        MemoryError(),
+        RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1"),
+        type("OutOfMemoryError", (RuntimeError,), {})("boom"),
+    ],
+)
 def test_out_of_memory_is_one_line(capsys, monkeypatch, exc):
     import splatdistill.commands.info as info_mod
 

@@ -13,7 +13,19 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import clustered_scene
+from splatdistill.errors import UserError
 from splatdistill.formats import container as C
+from splatdistill.formats.container import read_container, read_container_header, write_container
+from splatdistill.formats.morton import morton_codes, morton_order, spread_bits
+from splatdistill.formats.quantize import (
+    dequantize,
+    fp16_error_bound,
+    from_fp16,
+    quantization_error_bound,
+    quantize,
+    to_fp16,
+)
 from splatdistill.formats.sdz import (
     DEFAULT_BITS,
     build_color_vq,
@@ -25,22 +37,9 @@ from splatdistill.formats.sdz import (
     load_sdz,
     save_sdz,
 )
-from splatdistill.formats.container import read_container, read_container_header, write_container
-from splatdistill.formats.morton import spread_bits, morton_codes, morton_order
-from splatdistill.formats.quantize import (
-    dequantize,
-    fp16_error_bound,
-    from_fp16,
-    quantization_error_bound,
-    quantize,
-    to_fp16,
-)
 from splatdistill.formats.vq import assign_nearest, residual_vq, rvq_decode, weighted_kmeans
-from splatdistill.errors import UserError
 
-from helpers import clustered_scene
-
-F32_REL = 2.0 ** -23  # one float32 ulp, relative
+F32_REL = 2.0**-23  # one float32 ulp, relative
 
 
 # ---- Morton ---------------------------------------------------------------------------------------------
@@ -492,8 +491,12 @@ def test_sdz_file_round_trip_and_compression_ratio(tmp_path):
     report["colour VQ, kept colours 8-bit instead of fp16 (same codebook)"] = (size_vq8, time.perf_counter() - t)
     dec = load_sdz(tmp_path / "vq8.sdz")
     sections, meta = read_container(tmp_path / "vq8.sdz")
-    _check_round_trip(scene[torch.from_numpy(encode_order(scene.means.numpy(), vq["keep_mask"]))][:20_000],
-                      dec[:20_000], meta, sections)
+    _check_round_trip(
+        scene[torch.from_numpy(encode_order(scene.means.numpy(), vq["keep_mask"]))][:20_000],
+        dec[:20_000],
+        meta,
+        sections,
+    )
     print(f"\n.sdz size for a random-ish {n}-Gaussian degree-3 scene (PLY float32 payload {raw} B):")
     for label, (b, dt) in report.items():
         print(f"  {label}: {b} B, {raw / b:.2f}x smaller, {dt:.2f}s")

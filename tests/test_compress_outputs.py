@@ -89,8 +89,8 @@ def test_a_failure_at_the_end_leaves_no_final_file(tmp_path, capsys, monkeypatch
     """The pre-flight passes (each writer's first call), the work runs, then something fails: no
     model.* or summary.json appears (a user's own file in the folder stays), no temporary is left."""
     import splatdistill.compress.pipeline as pl
-    import splatdistill.formats.spz as spz
     import splatdistill.formats.ply as ply
+    import splatdistill.formats.spz as spz
 
     out = tmp_path / "out"
     out.mkdir()
@@ -138,9 +138,19 @@ def test_compress_keeps_the_antialiased_flag(tmp_path, policy):
     from splatdistill.formats.spz import read_spz_header
 
     aa = box_scene(300, 2, seed=4, half=0.7, opacity=0.6, antialiased=True)
-    cfg = CompressConfig(quality="small", prune_policy=policy, iterations=4, views=2, resolution=16, lpips=False,
-                         training_free=False,
-                         rvq_stages=1, rvq_size=4, device="cpu", progress=False)
+    cfg = CompressConfig(
+        quality="small",
+        prune_policy=policy,
+        iterations=4,
+        views=2,
+        resolution=16,
+        lpips=False,
+        training_free=False,
+        rvq_stages=1,
+        rvq_size=4,
+        device="cpu",
+        progress=False,
+    )
     model = write_model(tmp_path / "aa.ply", aa)
     summary = compress_model(model, tmp_path / "out", cfg=cfg, scene=aa)
     assert summary["antialiased"] is True
@@ -150,9 +160,9 @@ def test_compress_keeps_the_antialiased_flag(tmp_path, policy):
 
 
 def test_policies_student_and_trainer_keep_the_antialiased_flag(demo_scene_dir, tmp_path):
-    from splatdistill.ops.policies import bake_gates, make_policy
     from splatdistill.data.dataset import load_dataset
     from splatdistill.distill.student import StudentConfig, StudentTrainer
+    from splatdistill.ops.policies import bake_gates, make_policy
     from splatdistill.train.config import TrainConfig
     from splatdistill.train.trainer import Trainer
 
@@ -162,16 +172,16 @@ def test_policies_student_and_trainer_keep_the_antialiased_flag(demo_scene_dir, 
         assert pol.render_inputs(aa)[0].antialiased and pol.bake(aa).antialiased
     assert bake_gates(aa, torch.full((60,), 0.5), torch.full((60,), 0.9)).antialiased
     ds = load_dataset(demo_scene_dir)
-    st = StudentTrainer(ds, None, aa, StudentConfig(iterations=2, keep=0.5), tmp_path / "st", "cpu",
-                        progress=False)
+    st = StudentTrainer(ds, None, aa, StudentConfig(iterations=2, keep=0.5), tmp_path / "st", "cpu", progress=False)
     assert st.scene().antialiased
     scene, _ = st.run()
     assert scene.antialiased and len(scene) == 30
     tr = Trainer(ds, tmp_path / "t", TrainConfig(iterations=2, init_points=100, checkpoint_every=1), progress=False)
     tr.antialiased = True  # e.g. a run that trains with the 2D filter: checkpoints and the export keep it
     assert tr.run().scene.antialiased
-    again = Trainer(ds, tmp_path / "t", TrainConfig(iterations=2, init_points=100, checkpoint_every=1),
-                    resume=True, progress=False)
+    again = Trainer(
+        ds, tmp_path / "t", TrainConfig(iterations=2, init_points=100, checkpoint_every=1), resume=True, progress=False
+    )
     assert again.antialiased and again.scene().antialiased
 
 
@@ -179,9 +189,9 @@ def test_stages_and_codecs_handle_no_gaussians_left(tmp_path):
     """0 Gaussians after a prune (e.g. a learned gate that switched every one off): each later stage,
     the .sdz codec (with residual VQ), the SPZ and PLY writers and the evaluation still work."""
     from splatdistill.compress import pipeline as pl
+    from splatdistill.formats.ply import read_ply
     from splatdistill.formats.sdz import load_sdz, save_sdz
     from splatdistill.formats.spz import read_spz, write_spz
-    from splatdistill.formats.ply import read_ply
 
     s = box_scene(200, 3, seed=1, half=0.7, opacity=0.6)
     cfg = pl.CompressConfig(views=2, resolution=16, lpips=False, progress=False, device="cpu")

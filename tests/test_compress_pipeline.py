@@ -8,25 +8,23 @@ import numpy as np
 import pytest
 import torch
 
-from splatdistill.formats.sdz import load_sdz
-from splatdistill.formats.container import read_container
-from splatdistill.compress.pipeline import CompressConfig, compress_model, prepare_targets, run_sweep
-from splatdistill.compress.stages import finetune, finetune_lrs
-from splatdistill.ops.optim import adam, make_params, scene_of
-from splatdistill.ops.policies import ConfidencePolicy, MaskPolicy, bake_gates, make_policy
-from splatdistill.cameras.camera import stack_cameras
-from splatdistill.errors import UserError
-from splatdistill.render import render
-from splatdistill.scene.gaussians import GaussianScene
-from splatdistill.formats.ply import read_ply, write_ply
-
 from conftest import assert_one_line_error, run_cli  # noqa: E402
 from helpers import box_scene  # noqa: E402
+from splatdistill.cameras.camera import stack_cameras
+from splatdistill.compress.pipeline import CompressConfig, compress_model, prepare_targets, run_sweep
+from splatdistill.compress.stages import finetune, finetune_lrs
+from splatdistill.errors import UserError
+from splatdistill.formats.container import read_container
+from splatdistill.formats.ply import read_ply, write_ply
+from splatdistill.formats.sdz import load_sdz
+from splatdistill.ops.optim import adam, make_params, scene_of
+from splatdistill.ops.policies import ConfidencePolicy, MaskPolicy, bake_gates, make_policy
+from splatdistill.render import render
+from splatdistill.scene.gaussians import GaussianScene
 
-FAST = dict(iterations=4, views=6, eval_views=2, resolution=32, lpips=False, progress=False,
-            training_free=False)  # the fine-tuning path (training-free has its own tests)
-
-
+FAST = dict(
+    iterations=4, views=6, eval_views=2, resolution=32, lpips=False, progress=False, training_free=False
+)  # the fine-tuning path (training-free has its own tests)
 
 
 @pytest.fixture(scope="module")
@@ -50,14 +48,23 @@ def fitted_ply(demo_data, tmp_path_factory):
 
     ds = load_dataset(demo_data)
     views = ds.split("train")
-    scene = GaussianScene.random_in_box(2000, [-0.2 * ds.extent] * 3, [0.2 * ds.extent] * 3, sh_degree=3,
-                                        init_opacity=0.3)
+    scene = GaussianScene.random_in_box(
+        2000, [-0.2 * ds.extent] * 3, [0.2 * ds.extent] * 3, sh_degree=3, init_opacity=0.3
+    )
     cfg = CompressConfig(**{**FAST, "background": (1.0, 1.0, 1.0)})  # fitted on the evaluation background
     t = prepare_targets(scene, demo_data, cfg, torch.device("cpu"))
     params = make_params(scene)
     opt = adam(params, finetune_lrs(t.extent) | {"means": 3e-4 * t.extent, "sh0": 0.05, "opacities": 0.05})
-    finetune(lambda: scene_of(params), params, opt, 30,
-             lambda i: (t.train_cams[i % len(views)], t.image(t.train_images, i % len(views))), t, "fit", False)
+    finetune(
+        lambda: scene_of(params),
+        params,
+        opt,
+        30,
+        lambda i: (t.train_cams[i % len(views)], t.image(t.train_images, i % len(views))),
+        t,
+        "fit",
+        False,
+    )
     p = tmp_path_factory.mktemp("fitted") / "fitted.ply"
     write_ply(scene_of(params).detach(), p)
     return p
@@ -103,8 +110,9 @@ def test_compress_with_data(fitted_ply, demo_data, tmp_path):
 
 
 def test_sh_reduction_3_to_1(model_ply, tmp_path):
-    s = compress_model(model_ply, tmp_path / "c", None,
-                       CompressConfig(**{**FAST, "sh_degree": 1, "prune": 0.5, "vq_ratio": 0.0}))
+    s = compress_model(
+        model_ply, tmp_path / "c", None, CompressConfig(**{**FAST, "sh_degree": 1, "prune": 0.5, "vq_ratio": 0.0})
+    )
     assert s["sh_degree"] == 1 and load_sdz(tmp_path / "c" / "model.sdz").sh_degree == 1
     assert s["stages"]["sh_distill"]["to"] == 1 and s["stages"]["vq"].get("skipped")
     assert s["num_gaussians"] == 1500 and s["psnr"] > 20
@@ -124,8 +132,7 @@ def test_sh_degree_above_input_is_an_error(tmp_path, capsys):
 
 @pytest.mark.parametrize("policy", ["mask", "confidence"])
 def test_learned_policies_in_the_pipeline(model_ply, tmp_path, policy):
-    s = compress_model(model_ply, tmp_path / "c", None,
-                       CompressConfig(**{**FAST, "prune_policy": policy}))
+    s = compress_model(model_ply, tmp_path / "c", None, CompressConfig(**{**FAST, "prune_policy": policy}))
     stats = s["stages"]["prune"]["policy_stats"]
     assert stats["policy"] == policy
     if policy == "confidence":
@@ -188,8 +195,10 @@ def test_confidence_gate_is_baked_and_losses():
         pol.a.fill_(0.0)
         pol.b.fill_(0.0)
     assert float(pol.rank_loss(sal).detach()) == pytest.approx(0.1, abs=1e-6)  # all c = 0.5: margin only
-    params = {"sh0": torch.nn.Parameter(torch.zeros(len(scene), 1, 3)),
-              "shN": torch.nn.Parameter(torch.zeros(len(scene), 15, 3))}
+    params = {
+        "sh0": torch.nn.Parameter(torch.zeros(len(scene), 1, 3)),
+        "shN": torch.nn.Parameter(torch.zeros(len(scene), 15, 3)),
+    }
     params["sh0"].grad = sal.view(-1, 1, 1).expand(-1, 1, 3).clone()
     params["shN"].grad = torch.zeros(len(scene), 15, 3)
     pol.after_backward(24, params)  # step 25: the hinge runs
@@ -208,8 +217,23 @@ def test_bake_gates_identity_and_make_policy():
 # ---- CLI ----------------------------------------------------------------------------------------------
 def test_cli_compress_and_convert(model_ply, tmp_path, capsys):
     out = tmp_path / "c"
-    code, stdout, err = run_cli(capsys, "compress", model_ply, "--out", out, "--iterations", "2", "--views", "4",
-                                "--resolution", "24", "--quality", "small", "--no-spz", "--no-lpips")
+    code, stdout, err = run_cli(
+        capsys,
+        "compress",
+        model_ply,
+        "--out",
+        out,
+        "--iterations",
+        "2",
+        "--views",
+        "4",
+        "--resolution",
+        "24",
+        "--quality",
+        "small",
+        "--no-spz",
+        "--no-lpips",
+    )
     assert code == 0, err
     assert "PSNR" in stdout and (out / "model.sdz").is_file() and not (out / "model.spz").exists()
     assert f"splatdistill view {model_ply} {out / 'model.sdz'}\n" in stdout  # compares input and output
@@ -250,8 +274,11 @@ def _corrupt_files(tmp_path):
 
 def test_corrupt_inputs_exit_2_one_line(tmp_path, capsys):
     for p in _corrupt_files(tmp_path):
-        for args in (("info", p), ("convert", p, tmp_path / "x.ply"),
-                     ("compress", p, "--out", tmp_path / "o", "--iterations", "0")):
+        for args in (
+            ("info", p),
+            ("convert", p, tmp_path / "x.ply"),
+            ("compress", p, "--out", tmp_path / "o", "--iterations", "0"),
+        ):
             code, _, err = run_cli(capsys, *args)
             assert_one_line_error(code, err, p.name)
         assert not (tmp_path / "x.ply").exists()
@@ -269,7 +296,7 @@ def test_confidence_entropy_term_does_not_collapse_the_betas(floor, collapses):
         pol.optimizer().step()
     al, be = pol.alpha_beta()
     c = al / (al + be)
-    grad_a, = torch.autograd.grad(c.sum(), pol.a)
+    (grad_a,) = torch.autograd.grad(c.sum(), pol.a)
     frozen = bool((torch.minimum(al, be) < 1e-3).all()) and float(grad_a.abs().max()) < 1e-4
     assert frozen == collapses
     if not collapses:
@@ -279,15 +306,23 @@ def test_confidence_entropy_term_does_not_collapse_the_betas(floor, collapses):
 def test_rate_distortion_minor_ticks_label_only_2_3_5():
     from splatdistill.compress.sweep import minor_label
 
-    assert [minor_label(x) for x in (0.02, 0.03, 0.05, 0.07, 0.09, 300.0, 400.0)] == \
-        ["0.02", "0.03", "0.05", "", "", "300", ""]
+    assert [minor_label(x) for x in (0.02, 0.03, 0.05, 0.07, 0.09, 300.0, 400.0)] == [
+        "0.02",
+        "0.03",
+        "0.05",
+        "",
+        "",
+        "300",
+        "",
+    ]
 
 
 def test_compress_with_residual_vq_of_scales_and_rotations(model_ply, tmp_path):
     """--rvq-stages: the .sdz stores scales and rotations as R-VQ indices, the fine-tune runs, and
     the viewer-ready PLY is the decoded scene."""
-    s = compress_model(model_ply, tmp_path / "c", None,
-                       CompressConfig(**{**FAST, "prune": 0.5, "rvq_stages": 2, "rvq_size": 16}))
+    s = compress_model(
+        model_ply, tmp_path / "c", None, CompressConfig(**{**FAST, "prune": 0.5, "rvq_stages": 2, "rvq_size": 16})
+    )
     info = s["stages"]["rvq"]
     assert info["stages"] == 2 and info["codebook_size_effective"] == 16 and info["loss"] is not None
     sections, meta = read_container(tmp_path / "c" / "model.sdz")

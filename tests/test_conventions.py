@@ -57,9 +57,14 @@ def private_uses(source: str, filename: str = "<string>") -> list[str]:
             func = node.func
             name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
             target, attr = node.args[0], node.args[1]
-            if (name in ("setattr", "getattr", "delattr", "hasattr") and isinstance(target, ast.Name)
-                    and target.id in bound and isinstance(attr, ast.Constant) and isinstance(attr.value, str)
-                    and _private(attr.value)):
+            if (
+                name in ("setattr", "getattr", "delattr", "hasattr")
+                and isinstance(target, ast.Name)
+                and target.id in bound
+                and isinstance(attr, ast.Constant)
+                and isinstance(attr.value, str)
+                and _private(attr.value)
+            ):
                 found.append((node.lineno, f"{name}({target.id}, {attr.value!r})"))
     return [f"{filename}:{line}: {what}" for line, what in sorted(set(found))]
 
@@ -71,18 +76,21 @@ def test_no_test_uses_a_private_name():
     assert not problems, "private splatdistill names used by tests:\n" + "\n".join(problems)
 
 
-@pytest.mark.parametrize("code", [
-    "from splatdistill.formats.spz import _frame_flip\n",
-    "from splatdistill.formats.spz import read_spz, _frame_flip as flip\n",
-    "def f():\n    from splatdistill.compress.pipeline import _fit\n",
-    "from splatdistill.formats import spz\nspz._frame_flip(1, 2, 3)\n",
-    "import splatdistill.formats.spz as spz\nx = spz._SH_SIGNS\n",
-    "import splatdistill.formats.spz\nsplatdistill.formats.spz._frame_flip\n",
-    "from splatdistill.formats import _private_module\n",
-    "from splatdistill.formats._private_module import thing\n",
-    "import splatdistill.cli as cli\ndef t(monkeypatch):\n    monkeypatch.setattr(cli, '_parse', None)\n",
-    "from splatdistill.scene.gaussians import GaussianScene\nGaussianScene._knn\n",
-])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "from splatdistill.formats.spz import _frame_flip\n",
+        "from splatdistill.formats.spz import read_spz, _frame_flip as flip\n",
+        "def f():\n    from splatdistill.compress.pipeline import _fit\n",
+        "from splatdistill.formats import spz\nspz._frame_flip(1, 2, 3)\n",
+        "import splatdistill.formats.spz as spz\nx = spz._SH_SIGNS\n",
+        "import splatdistill.formats.spz\nsplatdistill.formats.spz._frame_flip\n",
+        "from splatdistill.formats import _private_module\n",
+        "from splatdistill.formats._private_module import thing\n",
+        "import splatdistill.cli as cli\ndef t(monkeypatch):\n    monkeypatch.setattr(cli, '_parse', None)\n",
+        "from splatdistill.scene.gaussians import GaussianScene\nGaussianScene._knn\n",
+    ],
+)
 def test_a_private_name_is_found(code):
     problems = private_uses(code)
     assert len(problems) == 1, problems

@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import assert_close
 from splatdistill.data import colmap
 from splatdistill.data.dataset import detect_format, load_dataset
 from splatdistill.errors import UserError
-
-from helpers import assert_close
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LEGO = DATA / "nerf_synthetic" / "lego"
@@ -106,9 +105,14 @@ def test_beer_loads_as_colmap_undistorted(_cache):
     centers = np.stack([v.camera.center for v in ds.split("train") + ds.split("test")])
     assert np.allclose(centers.mean(0), 0, atol=1e-9)
     assert np.linalg.norm(centers, axis=1).max() == pytest.approx(1.0)
-    assert ds.extent == pytest.approx(1.1 * np.linalg.norm(
-        np.stack([v.camera.center for v in ds.split("train")]) - np.stack([v.camera.center for v in ds.split("train")]).mean(0),
-        axis=1).max())
+    assert ds.extent == pytest.approx(
+        1.1
+        * np.linalg.norm(
+            np.stack([v.camera.center for v in ds.split("train")])
+            - np.stack([v.camera.center for v in ds.split("train")]).mean(0),
+            axis=1,
+        ).max()
+    )
     assert not ds._memo and not _cache.exists()  # lazy: nothing decoded or cached yet
 
     model = colmap.read_model(BEER / "sparse" / "0")
@@ -118,7 +122,9 @@ def test_beer_loads_as_colmap_undistorted(_cache):
     def sample(img, xy):
         mx = xy[:, 0].astype(np.float32).reshape(-1, 1)
         my = xy[:, 1].astype(np.float32).reshape(-1, 1)
-        return np.stack([cv2.remap(np.ascontiguousarray(img[..., c]), mx, my, cv2.INTER_LINEAR)[:, 0] for c in range(3)], 1)
+        return np.stack(
+            [cv2.remap(np.ascontiguousarray(img[..., c]), mx, my, cv2.INTER_LINEAR)[:, 0] for c in range(3)], 1
+        )
 
     for v in ds.split("test")[:3]:
         cam = v.camera
@@ -219,7 +225,10 @@ def test_unsupported_camera_model_binary(tmp_path):
 
 def test_truncated_cameras_bin(tmp_path):
     sparse = tmp_path / "ds" / "sparse" / "0"
-    cams = [colmap.ColmapCamera(1, "OPENCV", 64, 48, np.arange(8.0)), colmap.ColmapCamera(2, "PINHOLE", 64, 48, np.arange(4.0))]
+    cams = [
+        colmap.ColmapCamera(1, "OPENCV", 64, 48, np.arange(8.0)),
+        colmap.ColmapCamera(2, "PINHOLE", 64, 48, np.arange(4.0)),
+    ]
     colmap.write_model(sparse, cams, [])
     data = (sparse / "cameras.bin").read_bytes()
     for cut in (3, 20, len(data) - 5):

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import assert_close
 from splatdistill.data import colmap
 from splatdistill.data.dataset import load_dataset
 from splatdistill.errors import UserError
-
-from helpers import assert_close
 
 PARAMS = {  # plausible parameters of each supported model for a 64x48 image
     "SIMPLE_PINHOLE": [60.0, 32.0, 24.0],
@@ -40,16 +39,28 @@ def _random_model(rng: np.random.Generator, n_images: int = 12):
         q = rng.standard_normal(4)
         q /= np.linalg.norm(q)
         n_pts = int(rng.integers(0, 6))
-        images.append(colmap.ColmapImage(
-            image_id=100 + 3 * i, qvec=q, tvec=rng.normal(0, 2, 3), camera_id=cameras[i % len(cameras)].camera_id,
-            name=f"img_{(i * 5) % n_images:03d}.png", xys=rng.uniform(0, 48, (n_pts, 2)),
-            point3D_ids=np.where(rng.random(n_pts) < 0.3, -1, rng.integers(1, 50, n_pts)),
-        ))
+        images.append(
+            colmap.ColmapImage(
+                image_id=100 + 3 * i,
+                qvec=q,
+                tvec=rng.normal(0, 2, 3),
+                camera_id=cameras[i % len(cameras)].camera_id,
+                name=f"img_{(i * 5) % n_images:03d}.png",
+                xys=rng.uniform(0, 48, (n_pts, 2)),
+                point3D_ids=np.where(rng.random(n_pts) < 0.3, -1, rng.integers(1, 50, n_pts)),
+            )
+        )
     m = 20
-    tracks = [[(int(rng.integers(100, 140)), int(rng.integers(0, 9))) for _ in range(int(rng.integers(0, 4)))] for _ in range(m)]
+    tracks = [
+        [(int(rng.integers(100, 140)), int(rng.integers(0, 9))) for _ in range(int(rng.integers(0, 4)))]
+        for _ in range(m)
+    ]
     points = colmap.ColmapPoints.from_arrays(
-        rng.normal(0, 3, (m, 3)), rng.integers(0, 256, (m, 3)), ids=rng.permutation(1000)[:m] + 1,
-        error=rng.random(m), tracks=tracks,
+        rng.normal(0, 3, (m, 3)),
+        rng.integers(0, 256, (m, 3)),
+        ids=rng.permutation(1000)[:m] + 1,
+        error=rng.random(m),
+        tracks=tracks,
     )
     return cameras, images, points
 
@@ -60,7 +71,8 @@ def test_roundtrip_exact(tmp_path, binary):
     cameras, images, points = _random_model(rng)
     colmap.write_model(tmp_path, cameras, images, points, binary=binary)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        f"{s}.{'bin' if binary else 'txt'}" for s in ("cameras", "images", "points3D"))
+        f"{s}.{'bin' if binary else 'txt'}" for s in ("cameras", "images", "points3D")
+    )
     model = colmap.read_model(tmp_path)
     assert set(model.cameras) == {c.camera_id for c in cameras}
     for c in cameras:
@@ -95,13 +107,7 @@ def test_quaternion_matrix_conversions():
 
 def test_images_txt_keeps_empty_point_lines(tmp_path):
     p = tmp_path / "images.txt"
-    p.write_text(
-        "# header\n"
-        "1 1 0 0 0 0 0 0 1 a b.png\n"
-        "\n"
-        "2 1 0 0 0 1 2 3 1 c.png\n"
-        "1.5 2.5 -1 3 4 7\n"
-    )
+    p.write_text("# header\n1 1 0 0 0 0 0 0 1 a b.png\n\n2 1 0 0 0 1 2 3 1 c.png\n1.5 2.5 -1 3 4 7\n")
     ims = colmap.read_images_text(p)
     assert ims[1].name == "a b.png" and ims[1].xys.shape == (0, 2)
     assert ims[2].tvec.tolist() == [1, 2, 3] and ims[2].point3D_ids.tolist() == [-1, 7]
@@ -123,7 +129,9 @@ def _write_dataset(root: Path, binary: bool, model: str = "OPENCV", n: int = 10,
         x /= np.linalg.norm(x)
         R = np.stack([x, np.cross(z, x), z])
         images.append(colmap.ColmapImage(i + 1, colmap.rotmat_to_qvec(R), -R @ eye, 1, f"{(7 * i) % n:04d}.png"))
-        img = cv2.resize(rng.integers(0, 256, (h // 4, w // 4, 3)).astype(np.uint8), (w, h), interpolation=cv2.INTER_CUBIC)
+        img = cv2.resize(
+            rng.integers(0, 256, (h // 4, w // 4, 3)).astype(np.uint8), (w, h), interpolation=cv2.INTER_CUBIC
+        )
         Image.fromarray(img).save(root / "images" / images[-1].name)
     pts = colmap.ColmapPoints.from_arrays(rng.normal([10, -4, 2], 1, (30, 3)), rng.integers(0, 256, (30, 3)))
     colmap.write_model(root / "sparse" / "0", [cam], images, pts, binary=binary)
@@ -240,7 +248,8 @@ def _write_llff(root: Path, n: int = 8, size=(256, 192), factors=(4, 8), seed: i
         Image.fromarray(np.broadcast_to(_llff_colour(k), (h, w, 3)).copy()).save(root / "images" / name, quality=95)
         for f in factors:
             Image.fromarray(np.broadcast_to(_llff_colour(k), (h // f, w // f, 3)).copy()).save(
-                root / f"images_{f}" / f"image{k:03d}.png")
+                root / f"images_{f}" / f"image{k:03d}.png"
+            )
     order = [i for i in rng.permutation(n) if i != unregistered]  # COLMAP may not register every image
     pts = colmap.ColmapPoints.from_arrays(rng.normal(0, 0.5, (200, 3)), rng.integers(0, 256, (200, 3)))
     colmap.write_model(root / "sparse" / "0", [cam], [images[i] for i in order], pts, binary=True)
@@ -268,9 +277,22 @@ def test_llff_layout_matches_images_n_by_sorted_order(tmp_path, capsys, factor):
         img = ds.image(v).numpy()  # the camera's own image
         assert_close(img * 255, np.broadcast_to(_llff_colour(k), img.shape), rtol=0, atol=0.51, what=v.image_path.name)
     # ... and the whole training command on it
-    code, out, err = run_cli(capsys, "train", tmp_path / "ds", "--out", tmp_path / f"run{factor}",
-                             "--downscale", factor, "--iterations", 6, "--init-points", 200,
-                             "--checkpoint-every", 1000, "--no-eval")
+    code, out, err = run_cli(
+        capsys,
+        "train",
+        tmp_path / "ds",
+        "--out",
+        tmp_path / f"run{factor}",
+        "--downscale",
+        factor,
+        "--iterations",
+        6,
+        "--init-points",
+        200,
+        "--checkpoint-every",
+        1000,
+        "--no-eval",
+    )
     assert code == 0, err
     assert (tmp_path / f"run{factor}" / "point_cloud.ply").is_file()
 

@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import assert_close
 from splatdistill.data import colmap
 from splatdistill.data.dataset import load_dataset
 from splatdistill.errors import UserError
-
-from helpers import assert_close
 
 
 @pytest.fixture(autouse=True)
@@ -44,8 +43,10 @@ def test_blender_rgba_composite_and_pose(tmp_path):
     Image.fromarray(rgba).save(root / "train" / "r_0.png")
     Image.fromarray(rgba[..., :3]).save(root / "train" / "r_1.jpg")  # explicit extension, no alpha
     eye = [0.5, -4.0, 1.5]
-    frames = [{"file_path": "./train/r_0", "transform_matrix": _c2w_gl(eye).tolist()},
-              {"file_path": "train/r_1.jpg", "transform_matrix": _c2w_gl([4, 0, 0])[:3].tolist()}]
+    frames = [
+        {"file_path": "./train/r_0", "transform_matrix": _c2w_gl(eye).tolist()},
+        {"file_path": "train/r_1.jpg", "transform_matrix": _c2w_gl([4, 0, 0])[:3].tolist()},
+    ]
     (root / "transforms_train.json").write_text(json.dumps({"camera_angle_x": 0.9, "frames": frames}))
     bg = (0.2, 0.4, 0.6)
     ds = load_dataset(root, background=bg)
@@ -74,10 +75,15 @@ def _write_nerfstudio(root: Path, n: int = 9, per_frame: bool = False, distortio
     frames = []
     for i in range(n):
         name = f"images/frame_{i:05d}.png"
-        img = cv2.resize(rng.integers(0, 256, (h // 3, w // 4, 3)).astype(np.uint8), (w, h), interpolation=cv2.INTER_CUBIC)
+        img = cv2.resize(
+            rng.integers(0, 256, (h // 3, w // 4, 3)).astype(np.uint8), (w, h), interpolation=cv2.INTER_CUBIC
+        )
         Image.fromarray(img).save(root / name)
         ang = 2 * np.pi * i / n
-        fr = {"file_path": name, "transform_matrix": _c2w_gl([3 * np.cos(ang) + 1, 3 * np.sin(ang) - 2, 0.7], (1, -2, 0)).tolist()}
+        fr = {
+            "file_path": name,
+            "transform_matrix": _c2w_gl([3 * np.cos(ang) + 1, 3 * np.sin(ang) - 2, 0.7], (1, -2, 0)).tolist(),
+        }
         if per_frame:
             fr.update({k: meta[k] for k in ("fl_x", "fl_y", "cx", "cy")})
         frames.append(fr)
@@ -113,8 +119,9 @@ def test_nerfstudio_matches_colmap_opencv(tmp_path, per_frame):
     colmap.write_model(root / "sparse" / "0", [cam], images)
     ref = load_dataset(root)
     for a, b in zip(ds.split("train") + ds.split("test"), ref.split("train") + ref.split("test")):
-        assert np.allclose([a.camera.fx, a.camera.fy, a.camera.cx, a.camera.cy],
-                           [b.camera.fx, b.camera.fy, b.camera.cx, b.camera.cy])
+        assert np.allclose(
+            [a.camera.fx, a.camera.fy, a.camera.cx, a.camera.cy], [b.camera.fx, b.camera.fy, b.camera.cx, b.camera.cy]
+        )
         assert np.allclose(a.camera.world_to_camera, b.camera.world_to_camera, atol=1e-9)
     assert np.allclose(ds.normalization.center, ref.normalization.center)
     assert np.array_equal(ds.image(ds.split("test")[1]).numpy(), ref.image(ref.split("test")[1]).numpy())

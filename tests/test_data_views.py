@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import ring_cameras
 from splatdistill.cameras.camera import Camera
 from splatdistill.cameras.views import (
     bounding_sphere,
@@ -16,8 +17,6 @@ from splatdistill.cameras.views import (
     pseudo_views,
     sphere_cameras,
 )
-
-from helpers import ring_cameras
 
 
 def _project(cam: Camera, x: np.ndarray) -> tuple[np.ndarray, float]:

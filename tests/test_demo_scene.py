@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import assert_close
 from splatdistill.cameras.camera import look_at
 from splatdistill.data.demo_scene import make_demo_scene
 from splatdistill.errors import UserError
-
-from helpers import assert_close
 
 RES, TRAIN, TEST = 32, 6, 3
 
@@ -29,8 +28,7 @@ def scene(tmp_path_factory):
 
 
 def all_files(root):
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file()}
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def images(root, split):
@@ -104,10 +102,10 @@ def test_poses_project_origin_to_centre(scene):
 
 
 def test_test_views_differ_from_train(scene):
-    train = [np.array(f["transform_matrix"]) for f in
-             json.loads((scene / "transforms_train.json").read_text())["frames"]]
-    test = [np.array(f["transform_matrix"]) for f in
-            json.loads((scene / "transforms_test.json").read_text())["frames"]]
+    train = [
+        np.array(f["transform_matrix"]) for f in json.loads((scene / "transforms_train.json").read_text())["frames"]
+    ]
+    test = [np.array(f["transform_matrix"]) for f in json.loads((scene / "transforms_test.json").read_text())["frames"]]
     for a in train:
         for b in test:
             assert np.linalg.norm(a[:3, 3] - b[:3, 3]) > 0.05

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_one_line_error, run_cli
 
+from conftest import assert_one_line_error, run_cli
 from splatdistill.data.dataset import load_dataset
-from splatdistill.ops.importance import accumulated_weights, importance, top_k_mask
 from splatdistill.distill.student import StudentConfig, StudentTrainer, prune_schedule
 from splatdistill.distill.targets import build_soft_targets, make_pseudo_cameras
+from splatdistill.ops.importance import accumulated_weights, importance, top_k_mask
 from splatdistill.render import render
 from splatdistill.scene.gaussians import GaussianScene
 
@@ -30,7 +30,6 @@ def toy_teacher(n=600, seed=0, shift=0.0):
 
 def test_accumulated_weights_equal_the_sum_of_alpha_times_transmittance(dataset):
     """The gradient trick against the dense reference's explicit weights."""
-    from splatdistill.render.projection import project
 
     scene = toy_teacher(40)
     cam = dataset.split("train")[0].camera.with_size(24, 24)
@@ -59,8 +58,17 @@ def test_soft_targets_are_the_weighted_mean_of_teacher_renders(dataset, tmp_path
     rb = render(b, [cams[1]], background=(1.0, 1.0, 1.0)).rgb[0].clamp(0, 1)
     assert torch.allclose(t.image(1), 0.75 * ra + 0.25 * rb, atol=2e-3)  # fp16 storage
     # spilled to disk when over the memory budget: same values
-    t2 = build_soft_targets([a, b], cams, 3, (1.0, 1.0, 1.0), "cpu", weights=[3.0, 1.0],
-                            memory_budget_mb=1e-3, spill_dir=tmp_path, progress=False)
+    t2 = build_soft_targets(
+        [a, b],
+        cams,
+        3,
+        (1.0, 1.0, 1.0),
+        "cpu",
+        weights=[3.0, 1.0],
+        memory_budget_mb=1e-3,
+        spill_dir=tmp_path,
+        progress=False,
+    )
     assert isinstance(t2.store, np.memmap)
     assert torch.allclose(t.image(2), t2.image(2), atol=2e-3)
 
@@ -78,20 +86,28 @@ def test_every_loss_term_passes_gradient_to_the_student(dataset, tmp_path):
     teacher = toy_teacher(800)
     train = [v.camera for v in dataset.split("train")]
     # the demo scene is RGBA: the default student trains on random backgrounds, on targets with alpha
-    targets = build_soft_targets([teacher, toy_teacher(800, seed=5)], train, len(train), dataset.background,
-                                 "cpu", progress=False, with_alpha=True)
+    targets = build_soft_targets(
+        [teacher, toy_teacher(800, seed=5)],
+        train,
+        len(train),
+        dataset.background,
+        "cpu",
+        progress=False,
+        with_alpha=True,
+    )
     cfg = StudentConfig(iterations=10, keep=0.5, struct="joint", lambda_struct=0.1, lambda_kd=0.4)
     st = StudentTrainer(dataset, targets, teacher, cfg, tmp_path / "student", "cpu", progress=False)
     st.params["means"].data += 0.05  # the student differs from the teacher, so the structure term is live
     terms = st.losses(0, True, 0, {})
     terms.pop("_mse")
     assert set(terms) == {"gt", "kd", "struct"}
-    expected = {"gt": ["means", "quats", "scales", "opacities", "sh0", "shN"],
-                "kd": ["means", "quats", "scales", "opacities", "sh0", "shN"],
-                "struct": ["means"]}
+    expected = {
+        "gt": ["means", "quats", "scales", "opacities", "sh0", "shN"],
+        "kd": ["means", "quats", "scales", "opacities", "sh0", "shN"],
+        "struct": ["means"],
+    }
     for name, term in terms.items():
-        grads = torch.autograd.grad(term, [st.params[k] for k in expected[name]], allow_unused=True,
-                                    retain_graph=True)
+        grads = torch.autograd.grad(term, [st.params[k] for k in expected[name]], allow_unused=True, retain_graph=True)
         for k, g in zip(expected[name], grads):
             assert g is not None and g.abs().sum() > 0, (name, k)
 
@@ -120,8 +136,24 @@ def test_importance_scores(dataset):
 def test_distill_pipeline_end_to_end(demo_scene_dir, tmp_path, capsys):
     from splatdistill.cli import main
 
-    code = main(["distill", str(demo_scene_dir), "--out", str(tmp_path / "d"), "--teacher-iterations", "60",
-                 "--iterations", "40", "--keep", "0.2", "--pseudo-views", "8", "--teacher-init-points", "1500"])
+    code = main(
+        [
+            "distill",
+            str(demo_scene_dir),
+            "--out",
+            str(tmp_path / "d"),
+            "--teacher-iterations",
+            "60",
+            "--iterations",
+            "40",
+            "--keep",
+            "0.2",
+            "--pseudo-views",
+            "8",
+            "--teacher-init-points",
+            "1500",
+        ]
+    )
     assert code == 0
     s = json.loads((tmp_path / "d" / "summary.json").read_text())
     assert [t["variant"] for t in s["teachers"]] == ["vanilla", "noise", "dropout"]
@@ -144,8 +176,24 @@ def test_distill_pipeline_end_to_end(demo_scene_dir, tmp_path, capsys):
     assert all(os.path.isfile(w) for w in words[2:-2])
     # the next call reuses the teachers
     mtime = (tmp_path / "d" / "teachers" / "vanilla" / "point_cloud.ply").stat().st_mtime
-    main(["distill", str(demo_scene_dir), "--out", str(tmp_path / "d"), "--teacher-iterations", "60",
-          "--iterations", "20", "--keep", "0.2", "--pseudo-views", "8", "--teacher-init-points", "1500"])
+    main(
+        [
+            "distill",
+            str(demo_scene_dir),
+            "--out",
+            str(tmp_path / "d"),
+            "--teacher-iterations",
+            "60",
+            "--iterations",
+            "20",
+            "--keep",
+            "0.2",
+            "--pseudo-views",
+            "8",
+            "--teacher-init-points",
+            "1500",
+        ]
+    )
     assert (tmp_path / "d" / "teachers" / "vanilla" / "point_cloud.ply").stat().st_mtime == mtime
 
 
@@ -163,12 +211,22 @@ def test_demo_runs_the_whole_pipeline_small(tmp_path, capsys):
     """What `make demo` runs, at a tiny size: scene, teachers, student, report, compressed package."""
     from splatdistill.demo import run_demo
 
-    s = run_demo(tmp_path / "demo", teacher_iterations=30, student_iterations=20, resolution=24,
-                 compress_iterations=4, train_views=12, test_views=3, init_points=800)
+    s = run_demo(
+        tmp_path / "demo",
+        teacher_iterations=30,
+        student_iterations=20,
+        resolution=24,
+        compress_iterations=4,
+        train_views=12,
+        test_views=3,
+        init_points=800,
+    )
     out = capsys.readouterr().out
     assert "| student |" in out and "compressed student" in out
     assert s["student"]["num_gaussians"] == round(0.12 * s["teachers"][0]["num_gaussians"])
-    assert s["compressed"]["output_bytes"] < (tmp_path / "demo" / "distill" / "student" / "point_cloud.ply").stat().st_size
+    assert (
+        s["compressed"]["output_bytes"] < (tmp_path / "demo" / "distill" / "student" / "point_cloud.ply").stat().st_size
+    )
     assert (tmp_path / "demo" / "compressed" / "model.sdz").exists()
 
 
@@ -180,8 +238,7 @@ def test_student_learned_gate_prunes_to_target_and_is_baked(dataset, tmp_path, p
     from splatdistill.formats.ply import read_ply
 
     teacher = toy_teacher(1000)
-    cfg = StudentConfig(iterations=12, keep=0.2, struct="none", lambda_kd=0.0, prune_steps=2,
-                        prune_policy=policy)
+    cfg = StudentConfig(iterations=12, keep=0.2, struct="none", lambda_kd=0.0, prune_steps=2, prune_policy=policy)
     st = StudentTrainer(dataset, None, teacher, cfg, tmp_path / "s", "cpu", progress=False)
     st._prune(0, 2)  # the first pruning step creates the gate
     assert st.policy is not None and st.policy.name == policy
@@ -215,14 +272,17 @@ def test_distill_cli_rejects_unknown_prune_policy(demo_scene_dir, tmp_path, caps
     assert not (tmp_path / "d").exists()
 
 
-@pytest.mark.parametrize("flags,needle", [
-    (["--keep", "1.5"], "--keep"),
-    (["--keep", "0"], "--keep"),
-    (["--target-gaussians", "0"], "--target-gaussians"),
-    (["--iterations", "0"], "--iterations"),
-    (["--teacher-iterations", "0"], "--teacher-iterations"),
-    (["--lambda-gt", "0", "--lambda-kd", "0"], "nothing to fit"),
-])
+@pytest.mark.parametrize(
+    "flags,needle",
+    [
+        (["--keep", "1.5"], "--keep"),
+        (["--keep", "0"], "--keep"),
+        (["--target-gaussians", "0"], "--target-gaussians"),
+        (["--iterations", "0"], "--iterations"),
+        (["--teacher-iterations", "0"], "--teacher-iterations"),
+        (["--lambda-gt", "0", "--lambda-kd", "0"], "nothing to fit"),
+    ],
+)
 def test_distill_rejects_bad_settings_before_training(demo_scene_dir, tmp_path, capsys, flags, needle):
     code, _, err = run_cli(capsys, "distill", demo_scene_dir, "--out", tmp_path / "d", *flags)
     assert_one_line_error(code, err, needle)
@@ -241,7 +301,8 @@ def test_teacher_wall_time_adds_up_resumed_segments(tmp_path):
     assert teacher_wall_s(ply) is None  # no log
     rows = [(10, 1.0), (20, 2.5), (30, 1.5), (40, 4.0)]  # killed after 2.5 s, resumed for 4.0 s
     (tmp_path / "train_log.jsonl").write_text(
-        "\n".join(json.dumps({"iteration": i, "elapsed_s": e}) for i, e in rows) + "\n")
+        "\n".join(json.dumps({"iteration": i, "elapsed_s": e}) for i, e in rows) + "\n"
+    )
     assert teacher_wall_s(ply) == pytest.approx(6.5)
 
 
@@ -250,8 +311,9 @@ def test_kd_on_pseudo_views_only(dataset, tmp_path):
     teacher = toy_teacher(400)
     train = [v.camera for v in dataset.split("train")]
     cams = train + make_pseudo_cameras(train, 4, dataset.extent, seed=0)
-    targets = build_soft_targets([teacher], cams, len(train), dataset.background, "cpu", progress=False,
-                                 with_alpha=True)
+    targets = build_soft_targets(
+        [teacher], cams, len(train), dataset.background, "cpu", progress=False, with_alpha=True
+    )
     cfg = StudentConfig(iterations=5, keep=0.5, struct="none", kd_views="pseudo", lambda_kd=0.4)
     st = StudentTrainer(dataset, targets, teacher, cfg, tmp_path / "s", "cpu", progress=False)
     on_train = st.losses(0, True, 0, {})
@@ -268,8 +330,15 @@ def test_student_resumes_after_a_crash_to_the_same_result(dataset, tmp_path, mon
     """A student killed mid-run continues from its newest checkpoint and ends where an uninterrupted
     run ends; a finished run leaves no checkpoints behind."""
     teacher = toy_teacher(600)
-    cfg = StudentConfig(iterations=30, keep=0.3, struct="none", lambda_kd=0.0, prune_steps=3,
-                        prune_policy="confidence", checkpoint_every=10)
+    cfg = StudentConfig(
+        iterations=30,
+        keep=0.3,
+        struct="none",
+        lambda_kd=0.0,
+        prune_steps=3,
+        prune_policy="confidence",
+        checkpoint_every=10,
+    )
     ref, _ = StudentTrainer(dataset, None, teacher, cfg, tmp_path / "ref", "cpu", progress=False).run()
     assert not (tmp_path / "ref" / "ckpt").exists()
 
@@ -312,8 +381,13 @@ def test_ablation_trains_same_budget_students_and_writes_the_table(dataset, tmp_
     cfg = StudentConfig(iterations=6, keep=0.2, prune_steps=2)
     s = run_distill(dataset, tmp_path / "d", teachers=plys, cfg=cfg, n_pseudo=4, ablation=True, progress=False)
     # the default student is ground truth only; the teacher rows get the paper's teacher weight
-    assert set(s["ablation"]) == {"ground truth only (student)", "one teacher", "three teachers",
-                                  "three teachers + joint", "three teachers, pseudo views only"}
+    assert set(s["ablation"]) == {
+        "ground truth only (student)",
+        "one teacher",
+        "three teachers",
+        "three teachers + joint",
+        "three teachers, pseudo views only",
+    }
     budget = round(0.2 * 500)
     for row in [*s["ablation"].values(), s["student"]]:
         assert row["num_gaussians"] == budget and np.isfinite(row["psnr"])

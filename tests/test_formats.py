@@ -14,13 +14,13 @@ import torch
 
 from conftest import assert_one_line_error, run_cli
 from helpers import assert_close, random_scene
-from splatdistill.formats.morton import morton_order
 from splatdistill.errors import UserError
-from splatdistill.formats.compressed_ply import read_compressed_ply, write_compressed_ply
-from splatdistill.formats.sog import kmeans_1d, read_sog, write_sog
+from splatdistill.formats.compressed_ply import write_compressed_ply
 from splatdistill.formats.io import load_model, save_model
-from splatdistill.scene.gaussians import GaussianScene
+from splatdistill.formats.morton import morton_order
 from splatdistill.formats.ply import ply_info, read_ply, write_ply
+from splatdistill.formats.sog import kmeans_1d, read_sog, write_sog
+from splatdistill.scene.gaussians import GaussianScene
 
 SH_C0 = 0.28209479177387814
 
@@ -62,8 +62,9 @@ def test_compressed_ply_round_trip(tmp_path, degree):
     assert_close(back.scales, want.scales, rtol=0, atol=0.5 * 6.0 / 1023 + 1e-5, what="scales")
     color = lambda s: s.sh0 * SH_C0 + 0.5  # noqa: E731
     assert_close(color(back), color(want), rtol=0, atol=0.5 * (3 * SH_C0) / 255 + 1e-6, what="colour")
-    assert_close(torch.sigmoid(back.opacities), torch.sigmoid(want.opacities), rtol=0, atol=0.5 / 255 + 1e-6,
-                 what="alpha")
+    assert_close(
+        torch.sigmoid(back.opacities), torch.sigmoid(want.opacities), rtol=0, atol=0.5 / 255 + 1e-6, what="alpha"
+    )
     assert quat_angle(back.quats, want.quats).max() < 0.01  # 10 bits per smallest-three component
     if degree:
         assert_close(back.shN, want.shN, rtol=0, atol=8 / 256 + 1e-6, what="shN")  # byte = trunc((v/8 + 1/2) 256)
@@ -140,8 +141,9 @@ def test_sog_round_trip(tmp_path, degree):
     lrange = 2 * math.log1p(3.0)
     assert_close(back.means, want.means, rtol=0, atol=0.5 * lrange / 65535 * 4 + 1e-5, what="means")
     assert quat_angle(back.quats, want.quats).max() < 0.03  # 8 bits per smallest-three component
-    assert_close(torch.sigmoid(back.opacities), torch.sigmoid(want.opacities), rtol=0, atol=0.5 / 255 + 1e-6,
-                 what="alpha")
+    assert_close(
+        torch.sigmoid(back.opacities), torch.sigmoid(want.opacities), rtol=0, atol=0.5 / 255 + 1e-6, what="alpha"
+    )
     # 256-entry codebooks: every decoded value is a codebook entry, close to the original
     assert (back.scales - want.scales).abs().max() < 0.05
     assert (back.sh0 - want.sh0).abs().max() < 0.03
@@ -171,9 +173,12 @@ def test_sog_errors(tmp_path):
     (tmp_path / "d" / "quats.webp").unlink()
     with pytest.raises(UserError, match="quats.webp"):
         read_sog(tmp_path / "d")
-    for name, m in [("v1", {k: v for k, v in meta.items() if k != "version"}),
-                    ("v9", dict(meta, version=9)), ("count", dict(meta, count=10 ** 6)),
-                    ("codebook", dict(meta, scales={"codebook": [1, 2], "files": ["scales.webp"]}))]:
+    for _name, m in [
+        ("v1", {k: v for k, v in meta.items() if k != "version"}),
+        ("v9", dict(meta, version=9)),
+        ("count", dict(meta, count=10**6)),
+        ("codebook", dict(meta, scales={"codebook": [1, 2], "files": ["scales.webp"]})),
+    ]:
         (tmp_path / "d" / "meta.json").write_text(json.dumps(m))
         with pytest.raises(UserError):
             read_sog(tmp_path / "d")
@@ -240,8 +245,23 @@ def test_render_and_eval_take_every_format(tmp_path, capsys, demo_scene_dir):
         save_model(load_model(tmp_path / name), tmp_path / f"{name}.plain.ply")
         imgs = []
         for src in (name, f"{name}.plain.ply"):
-            code, _, err = run_cli(capsys, "render", tmp_path / src, "--out", tmp_path / f"r_{src}", "--orbit", 1,
-                                   "--width", 24, "--height", 24, "--backend", "cpu", "--device", "cpu")
+            code, _, err = run_cli(
+                capsys,
+                "render",
+                tmp_path / src,
+                "--out",
+                tmp_path / f"r_{src}",
+                "--orbit",
+                1,
+                "--width",
+                24,
+                "--height",
+                24,
+                "--backend",
+                "cpu",
+                "--device",
+                "cpu",
+            )
             assert code == 0, err
             pngs = sorted((tmp_path / f"r_{src}").glob("*.png"))
             assert len(pngs) == 1
@@ -251,8 +271,19 @@ def test_render_and_eval_take_every_format(tmp_path, capsys, demo_scene_dir):
     for src in ("sogdir", "sogdir.plain.ply"):
         if src.endswith(".ply"):
             save_model(load_model(tmp_path / "sogdir"), tmp_path / src)
-        code, out, err = run_cli(capsys, "eval", tmp_path / src, "--data", demo_scene_dir, "--device", "cpu",
-                                 "--backend", "cpu", "--no-lpips", "--json")
+        code, out, err = run_cli(
+            capsys,
+            "eval",
+            tmp_path / src,
+            "--data",
+            demo_scene_dir,
+            "--device",
+            "cpu",
+            "--backend",
+            "cpu",
+            "--no-lpips",
+            "--json",
+        )
         assert code == 0, err
         imgs.append(json.loads(out.strip().splitlines()[-1]))
     a, b = imgs[-2], imgs[-1]
@@ -266,9 +297,24 @@ def test_compress_takes_other_formats_keeps_the_flag_and_spz_version(tmp_path, c
     scene = make_scene(n=400, degree=2, extent=0.5)
     scene.antialiased = True
     write_compressed_ply(scene, tmp_path / "in.compressed.ply")
-    code, _, err = run_cli(capsys, "compress", tmp_path / "in.compressed.ply", "--out", tmp_path / "out",
-                           "--iterations", 2, "--views", 2, "--resolution", 16, "--no-lpips",
-                           "--device", "cpu", "--spz-version", 3)
+    code, _, err = run_cli(
+        capsys,
+        "compress",
+        tmp_path / "in.compressed.ply",
+        "--out",
+        tmp_path / "out",
+        "--iterations",
+        2,
+        "--views",
+        2,
+        "--resolution",
+        16,
+        "--no-lpips",
+        "--device",
+        "cpu",
+        "--spz-version",
+        3,
+    )
     assert code == 0, err
     assert read_spz_header(tmp_path / "out" / "model.spz").version == 3
     for name in ("model.sdz", "model.ply", "model.spz"):

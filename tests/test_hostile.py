@@ -22,16 +22,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from splatdistill.formats.ply import write_ply
-
 from conftest import REPO, assert_one_line_error, run_cli
 from helpers import random_scene
+from splatdistill.formats.ply import write_ply
 
 TINY = dict(resolution=24, train_views=4, test_views=2, seed=0)
 TRAIN = ["--iterations", "40", "--init-points", "200", "--no-eval"]
 # the teacher term on (--lambda-kd 0.4), so every stage of a distillation runs: teachers, soft targets, student
-DISTILL = ["--iterations", "6", "--teacher-iterations", "12", "--teacher-init-points", "100", "--pseudo-views", "2",
-           "--device", "cpu", "--lambda-kd", "0.4"]
+DISTILL = [
+    "--iterations",
+    "6",
+    "--teacher-iterations",
+    "12",
+    "--teacher-init-points",
+    "100",
+    "--pseudo-views",
+    "2",
+    "--device",
+    "cpu",
+    "--lambda-kd",
+    "0.4",
+]
 COMPRESS = ["--iterations", "6", "--views", "4", "--resolution", "16", "--no-lpips", "--device", "cpu"]
 
 
@@ -87,14 +98,23 @@ def nerfstudio(ws: W, tmp: Path, frame=None, **top) -> Path:
     d = tmp / "ns"
     (d / "images").mkdir(parents=True, exist_ok=True)
     shutil.copy(ws.png, d / "images" / "a.png")
-    doc = {"fl_x": 30.0, "fl_y": 30.0, "cx": 12.0, "cy": 12.0, "w": 24, "h": 24, **top,
-           "frames": [frame or {"file_path": "images/a.png", "transform_matrix": np.eye(4).tolist()}]}
+    doc = {
+        "fl_x": 30.0,
+        "fl_y": 30.0,
+        "cx": 12.0,
+        "cy": 12.0,
+        "w": 24,
+        "h": 24,
+        **top,
+        "frames": [frame or {"file_path": "images/a.png", "transform_matrix": np.eye(4).tolist()}],
+    }
     _write(d / "transforms.json", json.dumps(doc))
     return d
 
 
-def colmap(w: W, tmp: Path, cameras="1 PINHOLE 24 24 30 30 12 12\n", images="1 1 0 0 0 0 0 4 1 a.png\n\n",
-           points="") -> Path:
+def colmap(
+    w: W, tmp: Path, cameras="1 PINHOLE 24 24 30 30 12 12\n", images="1 1 0 0 0 0 0 4 1 a.png\n\n", points=""
+) -> Path:
     d = tmp / "colmap"
     (d / "images").mkdir(parents=True, exist_ok=True)
     shutil.copy(w.png, d / "images" / "a.png")
@@ -139,14 +159,14 @@ def bad_ply(w: W, tmp: Path, kind: str) -> Path:
     if kind == "nan":
         raw = bytearray(data)
         h = raw.index(b"end_header\n") + 11
-        raw[h: h + 4] = np.float32(np.nan).tobytes()
+        raw[h : h + 4] = np.float32(np.nan).tobytes()
         return _write(p, bytes(raw))
     raise ValueError(kind)
 
 
 def bad_spz(w: W, tmp: Path, kind: str) -> Path:
-    from splatdistill.formats.spz import write_spz
     from splatdistill.formats.ply import read_ply
+    from splatdistill.formats.spz import write_spz
 
     good = tmp / "good.spz"
     write_spz(read_ply(w.model), good)
@@ -165,8 +185,8 @@ def bad_spz(w: W, tmp: Path, kind: str) -> Path:
 
 
 def bad_sdz(w: W, tmp: Path, kind: str) -> Path:
-    from splatdistill.formats.sdz import save_sdz
     from splatdistill.formats.ply import read_ply
+    from splatdistill.formats.sdz import save_sdz
 
     good = tmp / "good.sdz"
     save_sdz(read_ply(w.model), good)
@@ -192,7 +212,11 @@ def _a(*args):
 CASES = [
     # flags tyro rejects: one line, choices listed, nearest flag suggested
     ("float_for_int", _a("train", S, "--out", "o", "--downscale", "3.5"), ["--downscale", "integer", "3.5"]),
-    ("bad_choice_background", _a("train", S, "--out", "o", "--background", "nonsense"), ["nonsense", "dataset, random"]),
+    (
+        "bad_choice_background",
+        _a("train", S, "--out", "o", "--background", "nonsense"),
+        ["nonsense", "dataset, random"],
+    ),
     ("bad_choice_backend", _a("render", M, "--out", "o", "--backend", "foo"), ["--backend", "foo", "gsplat"]),
     ("bad_choice_device", _a("eval", M, "--data", S, "--device", "tpu"), ["--device", "tpu", "cuda"]),
     ("bad_choice_quality", _a("compress", M, "--out", "o", "--quality", "ultra"), ["--quality", "ultra", "balanced"]),
@@ -237,8 +261,11 @@ CASES = [
     ("distill_out_is_file", lambda w, t: ["distill", w.scene, "--out", file_at(t)], ["afile", "not a folder"]),
     ("compress_out_is_file", lambda w, t: ["compress", w.model, "--out", file_at(t)], ["afile"]),
     ("scene_out_under_file", lambda w, t: ["make-scene", file_at(t) / "s"], ["afile", "not a folder"]),
-    ("eval_out_under_file", lambda w, t: ["eval", w.model, "--data", w.scene, "--out", file_at(t) / "m.json"],
-     ["afile", "not a folder"]),
+    (
+        "eval_out_under_file",
+        lambda w, t: ["eval", w.model, "--data", w.scene, "--out", file_at(t) / "m.json"],
+        ["afile", "not a folder"],
+    ),
     ("eval_out_is_dir", lambda w, t: ["eval", w.model, "--data", w.scene, "--out", t], ["is a folder"]),
     ("convert_to_dir", lambda w, t: ["convert", w.model, t], ["is a folder"]),
     ("convert_under_file", lambda w, t: ["convert", w.model, file_at(t) / "x.ply"], ["afile"]),
@@ -262,38 +289,73 @@ CASES = [
     # datasets: transforms.json (nerfstudio / blender), COLMAP, images
     ("ns_width_zero", lambda w, t: ["info", nerfstudio(w, t, w=0)], ["transforms.json", "1x1"]),
     ("ns_focal_zero", lambda w, t: ["info", nerfstudio(w, t, fl_x=0, fl_y=0)], ["transforms.json", "focal"]),
-    ("ns_angle_zero", lambda w, t: ["info", nerfstudio(w, t, fl_x=None, fl_y=None, camera_angle_x=0)],
-     ["transforms.json", "camera_angle_x"]),
+    (
+        "ns_angle_zero",
+        lambda w, t: ["info", nerfstudio(w, t, fl_x=None, fl_y=None, camera_angle_x=0)],
+        ["transforms.json", "camera_angle_x"],
+    ),
     ("ns_focal_text", lambda w, t: ["info", nerfstudio(w, t, fl_x="wide")], ["transforms.json", "fl_x"]),
-    ("ns_malformed_json", lambda w, t: ["info", _write(nerfstudio(w, t) / "transforms.json", "{\"frames\": [") and t / "ns"],
-     ["transforms.json", "JSON"]),
-    ("ns_matrix_nan", lambda w, t: ["info", nerfstudio(w, t, frame={"file_path": "images/a.png",
-                                                                     "transform_matrix": [[float("nan")] * 4] * 4})],
-     ["transforms.json", "transform_matrix"]),
-    ("ns_frame_without_matrix", lambda w, t: ["info", nerfstudio(w, t, frame={"file_path": "images/a.png"})],
-     ["transforms.json", "transform_matrix"]),
+    (
+        "ns_malformed_json",
+        lambda w, t: ["info", _write(nerfstudio(w, t) / "transforms.json", '{"frames": [') and t / "ns"],
+        ["transforms.json", "JSON"],
+    ),
+    (
+        "ns_matrix_nan",
+        lambda w, t: [
+            "info",
+            nerfstudio(w, t, frame={"file_path": "images/a.png", "transform_matrix": [[float("nan")] * 4] * 4}),
+        ],
+        ["transforms.json", "transform_matrix"],
+    ),
+    (
+        "ns_frame_without_matrix",
+        lambda w, t: ["info", nerfstudio(w, t, frame={"file_path": "images/a.png"})],
+        ["transforms.json", "transform_matrix"],
+    ),
     ("blender_no_frames", lambda w, t: ["info", blender(w, t, lambda d: d.pop("frames"))], ["transforms_train.json"]),
-    ("blender_angle_zero", lambda w, t: ["info", blender(w, t, lambda d: d.update(camera_angle_x=0))],
-     ["transforms_train.json", "camera_angle_x"]),
-    ("blender_singular_matrix", lambda w, t: ["info", blender(w, t, lambda d: d["frames"][0].update(
-        transform_matrix=[[0.0] * 4] * 4))], ["transforms_train.json", "singular"]),
+    (
+        "blender_angle_zero",
+        lambda w, t: ["info", blender(w, t, lambda d: d.update(camera_angle_x=0))],
+        ["transforms_train.json", "camera_angle_x"],
+    ),
+    (
+        "blender_singular_matrix",
+        lambda w, t: ["info", blender(w, t, lambda d: d["frames"][0].update(transform_matrix=[[0.0] * 4] * 4))],
+        ["transforms_train.json", "singular"],
+    ),
     ("colmap_fisheye", lambda w, t: ["info", colmap(w, t, cameras="1 FISHEYE 24 24 30 12 12 0\n")], ["FISHEYE"]),
-    ("colmap_camera_text", lambda w, t: ["info", colmap(w, t, cameras="1 PINHOLE wide 24 30 30 12 12\n")],
-     ["cameras.txt"]),
-    ("colmap_missing_camera_id", lambda w, t: ["info", colmap(w, t, images="1 1 0 0 0 0 0 4 7 a.png\n\n")],
-     ["images.txt"]),
+    (
+        "colmap_camera_text",
+        lambda w, t: ["info", colmap(w, t, cameras="1 PINHOLE wide 24 30 30 12 12\n")],
+        ["cameras.txt"],
+    ),
+    (
+        "colmap_missing_camera_id",
+        lambda w, t: ["info", colmap(w, t, images="1 1 0 0 0 0 0 4 7 a.png\n\n")],
+        ["images.txt"],
+    ),
     ("colmap_truncated_bin", lambda w, t: ["info", _bin_colmap(w, t)], ["cameras.bin"]),
     ("image_missing", lambda w, t: ["info", _dataset_with(w, t, "missing")], ["r_1.png"]),
     ("image_garbage", lambda w, t: ["info", _dataset_with(w, t, "garbage")], ["r_1.png"]),
     ("image_empty", lambda w, t: ["info", _dataset_with(w, t, "empty")], ["r_1.png"]),
     ("dataset_missing", lambda w, t: ["train", t / "nothing", "--out", t / "o", *TRAIN], ["nothing"]),
     ("split_missing", lambda w, t: ["eval", w.model, "--data", w.scene, "--split", "nope", "--no-lpips"], ["nope"]),
-    ("cameras_json_malformed", lambda w, t: ["render", w.model, "--out", t / "r", "--cameras", _write(t / "c.json", "[")],
-     ["c.json"]),
-    ("cameras_json_width_zero", lambda w, t: ["render", w.model, "--out", t / "r", "--cameras", _cameras(t, width=0)],
-     ["cameras.json", "1x1"]),
-    ("cameras_json_focal_zero", lambda w, t: ["render", w.model, "--out", t / "r", "--cameras", _cameras(t, fx=0.0)],
-     ["cameras.json", "focal"]),
+    (
+        "cameras_json_malformed",
+        lambda w, t: ["render", w.model, "--out", t / "r", "--cameras", _write(t / "c.json", "[")],
+        ["c.json"],
+    ),
+    (
+        "cameras_json_width_zero",
+        lambda w, t: ["render", w.model, "--out", t / "r", "--cameras", _cameras(t, width=0)],
+        ["cameras.json", "1x1"],
+    ),
+    (
+        "cameras_json_focal_zero",
+        lambda w, t: ["render", w.model, "--out", t / "r", "--cameras", _cameras(t, fx=0.0)],
+        ["cameras.json", "focal"],
+    ),
     ("metrics_missing", lambda w, t: ["metrics", t / "a.png", w.png], ["a.png"]),
     ("metrics_size_mismatch", lambda w, t: ["metrics", w.png, _small_png(t)], ["small.png"]),
     ("metrics_folder_vs_file", lambda w, t: ["metrics", w.scene / "train", w.png], ["r_0.png"]),
@@ -370,8 +432,9 @@ def test_os_errors_mid_run_are_one_line(capsys, w, tmp_path, monkeypatch, err_no
     orig = images.save_png
     monkeypatch.setattr(images, "save_png", failing_save)
     out = tmp_path / "r"
-    code, _, err = run_cli(capsys, "render", w.model, "--out", out, "--orbit", "3", "--width", "8", "--height", "8",
-                           "--backend", "cpu")
+    code, _, err = run_cli(
+        capsys, "render", w.model, "--out", out, "--orbit", "3", "--width", "8", "--height", "8", "--backend", "cpu"
+    )
     assert_one_visible_error(code, err, "0001_orbit_0001.png", os.strerror(err_no).lower())
     assert not (out / "0001_orbit_0001.png").exists()
     assert not list(out.glob("*.tmp")) and not (out / ".splatdistill.lock").exists()
@@ -382,9 +445,13 @@ def test_fallback_flattens_tyro_boxes(capsys, monkeypatch):
     import splatdistill.cli as cli
 
     monkeypatch.setattr(cli, "parse_error_message", lambda event, args: None)
-    for args, needle in ((["train", "x", "--out", "y", "--downscale", "3.5"], "3.5"),
-                         (["render", "m", "--out", "o", "--backend", "foo"], "foo"),
-                         (["info", "x", "--jsn"], "--jsn"), (["train", "x"], "--out"), ([], "info")):
+    for args, needle in (
+        (["train", "x", "--out", "y", "--downscale", "3.5"], "3.5"),
+        (["render", "m", "--out", "o", "--backend", "foo"], "foo"),
+        (["info", "x", "--jsn"], "--jsn"),
+        (["train", "x"], "--out"),
+        ([], "info"),
+    ):
         code, _, err = run_cli(capsys, *args)
         assert_one_line_error(code, err, needle)
         assert not set(err) & set("╭╮╰╯│"), err
@@ -418,8 +485,9 @@ def test_json_is_strict_everywhere(capsys, w, tmp_path):
 
 def test_eval_labels_the_split_it_measured(capsys, w, tmp_path):
     m = tmp_path / "m.json"
-    code, out, err = run_cli(capsys, "eval", w.model, "--data", w.scene, "--split", "val", "--no-lpips",
-                             "--backend", "cpu", "--out", m)
+    code, out, err = run_cli(
+        capsys, "eval", w.model, "--data", w.scene, "--split", "val", "--no-lpips", "--backend", "cpu", "--out", m
+    )
     assert code == 0, err
     assert out.startswith("val PSNR") and "test" not in out
     assert strict_json(m.read_text())["split"] == "val"
@@ -459,17 +527,49 @@ def test_a_held_lock_refuses_and_a_stale_one_is_taken_over(capsys, w, tmp_path):
 
 def test_train_refuses_a_folder_holding_an_earlier_run(capsys, w, tmp_path):
     out = tmp_path / "t"
-    assert run_cli(capsys, "train", w.scene, "--out", out, "--iterations", "10", "--checkpoint-every", "5",
-                   "--init-points", "100", "--no-eval")[0] == 0
+    assert (
+        run_cli(
+            capsys,
+            "train",
+            w.scene,
+            "--out",
+            out,
+            "--iterations",
+            "10",
+            "--checkpoint-every",
+            "5",
+            "--init-points",
+            "100",
+            "--no-eval",
+        )[0]
+        == 0
+    )
     old = sorted(p.name for p in (out / "ckpt").iterdir())
-    code, _, err = run_cli(capsys, "train", w.scene, "--out", out, "--iterations", "30", "--init-points", "100",
-                           "--no-eval")
+    code, _, err = run_cli(
+        capsys, "train", w.scene, "--out", out, "--iterations", "30", "--init-points", "100", "--no-eval"
+    )
     assert_one_line_error(code, err, str(out), "--resume", "--overwrite")
     assert sorted(p.name for p in (out / "ckpt").iterdir()) == old
-    code, _, err = run_cli(capsys, "train", w.scene, "--out", out, "--iterations", "6", "--checkpoint-every", "2",
-                           "--init-points", "100", "--no-eval", "--overwrite")
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        w.scene,
+        "--out",
+        out,
+        "--iterations",
+        "6",
+        "--checkpoint-every",
+        "2",
+        "--init-points",
+        "100",
+        "--no-eval",
+        "--overwrite",
+    )
     assert code == 0, err
-    assert sorted(p.name for p in (out / "ckpt").iterdir()) == ["ckpt_0000004.pt", "ckpt_0000006.pt"]  # none of the old run
+    assert sorted(p.name for p in (out / "ckpt").iterdir()) == [
+        "ckpt_0000004.pt",
+        "ckpt_0000006.pt",
+    ]  # none of the old run
     log = [json.loads(l)["iteration"] for l in (out / "train_log.jsonl").read_text().splitlines()]
     assert log[-1] == 6 and log == sorted(log)
 
@@ -515,14 +615,28 @@ def test_read_only_outputs_and_read_only_teachers(w, tmp_path):
         "compress": ["compress", str(w.model), "--out", str(ro / "c")],
         "eval": ["eval", str(w.model), "--data", ds, "--out", str(ro / "m.json")],
         "make_scene": ["make-scene", str(ro / "s")],
-        "distill_teachers": ["distill", ds, "--out", str(tmp_path / "d"), "--teachers",
-                             *[str(teachers / v) for v in ("vanilla", "noise", "dropout")], *DISTILL],
+        "distill_teachers": [
+            "distill",
+            ds,
+            "--out",
+            str(tmp_path / "d"),
+            "--teachers",
+            *[str(teachers / v) for v in ("vanilla", "noise", "dropout")],
+            *DISTILL,
+        ],
     }
-    mount = (f"mount --bind {ro} {ro} && mount -o remount,bind,ro {ro} && "
-             f"mount --bind {teachers} {teachers} && mount -o remount,bind,ro {teachers} && ")
+    mount = (
+        f"mount --bind {ro} {ro} && mount -o remount,bind,ro {ro} && "
+        f"mount --bind {teachers} {teachers} && mount -o remount,bind,ro {teachers} && "
+    )
     env = _env()
-    r = subprocess.run(["unshare", "-rm", "sh", "-c", mount + f'exec "{sys.executable}" -c "$0" "$1"',
-                        _RO_SCRIPT, json.dumps(cases)], capture_output=True, text=True, env=env, timeout=600)
+    r = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", mount + f'exec "{sys.executable}" -c "$0" "$1"', _RO_SCRIPT, json.dumps(cases)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(r.stdout.strip().splitlines()[-1])
     for name in cases:
@@ -538,12 +652,21 @@ def test_read_only_outputs_and_read_only_teachers(w, tmp_path):
 
 # --- closed pipes --------------------------------------------------------------------------------------------
 def _env():
-    return {**os.environ, "PYTHONPATH": str(REPO / "src"), }
+    return {
+        **os.environ,
+        "PYTHONPATH": str(REPO / "src"),
+    }
 
 
 def test_closed_pipe_is_quiet(w):
-    r = subprocess.run(f'"{sys.executable}" -m splatdistill info "{w.model}" --json | head -c1', shell=True,
-                       capture_output=True, text=True, env=_env(), timeout=300)
+    r = subprocess.run(
+        f'"{sys.executable}" -m splatdistill info "{w.model}" --json | head -c1',
+        shell=True,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
     assert r.stdout == "{" and r.stderr == "", r.stderr
 
 
@@ -558,7 +681,9 @@ def _quiet_init(self, *a, **k):  # progress bars off: stderr then holds only the
     _init(self, *a, **k)
 tqdm.std.tqdm.__init__ = _quiet_init
 """
-_FAULT = _QUIET + r"""
+_FAULT = (
+    _QUIET
+    + r"""
 import importlib, os, signal, sys
 mod, name, when, nth, sig = sys.argv[1:6]
 m = importlib.import_module(mod)
@@ -578,12 +703,18 @@ setattr(owner, attr, patched)
 from splatdistill.cli import main
 sys.exit(main(sys.argv[6:]))
 """
+)
 
 
 def run_with_fault(target: str, when: str, nth: int, sig: str, *args) -> subprocess.CompletedProcess:
     mod, name = target.split(":")
-    return subprocess.run([sys.executable, "-c", _FAULT, mod, name, when, str(nth), sig, *map(str, args)],
-                          capture_output=True, text=True, env=_env(), timeout=600)
+    return subprocess.run(
+        [sys.executable, "-c", _FAULT, mod, name, when, str(nth), sig, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=600,
+    )
 
 
 def assert_interrupted(r: subprocess.CompletedProcess, out: Path) -> None:
@@ -595,12 +726,36 @@ def assert_interrupted(r: subprocess.CompletedProcess, out: Path) -> None:
 
 def test_train_kill_9_concurrent_job_and_resume(capsys, w, tmp_path):
     out = tmp_path / "t"
-    args = ["train", w.scene, "--out", out, "--iterations", "60", "--checkpoint-every", "10", "--init-points", "200",
-            "--no-eval"]
+    args = [
+        "train",
+        w.scene,
+        "--out",
+        out,
+        "--iterations",
+        "60",
+        "--checkpoint-every",
+        "10",
+        "--init-points",
+        "200",
+        "--no-eval",
+    ]
     # the first job stops itself (SIGSTOP) after its second checkpoint: it still holds the lock
-    proc = subprocess.Popen([sys.executable, "-c", _FAULT, "splatdistill.train.checkpoint", "save_checkpoint",
-                             "after", "2", "SIGSTOP", *map(str, args)], env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _FAULT,
+            "splatdistill.train.checkpoint",
+            "save_checkpoint",
+            "after",
+            "2",
+            "SIGSTOP",
+            *map(str, args),
+        ],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 300
         while time.time() < deadline and not (out / "ckpt" / "ckpt_0000020.pt").exists():
@@ -669,8 +824,9 @@ def test_distill_kill_9_at_each_stage_boundary_equals_an_uninterrupted_run(capsy
     assert a == b
     assert student.read_bytes() == (ref / "student" / "point_cloud.ply").read_bytes()
     for v in ("vanilla", "noise", "dropout"):
-        assert (out / "teachers" / v / "point_cloud.ply").read_bytes() == \
-            (ref / "teachers" / v / "point_cloud.ply").read_bytes()
+        assert (out / "teachers" / v / "point_cloud.ply").read_bytes() == (
+            ref / "teachers" / v / "point_cloud.ply"
+        ).read_bytes()
     # other settings into the same folder: refused, unless --resume (teachers reused) or --overwrite
     code, _, err = run_cli(capsys, *args, "--out", out, "--keep", "0.5")
     assert_one_line_error(code, err, str(out), "--resume", "--overwrite")
@@ -678,8 +834,17 @@ def test_distill_kill_9_at_each_stage_boundary_equals_an_uninterrupted_run(capsy
 
 def test_compress_kill_9_and_sigint_leave_no_partial_outputs(capsys, w, tmp_path):
     out = tmp_path / "c"
-    tf = run_with_fault("splatdistill.compress.trainingfree:importance_scores", "before", 1, "SIGINT",
-                        "compress", w.model, "--out", tmp_path / "tf", *COMPRESS)  # the default without data
+    tf = run_with_fault(
+        "splatdistill.compress.trainingfree:importance_scores",
+        "before",
+        1,
+        "SIGINT",
+        "compress",
+        w.model,
+        "--out",
+        tmp_path / "tf",
+        *COMPRESS,
+    )  # the default without data
     assert tf.returncode == 130 and "Traceback" not in tf.stderr, tf.stderr[-2000:]
     assert visible_lines(tf.stderr)[-1] == "splatdistill: interrupted"  # after its stage progress lines
     assert not (tmp_path / "tf").exists() or not list((tmp_path / "tf").rglob("model*"))
@@ -695,8 +860,9 @@ def test_compress_kill_9_and_sigint_leave_no_partial_outputs(capsys, w, tmp_path
     assert {"model.sdz", "model.ply", "model.spz", "summary.json"} <= {p.name for p in out.iterdir()}
     assert not (out / ".incomplete").exists()
     strict_json((out / "summary.json").read_text())
-    code, _, err = run_cli(capsys, "compress", w.model, "--out", out, *COMPRESS, "--no-training-free",
-                           "--quality", "small")
+    code, _, err = run_cli(
+        capsys, "compress", w.model, "--out", out, *COMPRESS, "--no-training-free", "--quality", "small"
+    )
     assert_one_line_error(code, err, str(out), "--overwrite")
 
 

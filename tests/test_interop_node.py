@@ -26,14 +26,13 @@ import numpy as np
 import pytest
 import torch
 
-from splatdistill.formats.spz import read_spz, read_spz_header, write_spz
-from splatdistill.formats.compressed_ply import write_compressed_ply
-from splatdistill.formats.sog import write_sog
-from splatdistill.formats.io import load_model
-from splatdistill.scene.gaussians import GaussianScene
-from splatdistill.formats.ply import read_ply, write_ply
-
 from helpers import assert_close, random_scene
+from splatdistill.formats.compressed_ply import write_compressed_ply
+from splatdistill.formats.io import load_model
+from splatdistill.formats.ply import read_ply, write_ply
+from splatdistill.formats.sog import write_sog
+from splatdistill.formats.spz import read_spz, read_spz_header, write_spz
+from splatdistill.scene.gaussians import GaussianScene
 
 # splat-transform 3.x needs Node >= 22; 2.7.1 runs on Node 20 and has SPZ v4 (Niantic's library)
 NPM_PACKAGES = ["@playcanvas/splat-transform@2.7.1", "@spz-loader/core@0.3.1"]
@@ -71,8 +70,12 @@ def tools():
     if not (ok and st_cli.exists() and loader.exists()):
         root.mkdir(parents=True, exist_ok=True)
         try:
-            r = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", str(root), *NPM_PACKAGES],
-                               capture_output=True, text=True, timeout=600)
+            r = subprocess.run(
+                [npm, "install", "--no-audit", "--no-fund", "--prefix", str(root), *NPM_PACKAGES],
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
         except subprocess.TimeoutExpired:
             pytest.skip("npm install of splat-transform / @spz-loader/core timed out")
         if r.returncode != 0 or not st_cli.exists() or not loader.exists():
@@ -83,8 +86,13 @@ def tools():
 
 
 def splat_transform(tools, *args, cwd: Path) -> None:
-    r = subprocess.run([tools["node"], str(tools["st"]), "-q", "-w", *map(str, args)], cwd=cwd,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [tools["node"], str(tools["st"]), "-q", "-w", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, f"splat-transform {' '.join(map(str, args))} failed:\n{r.stderr[-2000:]}"
 
 
@@ -93,17 +101,27 @@ def niantic_decode(tools, path: Path, frame: str = "RDF") -> dict:
     script = path.parent / "spz_decode.mjs"
     script.write_text(SPZ_LOADER_JS)
     out = path.with_suffix(".niantic.bin")
-    r = subprocess.run([tools["node"], str(script), str(tools["loader"]), str(path), str(out), frame],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [tools["node"], str(script), str(tools["loader"]), str(path), str(out), frame],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     head = json.loads(Path(str(out) + ".json").read_text())
     n, k = head["numPoints"], (head["shDegree"] + 1) ** 2 - 1
     buf, o = np.fromfile(out, dtype="<f4").astype(np.float64), 0
     arrays = {}
-    for name, shape in [("means", (n, 3)), ("scales", (n, 3)), ("quats", (n, 4)), ("alpha", (n,)),
-                        ("color", (n, 3)), ("shN", (n, k, 3))]:
+    for name, shape in [
+        ("means", (n, 3)),
+        ("scales", (n, 3)),
+        ("quats", (n, 4)),
+        ("alpha", (n,)),
+        ("color", (n, 3)),
+        ("shN", (n, k, 3)),
+    ]:
         size = int(np.prod(shape))
-        arrays[name] = buf[o:o + size].reshape(shape)
+        arrays[name] = buf[o : o + size].reshape(shape)
         o += size
     arrays["scales"] = np.log(arrays["scales"])
     arrays["quats"] = np.roll(arrays["quats"], 1, axis=1)  # xyzw -> wxyz
@@ -118,8 +136,9 @@ def make_model(n=1000, degree=3, seed=0) -> GaussianScene:
     return scene
 
 
-def assert_same(ours: GaussianScene, theirs: GaussianScene, *, tol=2e-6, alpha_tol=0.25 / 255 + 1e-6,
-                rot_tol=1e-6, what=""):
+def assert_same(
+    ours: GaussianScene, theirs: GaussianScene, *, tol=2e-6, alpha_tol=0.25 / 255 + 1e-6, rot_tol=1e-6, what=""
+):
     """The same Gaussians, in the same order, up to float32 rounding; alpha within a quarter 8-bit
     step (a byte of 0 or 255 decodes to +-inf in their decoders, a finite logit in ours)."""
     assert len(ours) == len(theirs) and ours.sh_degree == theirs.sh_degree, what
@@ -152,14 +171,19 @@ def test_niantic_decoder_reads_our_spz(tools, tmp_path, degree, version):
         ours = read_spz(path)
         assert theirs["antialiased"] is True
         for k in ("means", "scales", "sh0", "shN"):
-            np.testing.assert_allclose(theirs[k], getattr(ours, k).double().numpy().reshape(theirs[k].shape),
-                                       atol=2e-6, err_msg=f"v{version} {k}")
+            np.testing.assert_allclose(
+                theirs[k],
+                getattr(ours, k).double().numpy().reshape(theirs[k].shape),
+                atol=2e-6,
+                err_msg=f"v{version} {k}",
+            )
         unit = lambda q: q / np.linalg.norm(q, axis=1, keepdims=True)  # noqa: E731
         dots = (unit(theirs["quats"]) * unit(ours.quats.double().numpy())).sum(1)
         assert np.abs(np.abs(dots) - 1).max() < 1e-5
         # (byte 255 / 0 decode to alpha 1 / 0 there, a quarter step inside here)
-        np.testing.assert_allclose(theirs["alpha"], torch.sigmoid(ours.opacities.double()).numpy(),
-                                   atol=0.25 / 255 + 1e-6)
+        np.testing.assert_allclose(
+            theirs["alpha"], torch.sigmoid(ours.opacities.double()).numpy(), atol=0.25 / 255 + 1e-6
+        )
         if degree == 3:  # and the file's raw (RUB) values are ours after the flip y, z -> -y, -z
             raw = niantic_decode(tools, path, "UNSPECIFIED")
             np.testing.assert_allclose(raw["means"], theirs["means"] * [1, -1, -1], atol=1e-6)

@@ -93,8 +93,10 @@ def test_imports_only_downward(path):
             bad.append(f"{path.name}:{line} imports {target}: not a known layer")
         elif RANK[unit] >= RANK[own]:
             kind = "a peer" if RANK[unit] == RANK[own] else "a higher layer"
-            bad.append(f"{path.relative_to(PACKAGE)}:{line} imports {target} ({kind}: {unit} is on row "
-                       f"{RANK[unit]}, {own} on row {RANK[own]})")
+            bad.append(
+                f"{path.relative_to(PACKAGE)}:{line} imports {target} ({kind}: {unit} is on row "
+                f"{RANK[unit]}, {own} on row {RANK[own]})"
+            )
     assert not bad, "\n".join(bad)
 
 

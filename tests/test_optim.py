@@ -6,11 +6,9 @@ import math
 import pytest
 import torch
 
-from splatdistill.ops.optim import (AtSteps, ExponentialDecay, Hook, PolicyHook, adam, fit, make_params, remove,
-                                    scene_of)
-from splatdistill.ops.policies import make_policy
-
 from helpers import box_scene
+from splatdistill.ops.optim import AtSteps, ExponentialDecay, Hook, PolicyHook, adam, fit, make_params, remove, scene_of
+from splatdistill.ops.policies import make_policy
 
 
 class Recorder(Hook):
@@ -42,6 +40,7 @@ def quadratic(target):
 
     def loss_fn(step, batch):
         return ((params["x"] - batch) ** 2).sum(), {"step": step}
+
     return params, opts, loss_fn
 
 
@@ -56,8 +55,7 @@ def test_fit_runs_the_hooks_in_order_at_each_step():
         return torch.ones(4)
 
     hooks = [Recorder("a", log, params), Recorder("b", log, params)]
-    fit(params, opts, 3, pick, loss_fn, hooks, schedules={"x": ExponentialDecay(0.1, 0.5)}, start=1,
-        progress=False)
+    fit(params, opts, 3, pick, loss_fn, hooks, schedules={"x": ExponentialDecay(0.1, 0.5)}, start=1, progress=False)
     assert picked == [1, 2]
     points = ["pre_forward", "batch", "pre_backward", "pre_optimize", "post_backward"]
     expected = []
@@ -70,18 +68,34 @@ def test_fit_runs_the_hooks_in_order_at_each_step():
 def test_at_steps_calls_before_the_batch_of_its_steps_only():
     params, opts, loss_fn = quadratic(torch.ones(4))
     log = []
-    fit(params, opts, 6, lambda s: log.append(("pick", s)) or torch.ones(4), loss_fn,
-        [AtSteps({0: "first", 4: "second"}, lambda v: log.append(("at", v)))], progress=False)
-    assert log == [("at", "first"), ("pick", 0), ("pick", 1), ("pick", 2), ("pick", 3), ("at", "second"),
-                   ("pick", 4), ("pick", 5)]
+    fit(
+        params,
+        opts,
+        6,
+        lambda s: log.append(("pick", s)) or torch.ones(4),
+        loss_fn,
+        [AtSteps({0: "first", 4: "second"}, lambda v: log.append(("at", v)))],
+        progress=False,
+    )
+    assert log == [
+        ("at", "first"),
+        ("pick", 0),
+        ("pick", 1),
+        ("pick", 2),
+        ("pick", 3),
+        ("at", "second"),
+        ("pick", 4),
+        ("pick", 5),
+    ]
 
 
 def test_fit_on_a_tiny_problem_decreases_the_loss_and_reports_the_last_one():
     target = torch.tensor([1.0, -2.0, 0.5, 3.0])
     params, opts, loss_fn = quadratic(target)
     losses = []
-    last = fit(params, opts, 200, lambda s: target, loss_fn, progress=False,
-               on_step=lambda s, loss, info: losses.append(loss))
+    last = fit(
+        params, opts, 200, lambda s: target, loss_fn, progress=False, on_step=lambda s, loss, info: losses.append(loss)
+    )
     assert len(losses) == 200 and last == losses[-1]
     assert losses[-1] < 1e-3 * losses[0]
     torch.testing.assert_close(params["x"].detach(), target, atol=0.05, rtol=0)
@@ -98,8 +112,7 @@ def test_remove_keeps_the_survivors_params_and_adam_state():
             p.grad = torch.randn(p.shape, generator=g)
         for o in opts.values():
             o.step()
-    before = {k: (p.detach().clone(), {s: v.clone() for s, v in opts[k].state[p].items()})
-              for k, p in params.items()}
+    before = {k: (p.detach().clone(), {s: v.clone() for s, v in opts[k].state[p].items()}) for k, p in params.items()}
     stats = {"grad2d": torch.arange(50.0), "scene_scale": 2.0}
     mask = torch.zeros(50, dtype=torch.bool)
     mask[[0, 7, 8, 49]] = True

@@ -9,11 +9,10 @@ import plyfile
 import pytest
 import torch
 
-from splatdistill.errors import UserError
-from splatdistill.scene.gaussians import GaussianScene
-from splatdistill.formats.ply import ply_info, property_names, read_ply, write_ply
-
 from helpers import random_scene
+from splatdistill.errors import UserError
+from splatdistill.formats.ply import ply_info, property_names, read_ply, write_ply
+from splatdistill.scene.gaussians import GaussianScene
 
 
 def assert_bit_equal(a: GaussianScene, b: GaussianScene) -> None:
@@ -25,8 +24,9 @@ def assert_bit_equal(a: GaussianScene, b: GaussianScene) -> None:
         assert torch.equal(x.contiguous().view(torch.int32), y.contiguous().view(torch.int32)), name
 
 
-def inria_array(scene: GaussianScene, extra: dict | None = None, dtypes: dict | None = None,
-                order: list[str] | None = None) -> np.ndarray:
+def inria_array(
+    scene: GaussianScene, extra: dict | None = None, dtypes: dict | None = None, order: list[str] | None = None
+) -> np.ndarray:
     """The vertex records as the Inria ``save_ply`` builds them (plyfile, 'f4'), plus extras."""
     p = scene.numpy()
     n = len(scene)
@@ -48,8 +48,9 @@ def inria_array(scene: GaussianScene, extra: dict | None = None, dtypes: dict | 
     return arr
 
 
-def write_foreign(path, arr: np.ndarray, text: bool = False, byte_order: str = "<",
-                  elements: list | None = None) -> None:
+def write_foreign(
+    path, arr: np.ndarray, text: bool = False, byte_order: str = "<", elements: list | None = None
+) -> None:
     el = plyfile.PlyElement.describe(arr, "vertex")
     plyfile.PlyData(list(elements or []) + [el], text=text, byte_order=byte_order).write(str(path))
 
@@ -125,8 +126,11 @@ def one_warning(capsys, *fragments) -> str:
 def test_extra_properties_warn(tmp_path, capsys):
     scene = random_scene(30, 2, wide=True)
     n = len(scene)
-    extra = {"filter_3D": np.full(n, np.nan, np.float32),  # NaN in an ignored property is fine
-             "normal": np.ones(n, np.float32), "red": np.full(n, 200, np.uint8)}
+    extra = {
+        "filter_3D": np.full(n, np.nan, np.float32),  # NaN in an ignored property is fine
+        "normal": np.ones(n, np.float32),
+        "red": np.full(n, 200, np.uint8),
+    }
     order = ["red", "filter_3D"] + list(inria_array(scene).dtype.names)[::-1] + ["normal"]
     write_foreign(tmp_path / "x.ply", inria_array(scene, extra, order=order))
     with warnings.catch_warnings():
@@ -144,8 +148,10 @@ def test_other_elements_and_lists(tmp_path, capsys):
     face = np.empty(2, dtype=[("vertex_indices", "O")])
     face["vertex_indices"] = [np.array([0, 1, 2], np.int32), np.array([2, 3, 4], np.int32)]
     meta = np.array([(1.5,)], dtype=[("v", "<f8")])
-    els = [plyfile.PlyElement.describe(meta, "meta"),
-           plyfile.PlyElement.describe(face, "face", val_types={"vertex_indices": "int32"})]
+    els = [
+        plyfile.PlyElement.describe(meta, "meta"),
+        plyfile.PlyElement.describe(face, "face", val_types={"vertex_indices": "int32"}),
+    ]
     write_foreign(tmp_path / "f.ply", inria_array(scene), elements=els)
     back = read_ply(tmp_path / "f.ply")
     one_warning(capsys, "face")
@@ -213,8 +219,9 @@ def test_truncated_ascii(tmp_path):
         read_ply(tmp_path / "a.ply")
 
 
-@pytest.mark.parametrize("prop,value", [("scale_1", np.nan), ("f_rest_7", np.inf),
-                                        ("opacity", np.nan), ("x", np.nan), ("scale_0", -np.inf)])
+@pytest.mark.parametrize(
+    "prop,value", [("scale_1", np.nan), ("f_rest_7", np.inf), ("opacity", np.nan), ("x", np.nan), ("scale_0", -np.inf)]
+)
 def test_nan_names_property(tmp_path, prop, value):
     scene = random_scene(40, 1, wide=True)
     arr = inria_array(scene)
@@ -258,9 +265,14 @@ def test_antialiased_comment(tmp_path):
     assert back.antialiased
     assert_bit_equal(scene, back)
     data = (tmp_path / "plain.ply").read_bytes()
-    for comments, want in [(["antialiased 1"], True), (["ANTIALIASED 0"], False),
-                           (["splatrendermode: MIP"], True), (["SplatRenderMode: mip", "antialiased 0"], False),
-                           (["antialiased 1", "SplatRenderMode: default"], False), (["made by x"], False)]:
+    for comments, want in [
+        (["antialiased 1"], True),
+        (["ANTIALIASED 0"], False),
+        (["splatrendermode: MIP"], True),
+        (["SplatRenderMode: mip", "antialiased 0"], False),
+        (["antialiased 1", "SplatRenderMode: default"], False),
+        (["made by x"], False),
+    ]:
         extra = "".join(f"comment {c}\n" for c in comments).encode()
         (tmp_path / "c.ply").write_bytes(data.replace(b"element vertex", extra + b"element vertex", 1))
         assert read_ply(tmp_path / "c.ply").antialiased is want, comments
@@ -316,8 +328,9 @@ def test_not_a_ply_and_missing_file(tmp_path):
         read_ply(tmp_path / "empty.ply")
     with pytest.raises(UserError, match="directory"):
         read_ply(tmp_path)
-    (tmp_path / "bad.ply").write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 2\n"
-                                       b"property floaty x\nend_header\n")
+    (tmp_path / "bad.ply").write_bytes(
+        b"ply\nformat binary_little_endian 1.0\nelement vertex 2\nproperty floaty x\nend_header\n"
+    )
     with pytest.raises(UserError, match="property line"):
         read_ply(tmp_path / "bad.ply")
 
@@ -325,8 +338,9 @@ def test_not_a_ply_and_missing_file(tmp_path):
 def test_no_vertex_element(tmp_path):
     arr = np.zeros(3, dtype=[("packed_position", "<u4")])
     chunk = np.zeros(1, dtype=[("min_x", "<f4")])
-    plyfile.PlyData([plyfile.PlyElement.describe(chunk, "chunk"),
-                     plyfile.PlyElement.describe(arr, "points")]).write(str(tmp_path / "c.ply"))
+    plyfile.PlyData([plyfile.PlyElement.describe(chunk, "chunk"), plyfile.PlyElement.describe(arr, "points")]).write(
+        str(tmp_path / "c.ply")
+    )
     with pytest.raises(UserError, match="no 'vertex' element") as e:
         read_ply(tmp_path / "c.ply")
     assert "compressed" in str(e.value)

@@ -10,12 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import assert_close, look_at_camera, random_scene
 from splatdistill.cameras.camera import Camera
 from splatdistill.render import render
 from splatdistill.scene.gaussians import GaussianScene
-
-from helpers import assert_close, look_at_camera, random_scene
-
 
 # anisotropic Gaussians of 0.01 to 0.4 around the origin, in view of ``make_camera``
 scene_in_view = partial(random_scene, extent=1.2, log_scales=(-4.6, -0.9), sh0=1.4, shN=0.5)
@@ -24,21 +22,26 @@ scene_in_view = partial(random_scene, extent=1.2, log_scales=(-4.6, -0.9), sh0=1
 def add_special_gaussians(scene: GaussianScene, cam: Camera) -> GaussianScene:
     """Behind the camera, off screen, sub-pixel, screen-filling Gaussians, in front of ``cam``."""
     c2w = cam.camera_to_world
-    pts_cam = np.array([
-        [0.0, 0.0, -1.0],  # behind the camera
-        [0.3, 0.1, 0.005],  # nearer than the near plane
-        [50.0, 0.0, 2.0],  # far off screen
-        [0.01, -0.02, 2.5],  # sub-pixel
-        [0.0, 0.0, 1.5],  # screen-filling
-        [0.2, 0.2, 2.0],  # overlapping the screen-filling one
-    ])
+    pts_cam = np.array(
+        [
+            [0.0, 0.0, -1.0],  # behind the camera
+            [0.3, 0.1, 0.005],  # nearer than the near plane
+            [50.0, 0.0, 2.0],  # far off screen
+            [0.01, -0.02, 2.5],  # sub-pixel
+            [0.0, 0.0, 1.5],  # screen-filling
+            [0.2, 0.2, 2.0],  # overlapping the screen-filling one
+        ]
+    )
     pts = (c2w[:3, :3] @ pts_cam.T).T + c2w[:3, 3]
     sc = np.log(np.array([[0.1] * 3, [0.1] * 3, [0.2] * 3, [1e-4] * 3, [3.0, 2.0, 0.5], [0.3, 0.05, 0.1]]))
     n = len(pts)
     extra = GaussianScene(
-        torch.tensor(pts, dtype=torch.float32), torch.randn(n, 4, generator=torch.Generator().manual_seed(7)),
-        torch.tensor(sc, dtype=torch.float32), torch.tensor([2.0, 2.0, 2.0, 3.0, -1.0, 0.5]),
-        torch.rand(n, 1, 3) - 0.5, torch.zeros(n, scene.shN.shape[1], 3),
+        torch.tensor(pts, dtype=torch.float32),
+        torch.randn(n, 4, generator=torch.Generator().manual_seed(7)),
+        torch.tensor(sc, dtype=torch.float32),
+        torch.tensor([2.0, 2.0, 2.0, 3.0, -1.0, 0.5]),
+        torch.rand(n, 1, 3) - 0.5,
+        torch.zeros(n, scene.shN.shape[1], 3),
     )
     return GaussianScene.concat([scene, extra])
 
@@ -160,8 +163,9 @@ def test_default_strategy_densifies_on_cpu_backend():
     scene.params["opacities"][:20] = -8.0  # nearly transparent: pruned
     params = torch.nn.ParameterDict({k: torch.nn.Parameter(v.clone()) for k, v in scene.items()})
     optimizers = {k: torch.optim.Adam([params[k]], lr=1e-3) for k in params}
-    strategy = DefaultStrategy(refine_start_iter=0, refine_every=1, grow_grad2d=1e-9, reset_every=10_000,
-                               prune_opa=0.005, verbose=False)
+    strategy = DefaultStrategy(
+        refine_start_iter=0, refine_every=1, grow_grad2d=1e-9, reset_every=10_000, prune_opa=0.005, verbose=False
+    )
     strategy.check_sanity(params, optimizers)
     state = strategy.initialize_state()
     target = torch.rand(1, 64, 64, 3)
@@ -184,8 +188,7 @@ def test_gsplat_matches_cpu():
     scene = scene_in_view(300, 3, seed=3)
     w = torch.rand(1, 48, 64, 3)
     cpu, g_cpu = render_and_grad(scene, [cam], "cpu", torch.tensor([[0.2, 0.4, 0.6]]), w)
-    gpu, g_gpu = render_and_grad(scene.to("cuda"), [cam], "gsplat", torch.tensor([[0.2, 0.4, 0.6]]).cuda(),
-                                 w.cuda())
+    gpu, g_gpu = render_and_grad(scene.to("cuda"), [cam], "gsplat", torch.tensor([[0.2, 0.4, 0.6]]).cuda(), w.cuda())
     assert_close(gpu.rgb, cpu.rgb, rtol=0, atol=1e-4, what="rgb")
     assert_close(gpu.alpha, cpu.alpha, rtol=0, atol=1e-4, what="alpha")
     assert_grads_close({k: v.cpu() for k, v in g_gpu.items()}, g_cpu, 1e-2)
@@ -205,8 +208,10 @@ def test_kernels_are_cached_on_disk(tmp_path):
         "print(sum(K.rasterize_forward.stats.cache_hits.values()))\n"
     )
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
-    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
-            for _ in range(2)]
+    runs = [
+        subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+        for _ in range(2)
+    ]
     for r in runs:
         assert r.returncode == 0, r.stderr
     assert any(tmp_path.rglob("*.nbi"))
@@ -345,9 +350,14 @@ def test_antialiased_keeps_a_small_gaussians_integral():
     total = {}
     for std_px in (0.2, 8.0):
         s = std_px * z / cam.fx  # world scale giving that pixel std
-        one = GaussianScene(torch.tensor([[0.0, 0.0, z]]), torch.tensor([[1.0, 0.0, 0.0, 0.0]]),
-                            torch.full((1, 3), math.log(s)), torch.tensor([math.log(o / (1 - o))]),
-                            torch.zeros(1, 1, 3), torch.zeros(1, 0, 3))
+        one = GaussianScene(
+            torch.tensor([[0.0, 0.0, z]]),
+            torch.tensor([[1.0, 0.0, 0.0, 0.0]]),
+            torch.full((1, 3), math.log(s)),
+            torch.tensor([math.log(o / (1 - o))]),
+            torch.zeros(1, 1, 3),
+            torch.zeros(1, 0, 3),
+        )
         for aa in (False, True):
             for backend in ("cpu", "reference"):
                 out = render(_aa(one, aa), [cam], backend=backend)
@@ -355,7 +365,7 @@ def test_antialiased_keeps_a_small_gaussians_integral():
     for std_px in (0.2, 8.0):
         for aa in (False, True):
             assert abs(total[(std_px, aa, "cpu")] - total[(std_px, aa, "reference")]) <= 1e-4
-    var = 0.2 ** 2
+    var = 0.2**2
     classic, anti = total[(0.2, False, "cpu")], total[(0.2, True, "cpu")]
     assert anti < 0.2 * classic
     # the renderer's 1/255 cut-off drops the tail beyond sigma = ln(255 o rho) (rho the compensation)
@@ -376,8 +386,7 @@ def test_gsplat_matches_cpu_antialiased():
     scene = _aa(scene)
     w = torch.rand(1, 48, 64, 3)
     cpu, g_cpu = render_and_grad(scene, [cam], "cpu", torch.tensor([[0.2, 0.4, 0.6]]), w)
-    gpu, g_gpu = render_and_grad(scene.to("cuda"), [cam], "gsplat", torch.tensor([[0.2, 0.4, 0.6]]).cuda(),
-                                 w.cuda())
+    gpu, g_gpu = render_and_grad(scene.to("cuda"), [cam], "gsplat", torch.tensor([[0.2, 0.4, 0.6]]).cuda(), w.cuda())
     plain = render(_aa(scene, False).to("cuda"), [cam], backend="gsplat", background=(0.2, 0.4, 0.6))
     assert (plain.rgb.cpu() - gpu.rgb.cpu()).abs().max() > 1e-2
     assert_close(gpu.rgb, cpu.rgb, rtol=0, atol=1e-4, what="rgb")

@@ -13,8 +13,8 @@ import torch
 
 from conftest import assert_one_line_error, run_cli
 from splatdistill.formats.io import load_model
-from splatdistill.scene.gaussians import GaussianScene
 from splatdistill.formats.ply import read_ply, write_ply
+from splatdistill.scene.gaussians import GaussianScene
 
 DEGREES = [0, 1, 2, 3]
 N = 300  # enough for the colour VQ of every preset to run (>= 32 VQ'd Gaussians after pruning)
@@ -23,8 +23,7 @@ N = 300  # enough for the colour VQ of every preset to run (>= 32 VQ'd Gaussians
 def tiny_model(degree: int, n: int = N, seed: int = 0) -> GaussianScene:
     """Random anisotropic Gaussians in the demo scene's box, with non-zero SH bands of ``degree``."""
     g = torch.Generator().manual_seed(100 * degree + seed)
-    s = GaussianScene.random_in_box(n, [-0.7] * 3, [0.7] * 3, sh_degree=degree, seed=degree + seed,
-                                    init_opacity=0.6)
+    s = GaussianScene.random_in_box(n, [-0.7] * 3, [0.7] * 3, sh_degree=degree, seed=degree + seed, init_opacity=0.6)
     s.params["shN"] = torch.randn(s.shN.shape, generator=g) * 0.2
     s.params["quats"] = torch.randn(n, 4, generator=g)
     s.params["scales"] = s.scales + torch.randn(n, 3, generator=g) * 0.3
@@ -45,8 +44,7 @@ def models(tmp_path_factory) -> dict[int, Path]:
 def tiny_scene(tmp_path_factory) -> Path:
     from splatdistill.data.demo_scene import make_demo_scene
 
-    return make_demo_scene(tmp_path_factory.mktemp("tiny_scene"), resolution=32, train_views=6, test_views=2,
-                           seed=1)
+    return make_demo_scene(tmp_path_factory.mktemp("tiny_scene"), resolution=32, train_views=6, test_views=2, seed=1)
 
 
 def info_json(capsys, path) -> dict:
@@ -81,6 +79,7 @@ def test_info_convert_render_eval(models, tiny_scene, tmp_path, capsys, degree):
             for k, v in ref.items():
                 assert torch.equal(v, b.params[k]), k
         else:  # lossy, reordered: the sorted values of each channel stay close to the original's
+
             def close(x, y, tol):
                 x, y = x.reshape(N, -1).numpy(), y.reshape(N, -1).numpy()
                 assert np.abs(np.sort(x, 0) - np.sort(y, 0)).max() < tol
@@ -88,16 +87,31 @@ def test_info_convert_render_eval(models, tiny_scene, tmp_path, capsys, degree):
             close(b.means, ref.means, 2e-2)
             close(b.activated_opacities(), ref.activated_opacities(), 2e-2)
             close(b.sh0, ref.sh0, 5e-2)
-    code, out, err = run_cli(capsys, "render", src, "--out", tmp_path / "orbit", "--orbit", 2, "--width", 24,
-                             "--height", 16, "--device", "cpu")
+    code, out, err = run_cli(
+        capsys,
+        "render",
+        src,
+        "--out",
+        tmp_path / "orbit",
+        "--orbit",
+        2,
+        "--width",
+        24,
+        "--height",
+        16,
+        "--device",
+        "cpu",
+    )
     assert code == 0, err
     assert len(list((tmp_path / "orbit").glob("*.png"))) == 2
-    code, out, err = run_cli(capsys, "render", tmp_path / "m.sdz", "--out", tmp_path / "views", "--data",
-                             tiny_scene, "--device", "cpu")
+    code, out, err = run_cli(
+        capsys, "render", tmp_path / "m.sdz", "--out", tmp_path / "views", "--data", tiny_scene, "--device", "cpu"
+    )
     assert code == 0, err
     assert len(list((tmp_path / "views").glob("*.png"))) == 2
-    code, out, err = run_cli(capsys, "eval", tmp_path / "m.spz", "--data", tiny_scene, "--no-lpips", "--json",
-                             "--device", "cpu")
+    code, out, err = run_cli(
+        capsys, "eval", tmp_path / "m.spz", "--data", tiny_scene, "--no-lpips", "--json", "--device", "cpu"
+    )
     assert code == 0, err
     m = json.loads(out)
     assert m["num_gaussians"] == N and m["psnr"] > 0
@@ -106,21 +120,47 @@ def test_info_convert_render_eval(models, tiny_scene, tmp_path, capsys, degree):
 # (input degree, preset, --sh-degree or None: the preset's, capped at the input's, R-VQ stages).
 # Every preset on every input degree, every --sh-degree 0..3, and the residual VQ on SH 0 and SH 3.
 COMPRESS_RUNS = [
-    (0, "high", None, 0), (0, "balanced", 0, 2), (0, "small", None, 0),
-    (1, "high", 0, 0), (1, "balanced", None, 0), (1, "small", 1, 0),
-    (2, "high", None, 0), (2, "balanced", 0, 0), (2, "small", 1, 0),
-    (3, "high", 0, 0), (3, "balanced", 1, 0), (3, "small", 2, 2), (3, "high", 3, 0),
+    (0, "high", None, 0),
+    (0, "balanced", 0, 2),
+    (0, "small", None, 0),
+    (1, "high", 0, 0),
+    (1, "balanced", None, 0),
+    (1, "small", 1, 0),
+    (2, "high", None, 0),
+    (2, "balanced", 0, 0),
+    (2, "small", 1, 0),
+    (3, "high", 0, 0),
+    (3, "balanced", 1, 0),
+    (3, "small", 2, 2),
+    (3, "high", 3, 0),
 ]
 
 
-@pytest.mark.parametrize("degree,quality,sh,rvq", COMPRESS_RUNS,
-                         ids=[f"sh{d}-{q}-to{s}-rvq{r}" for d, q, s, r in COMPRESS_RUNS])
+@pytest.mark.parametrize(
+    "degree,quality,sh,rvq", COMPRESS_RUNS, ids=[f"sh{d}-{q}-to{s}-rvq{r}" for d, q, s, r in COMPRESS_RUNS]
+)
 def test_compress_every_degree_and_preset(models, tmp_path, capsys, degree, quality, sh, rvq):
     from splatdistill.compress.pipeline import PRESETS
 
     out = tmp_path / "c"
-    args = ["compress", models[degree], "--out", out, "--quality", quality, "--iterations", 2, "--views", 2,
-            "--resolution", 16, "--no-lpips", "--device", "cpu", "--no-training-free"]
+    args = [
+        "compress",
+        models[degree],
+        "--out",
+        out,
+        "--quality",
+        quality,
+        "--iterations",
+        2,
+        "--views",
+        2,
+        "--resolution",
+        16,
+        "--no-lpips",
+        "--device",
+        "cpu",
+        "--no-training-free",
+    ]
     if sh is not None:
         args += ["--sh-degree", sh]
     if rvq:
@@ -139,15 +179,29 @@ def test_compress_every_degree_and_preset(models, tmp_path, capsys, degree, qual
     assert leftovers(out) == []
 
 
-@pytest.mark.parametrize("degree,quality,sh,_", [r for r in COMPRESS_RUNS if not r[3]],
-                         ids=[f"sh{d}-{q}-to{s}" for d, q, s, r in COMPRESS_RUNS if not r])
+@pytest.mark.parametrize(
+    "degree,quality,sh,_",
+    [r for r in COMPRESS_RUNS if not r[3]],
+    ids=[f"sh{d}-{q}-to{s}" for d, q, s, r in COMPRESS_RUNS if not r],
+)
 def test_training_free_compress_every_degree_and_preset(models, tmp_path, capsys, degree, quality, sh, _):
     """The default without a dataset (training-free) on every input degree, preset and --sh-degree."""
     from splatdistill.compress.pipeline import PRESETS
 
     out = tmp_path / "c"
-    args = ["compress", models[degree], "--out", out, "--quality", quality, "--importance-views", 2,
-            "--resolution", 16, "--no-lpips"]
+    args = [
+        "compress",
+        models[degree],
+        "--out",
+        out,
+        "--quality",
+        quality,
+        "--importance-views",
+        2,
+        "--resolution",
+        16,
+        "--no-lpips",
+    ]
     if sh is not None:
         args += ["--sh-degree", sh]
     code, _, err = run_cli(capsys, *args)
@@ -171,10 +225,20 @@ def test_compress_sh_degree_above_the_input_is_refused_at_once(models, tmp_path,
 
 
 @pytest.mark.parametrize("teachers,student_degree", [([0, 1, 2, 3], 0), ([3, 1], 3)])
-def test_distill_with_given_teachers_of_every_degree(models, tiny_scene, tmp_path, capsys, teachers,
-                                                     student_degree):
-    code, out, err = run_cli(capsys, "distill", tiny_scene, "--out", tmp_path / "d", "--teachers",
-                             *[models[t] for t in teachers], "--iterations", 4, "--device", "cpu")
+def test_distill_with_given_teachers_of_every_degree(models, tiny_scene, tmp_path, capsys, teachers, student_degree):
+    code, out, err = run_cli(
+        capsys,
+        "distill",
+        tiny_scene,
+        "--out",
+        tmp_path / "d",
+        "--teachers",
+        *[models[t] for t in teachers],
+        "--iterations",
+        4,
+        "--device",
+        "cpu",
+    )
     assert code == 0, err
     summary = json.loads((tmp_path / "d" / "summary.json").read_text())
     assert [t["num_gaussians"] for t in summary["teachers"]] == [N] * len(teachers)
@@ -197,8 +261,9 @@ def test_models_without_gaussians(tiny_scene, tmp_path, capsys, degree):
         code, _, err = run_cli(capsys, "convert", mid, tmp_path / f"e_{ext}.sdz")
         assert code == 0, err
         assert info_json(capsys, tmp_path / f"e_{ext}.sdz")["num_gaussians"] == 0
-    code, _, err = run_cli(capsys, "render", tmp_path / "e.sdz", "--out", tmp_path / "r", "--data", tiny_scene,
-                           "--device", "cpu")
+    code, _, err = run_cli(
+        capsys, "render", tmp_path / "e.sdz", "--out", tmp_path / "r", "--data", tiny_scene, "--device", "cpu"
+    )
     assert code == 0, err  # the background
     code, _, err = run_cli(capsys, "render", tmp_path / "e.sdz", "--out", tmp_path / "o", "--orbit", 2)
     assert_one_line_error(code, err, "e.sdz", "no Gaussians")

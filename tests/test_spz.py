@@ -12,13 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import assert_close, random_scene
+from splatdistill.errors import UserError
 from splatdistill.formats import spz
 from splatdistill.formats.spz import read_spz, read_spz_header, write_spz
-from splatdistill.errors import UserError
 from splatdistill.scene.gaussians import GaussianScene
 from splatdistill.scene.sh import eval_sh
-
-from helpers import assert_close, random_scene
 
 gsply = pytest.importorskip("gsply")
 
@@ -34,12 +33,22 @@ ROT2_TOL = 0.5 / 127.5 + 1e-6  # x, y, z of the w >= 0 quaternion
 
 
 def pos_tol(frac_bits: int, extent: float) -> float:
-    return 0.5 * 2.0 ** -frac_bits + 2 * extent * 2.0 ** -23  # + float32 rounding of the result
+    return 0.5 * 2.0**-frac_bits + 2 * extent * 2.0**-23  # + float32 rounding of the result
 
 
 # uniform over (nearly) the whole range of each quantised attribute, positions far from the origin
-make_scene = partial(random_scene, n=500, degree=3, seed=0, extent=100.0, quat_norms=(0.1, 3.0),
-                     log_scales=(-9.0, 5.0), opacity_std=3.0, sh0=3.2, shN=(-1.0, 0.95))
+make_scene = partial(
+    random_scene,
+    n=500,
+    degree=3,
+    seed=0,
+    extent=100.0,
+    quat_norms=(0.1, 3.0),
+    log_scales=(-9.0, 5.0),
+    opacity_std=3.0,
+    sh0=3.2,
+    shN=(-1.0, 0.95),
+)
 
 
 # ---- the RDF <-> RUB map, derived here independently of the module -------------------------------
@@ -78,37 +87,40 @@ def arrays_of_gsdata(d) -> dict:
     n = d.means.shape[0]
     shN = np.zeros((n, 0, 3)) if d.shN is None else np.asarray(d.shN, dtype=np.float64)
     return {
-        "means": np.asarray(d.means, np.float64), "quats": np.asarray(d.quats, np.float64),
+        "means": np.asarray(d.means, np.float64),
+        "quats": np.asarray(d.quats, np.float64),
         "scales": np.asarray(d.scales, np.float64),
         "opacities": np.asarray(d.opacities, np.float64).reshape(n),
-        "sh0": np.asarray(d.sh0, np.float64).reshape(n, 3), "shN": shN,
+        "sh0": np.asarray(d.sh0, np.float64).reshape(n, 3),
+        "shN": shN,
     }
 
 
 def to_gsdata(a: dict):
     return gsply.GSData.from_arrays(
-        means=a["means"].astype(np.float32), scales=a["scales"].astype(np.float32),
-        quats=a["quats"].astype(np.float32), opacities=a["opacities"].astype(np.float32),
+        means=a["means"].astype(np.float32),
+        scales=a["scales"].astype(np.float32),
+        quats=a["quats"].astype(np.float32),
+        opacities=a["opacities"].astype(np.float32),
         sh0=a["sh0"].astype(np.float32),
-        shN=a["shN"].astype(np.float32) if a["shN"].shape[1] else None, format="ply")
+        shN=a["shN"].astype(np.float32) if a["shN"].shape[1] else None,
+        format="ply",
+    )
 
 
 def unit_quats(q: np.ndarray) -> np.ndarray:
     return q / np.linalg.norm(q, axis=1, keepdims=True)
 
 
-def assert_spz_close(got: dict, want: dict, *, frac_bits=12, extent=100.0, version=3, sh_tol=None,
-                     extra=0.0):
+def assert_spz_close(got: dict, want: dict, *, frac_bits=12, extent=100.0, version=3, sh_tol=None, extra=0.0):
     """``got`` decodes an SPZ made from ``want``: every attribute within the format's precision
     (``extra`` widens each bound by that many quantisation steps, for comparing two encoders)."""
     n = want["means"].shape[0]
     assert got["means"].shape == (n, 3)
     step = 1 + 2 * extra  # half-steps
-    np.testing.assert_array_less(
-        np.abs(got["means"] - want["means"]), step * pos_tol(frac_bits, extent))
+    np.testing.assert_array_less(np.abs(got["means"] - want["means"]), step * pos_tol(frac_bits, extent))
     sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
-    np.testing.assert_array_less(
-        np.abs(sig(got["opacities"]) - sig(want["opacities"])), step * ALPHA_TOL)
+    np.testing.assert_array_less(np.abs(sig(got["opacities"]) - sig(want["opacities"])), step * ALPHA_TOL)
     np.testing.assert_array_less(np.abs(got["sh0"] - want["sh0"]), step * COLOR_TOL)
     np.testing.assert_array_less(np.abs(got["scales"] - want["scales"]), step * SCALE_TOL)
     k = want["shN"].shape[1]
@@ -132,8 +144,7 @@ def assert_spz_close(got: dict, want: dict, *, frac_bits=12, extent=100.0, versi
         canon = qw * np.where(qw[:, :1] < 0, -1.0, 1.0)
         gcanon = qg * np.where(qg[:, :1] < 0, -1.0, 1.0)
         np.testing.assert_array_less(np.abs(gcanon[:, 1:] - canon[:, 1:]), step * ROT2_TOL)
-        np.testing.assert_allclose(
-            gcanon[:, 0], np.sqrt(np.maximum(0, 1 - (gcanon[:, 1:] ** 2).sum(1))), atol=1e-5)
+        np.testing.assert_allclose(gcanon[:, 0], np.sqrt(np.maximum(0, 1 - (gcanon[:, 1:] ** 2).sum(1))), atol=1e-5)
 
 
 # ================================================================================================
@@ -200,7 +211,7 @@ def test_version4_layout(tmp_path, degree):
     for i in range(nstreams):
         csize, usize = struct.unpack_from("<QQ", data, 32 + 16 * i)
         assert usize == sizes[i]
-        streams.append(zstandard.ZstdDecompressor().decompress(data[off:off + csize], max_output_size=usize))
+        streams.append(zstandard.ZstdDecompressor().decompress(data[off : off + csize], max_output_size=usize))
         off += csize
     assert off == len(data)
     assert b"".join(streams) == legacy
@@ -216,12 +227,12 @@ def test_version1_float16_positions(tmp_path):
     n = 50
     means = spz.frame_flip(scene.means.double().numpy().copy(), np.zeros((n, 4)), np.zeros((n, 3, 3)))[0]
     half = means.astype("<f2").tobytes()
-    body = bytes(raw[16 + 9 * n:])
+    body = bytes(raw[16 + 9 * n :])
     struct.pack_into("<I", raw, 4, 1)
     (tmp_path / "v1.spz").write_bytes(gzip.compress(bytes(raw[:16]) + half + body))
     back = read_spz(tmp_path / "v1.spz")
     want = arrays_of(scene)
-    assert_close(back.means, want["means"], rtol=1e-5, atol=10 * 2.0 ** -11, what="means")
+    assert_close(back.means, want["means"], rtol=1e-5, atol=10 * 2.0**-11, what="means")
     assert_close(back.scales, want["scales"], rtol=1e-5, atol=SCALE_TOL, what="scales")
 
 
@@ -269,11 +280,20 @@ def test_edge_values(tmp_path):
     n = 6
     scene = GaussianScene(
         means=torch.zeros(n, 3),
-        quats=torch.tensor([[0.0, 0, 0, 0], [1, 0, 0, 0], [-1, 0, 0, 0], [0, 0, 0, 1],
-                            [0.5, 0.5, 0.5, 0.5], [0, -0.7071068, 0.7071068, 0]]),
+        quats=torch.tensor(
+            [
+                [0.0, 0, 0, 0],
+                [1, 0, 0, 0],
+                [-1, 0, 0, 0],
+                [0, 0, 0, 1],
+                [0.5, 0.5, 0.5, 0.5],
+                [0, -0.7071068, 0.7071068, 0],
+            ]
+        ),
         scales=torch.tensor([-20.0, 20.0, 0.0]).repeat(n, 1),
         opacities=torch.tensor([-40.0, 40.0, 0.0, 1.0, -1.0, 5.0]),
-        sh0=torch.zeros(n, 1, 3), shN=torch.zeros(n, 3, 3),
+        sh0=torch.zeros(n, 1, 3),
+        shN=torch.zeros(n, 3, 3),
     )
     for version in (2, 3, 4):
         write_spz(scene, tmp_path / "e.spz", version=version)
@@ -320,18 +340,22 @@ def test_frame_conversion_is_the_rdf_rub_rotation():
 
     def rotmat(qs):
         w, x, y, z = unit_quats(qs).T
-        return np.stack([
-            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-            np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-            np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
-        ], -2)
+        return np.stack(
+            [
+                np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+                np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+                np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
+            ],
+            -2,
+        )
 
     np.testing.assert_allclose(rotmat(q), F @ rotmat(a["quats"]) @ F, atol=1e-12)
     d = torch.randn(64, 3, dtype=torch.float64)
     coeffs = torch.cat([torch.as_tensor(a["sh0"])[:, None], torch.as_tensor(a["shN"])], 1)
     coeffs_f = torch.cat([torch.as_tensor(a["sh0"])[:, None], torch.as_tensor(sh)], 1)
     np.testing.assert_allclose(
-        eval_sh(3, coeffs_f, d @ torch.as_tensor(F).T).numpy(), eval_sh(3, coeffs, d).numpy(), atol=1e-12)
+        eval_sh(3, coeffs_f, d @ torch.as_tensor(F).T).numpy(), eval_sh(3, coeffs, d).numpy(), atol=1e-12
+    )
     np.testing.assert_array_equal(spz.SH_SIGNS_RDF_RUB, sh_signs(15))
 
 
@@ -388,9 +412,14 @@ def test_we_read_gsply_version_2(tmp_path):
     ours agree on a version-2 file we write (and gsply_reads_our_files checks it against the
     scene)."""
     a = arrays_of(make_scene(degree=1, seed=30))
-    write_spz(GaussianScene(**{k: torch.as_tensor(v.reshape(-1, 1, 3) if k == "sh0" else v,
-                                                  dtype=torch.float32) for k, v in a.items()}),
-              tmp_path / "v2.spz", version=2, convert_frame=False)
+    write_spz(
+        GaussianScene(
+            **{k: torch.as_tensor(v.reshape(-1, 1, 3) if k == "sh0" else v, dtype=torch.float32) for k, v in a.items()}
+        ),
+        tmp_path / "v2.spz",
+        version=2,
+        convert_frame=False,
+    )
     theirs = arrays_of_gsdata(gsply.read_spz(tmp_path / "v2.spz"))
     mine = arrays_of(read_spz(tmp_path / "v2.spz", convert_frame=False))
     np.testing.assert_allclose(mine["quats"], theirs["quats"], atol=2e-5)
@@ -427,8 +456,9 @@ def test_ply_to_spz_compared_with_gsply(tmp_path):
     np.testing.assert_array_equal(np.asarray(g.shN), a["shN"])  # gsply agrees on the PLY layout
     gsply.write_spz(tmp_path / "gsply.spz", g)
 
-    scene = GaussianScene(**{k: torch.as_tensor(v.reshape(-1, 1, 3) if k == "sh0" else v,
-                                                dtype=torch.float32) for k, v in a.items()})
+    scene = GaussianScene(
+        **{k: torch.as_tensor(v.reshape(-1, 1, 3) if k == "sh0" else v, dtype=torch.float32) for k, v in a.items()}
+    )
     write_spz(scene, tmp_path / "ours.spz")
 
     theirs = arrays_of_gsdata(gsply.read_spz(tmp_path / "gsply.spz"))
@@ -503,7 +533,7 @@ def test_version4_corrupt(tmp_path):
         "v5": good[:4] + struct.pack("<I", 5) + good[8:],
         "n": good[:8] + struct.pack("<I", 31) + good[12:],
         "streams": good[:15] + bytes([5]) + good[16:],
-        "zstd": good[:32 + 6 * 16] + bytes(len(good) - 32 - 6 * 16),
+        "zstd": good[: 32 + 6 * 16] + bytes(len(good) - 32 - 6 * 16),
     }
     for name, data in cases.items():
         (tmp_path / f"{name}.spz").write_bytes(data)
@@ -555,7 +585,7 @@ def test_writer_errors_and_atomicity(tmp_path):
     assert read_spz_header(tmp_path / "far.spz").fractional_bits == 10
     assert_spz_close(arrays_of(read_spz(tmp_path / "far.spz")), arrays_of(far), frac_bits=10, extent=5000)
     too_far = good.clone()
-    too_far.params["means"][0, 0] = 2.0 ** 24
+    too_far.params["means"][0, 0] = 2.0**24
     with pytest.raises(UserError, match="2\\^23") as e:
         write_spz(too_far, path)
     assert str(path) in str(e.value)

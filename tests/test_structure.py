@@ -6,6 +6,7 @@ import time
 import pytest
 import torch
 
+from helpers import assert_close
 from splatdistill.ops.structure import (
     DEFAULT_LEVELS,
     StructuralLoss,
@@ -17,8 +18,6 @@ from splatdistill.ops.structure import (
     occupancy_grid,
     shared_bbox,
 )
-
-from helpers import assert_close
 
 IMPLS = ["torch", "numba"]
 
@@ -216,6 +215,7 @@ def test_gradcheck_joint_loss(impl):
 
     assert float(f(s, w).detach()) > 0.05
     assert torch.autograd.gradcheck(f, (s, w), eps=1e-6, atol=1e-6, rtol=1e-4)
+
     def f1(s):
         return joint_loss(s, t, G=8, levels=1, lo=lo, hi=hi, impl=impl)
 

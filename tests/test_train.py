@@ -13,7 +13,7 @@ import torch
 
 from splatdistill.train.config import TrainConfig
 from splatdistill.train.trainer import Trainer, TrainingDiverged
-from splatdistill.train.variants import GradientAccumulator, dropout_probability, dropout_scale, perturb_candidates
+from splatdistill.train.variants import dropout_probability, dropout_scale, perturb_candidates
 
 
 def test_short_run_learns_and_writes_outputs(demo_scene_dir, tmp_path):
@@ -41,8 +41,10 @@ def test_dropout_schedule_and_rescaling():
 
 
 def test_noise_perturbs_only_candidates_and_resets_their_moments():
-    params = {k: torch.nn.Parameter(torch.randn(10, *shape)) for k, shape in
-              {"means": (3,), "opacities": (), "scales": (3,), "quats": (4,)}.items()}
+    params = {
+        k: torch.nn.Parameter(torch.randn(10, *shape))
+        for k, shape in {"means": (3,), "opacities": (), "scales": (3,), "quats": (4,)}.items()
+    }
     opt = {k: torch.optim.Adam([p], lr=0.1) for k, p in params.items()}
     for p in params.values():
         p.grad = torch.ones_like(p)
@@ -99,8 +101,22 @@ def test_nan_loss_stops_with_clear_message(demo_scene_dir, tmp_path):
 
 def test_kill_9_then_resume_finishes(demo_scene_dir, tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "splatdistill.cli", "train", str(demo_scene_dir), "--out", str(out),
-           "--iterations", "200", "--checkpoint-every", "20", "--init-points", "800", "--no-eval"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "splatdistill.cli",
+        "train",
+        str(demo_scene_dir),
+        "--out",
+        str(out),
+        "--iterations",
+        "200",
+        "--checkpoint-every",
+        "20",
+        "--init-points",
+        "800",
+        "--no-eval",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     ck = out / "ckpt"

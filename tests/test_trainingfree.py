@@ -2,26 +2,31 @@
 forward-only importance, the packed codec, the whole path end to end and the LOD ladder."""
 
 import json
-import math
 
 import numpy as np
 import pytest
 import torch
 
-from splatdistill.formats.sdz import load_sdz
-from splatdistill.formats.kmeans import kmeans, scalar_assign, scalar_codebook
-from splatdistill.compress.merge import (covariances, masses, merge_pairs, plan_reduction, quat_to_rotmat,
-                                         reduce_gaussians, rotmat_to_quat)
-from splatdistill.formats.packed import decode_packed, encode_packed, from_smallest_three, smallest_three
+from helpers import box_scene
+from splatdistill.compress.merge import (
+    covariances,
+    masses,
+    merge_pairs,
+    plan_reduction,
+    quat_to_rotmat,
+    reduce_gaussians,
+    rotmat_to_quat,
+)
 from splatdistill.compress.pipeline import CompressConfig, compress_model
 from splatdistill.compress.shfit import fit_lower_bands
 from splatdistill.compress.trainingfree import blend_weights, parse_lod
 from splatdistill.errors import UserError
-from splatdistill.scene.gaussians import GaussianScene
+from splatdistill.formats.kmeans import kmeans, scalar_assign, scalar_codebook
+from splatdistill.formats.packed import decode_packed, encode_packed, from_smallest_three, smallest_three
 from splatdistill.formats.ply import read_ply, write_ply
+from splatdistill.formats.sdz import load_sdz
+from splatdistill.scene.gaussians import GaussianScene
 from splatdistill.scene.sh import sh_basis
-
-from helpers import box_scene
 
 
 def jittered(n=400, degree=3, opacity=0.5):
@@ -59,7 +64,9 @@ def test_merge_preserves_mass_and_moments():
     # second moment of the mixture about the origin, E[x x^T] = Sigma + mu mu^T
     ci, cj = covariances(p["quats"][i], p["scales"][i]), covariances(p["quats"][j], p["scales"][j])
     outer = lambda v: v[:, :, None] * v[:, None, :]  # noqa: E731
-    second = (mi[:, None, None] * (ci + outer(mu_i)) + mj[:, None, None] * (cj + outer(mu_j))) / (mi + mj)[:, None, None]
+    second = (mi[:, None, None] * (ci + outer(mu_i)) + mj[:, None, None] * (cj + outer(mu_j))) / (mi + mj)[
+        :, None, None
+    ]
     cm = covariances(m["quats"], m["scales"])
     got = cm + outer(m["means"].astype(np.float64))
     assert np.allclose(got, second, rtol=2e-4, atol=1e-7)
@@ -125,9 +132,11 @@ def test_sh_fit_is_the_least_squares_optimum():
         target = y[g] @ sh[g].astype(np.float64)  # (V, 3) colours of degree 3
         ref = np.linalg.lstsq(y[g][:, :4], target, rcond=None)[0]
         assert np.allclose(got[g], ref, atol=1e-4)
+
     # better than truncation on the views, and the whole-sphere prior pulls towards truncation
     def err(x):
         return sum(float(((y[g][:, :4] @ x[g] - y[g] @ sh[g]) ** 2).sum()) for g in range(n))
+
     assert err(got) < err(sh[:, :4])
     strong = fit_lower_bands(means, sh, 1, centers, rho=1e6)
     assert np.allclose(strong, sh[:, :4], atol=1e-3)
@@ -217,7 +226,9 @@ def test_packed_codec_every_degree_and_empty(degree, tmp_path):
     back = load_sdz(tmp_path / "m.sdz")  # through the container and the codec's dispatch
     for k, v in back.items():
         assert torch.equal(v, d.params[k]), k
-    empty = GaussianScene(*(torch.zeros((0,) + sh) for sh in ((3,), (4,), (3,), (), (1, 3), ((degree + 1) ** 2 - 1, 3))))
+    empty = GaussianScene(
+        *(torch.zeros((0,) + sh) for sh in ((3,), (4,), (3,), (), (1, 3), ((degree + 1) ** 2 - 1, 3)))
+    )
     e = decode_packed(*encode_packed(empty))
     assert len(e) == 0 and e.sh_degree == degree
 
@@ -234,8 +245,7 @@ def test_packed_rejects_corrupt_sections():
 
 
 # ---- end to end ------------------------------------------------------------------------------------------
-FAST_TF = dict(importance_views=3, importance_resolution=32, eval_views=2, resolution=32, lpips=False,
-               progress=False)
+FAST_TF = dict(importance_views=3, importance_resolution=32, eval_views=2, resolution=32, lpips=False, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -266,8 +276,9 @@ def test_training_free_compress_end_to_end(small_ply, tmp_path):
 
 
 def test_refine_runs_the_fine_tune(small_ply, tmp_path):
-    s = compress_model(small_ply, tmp_path / "r", None,
-                       CompressConfig(**{**FAST_TF, "refine": 3, "views": 3, "quality": "small"}))
+    s = compress_model(
+        small_ply, tmp_path / "r", None, CompressConfig(**{**FAST_TF, "refine": 3, "views": 3, "quality": "small"})
+    )
     assert s["mode"] == "training-free+refine" and s["stages"]["refine"]["loss"] is not None
     assert s["num_gaussians"] == 400 and s["sh_degree"] == 1
 
@@ -310,23 +321,44 @@ def test_sh_fit_kernel_matches_the_torch_reference():
 
 
 def test_pair_dissimilarity_kernel_matches_numpy():
-    from splatdistill.compress.merge import bhattacharyya_coefficient, pair_dissimilarity as _pair_dissimilarity
+    from splatdistill.compress.merge import bhattacharyya_coefficient
+    from splatdistill.compress.merge import pair_dissimilarity as _pair_dissimilarity
     from splatdistill.scene.sh import C0
 
     p = np_params(jittered(200))
     a, b = np.arange(100), np.arange(100, 200)
     rgb = p["sh0"][:, 0].astype(np.float64) * C0
     got = np.empty(100)
-    _pair_dissimilarity(p["means"].astype(np.float64), p["quats"].astype(np.float64), p["scales"].astype(np.float64),
-                        rgb, a, b, 0.1, got)
-    bc = bhattacharyya_coefficient(p["means"][a].astype(np.float64), covariances(p["quats"][a], p["scales"][a]),
-                                   p["means"][b].astype(np.float64), covariances(p["quats"][b], p["scales"][b]))
+    _pair_dissimilarity(
+        p["means"].astype(np.float64),
+        p["quats"].astype(np.float64),
+        p["scales"].astype(np.float64),
+        rgb,
+        a,
+        b,
+        0.1,
+        got,
+    )
+    bc = bhattacharyya_coefficient(
+        p["means"][a].astype(np.float64),
+        covariances(p["quats"][a], p["scales"][a]),
+        p["means"][b].astype(np.float64),
+        covariances(p["quats"][b], p["scales"][b]),
+    )
     ref = 1 - bc * np.exp(-((rgb[a] - rgb[b]) ** 2).sum(1) / (2 * 0.1**2))
     assert np.allclose(got, ref, atol=1e-9)
     # identical Gaussians of one colour: dissimilarity 0
     same = np.empty(1)
-    _pair_dissimilarity(p["means"].astype(np.float64), p["quats"].astype(np.float64), p["scales"].astype(np.float64),
-                        rgb, a[:1], a[:1], 0.1, same)
+    _pair_dissimilarity(
+        p["means"].astype(np.float64),
+        p["quats"].astype(np.float64),
+        p["scales"].astype(np.float64),
+        rgb,
+        a[:1],
+        a[:1],
+        0.1,
+        same,
+    )
     assert abs(same[0]) < 1e-9
 
 
@@ -337,8 +369,17 @@ def test_lod_files_read_back_by_splat_transform(small_ply, tmp_path):
     import subprocess
     from pathlib import Path
 
-    cli = Path(__file__).resolve().parents[1] / "benchmarks" / "out" / "node_cache" / "node_modules" / "@playcanvas" / \
-        "splat-transform" / "bin" / "cli.mjs"
+    cli = (
+        Path(__file__).resolve().parents[1]
+        / "benchmarks"
+        / "out"
+        / "node_cache"
+        / "node_modules"
+        / "@playcanvas"
+        / "splat-transform"
+        / "bin"
+        / "cli.mjs"
+    )
     if not shutil.which("node") or not cli.exists():
         pytest.skip("node or the cached splat-transform (run benchmarks/rd_vs_splat_transform.py once) is missing")
     out = tmp_path / "l"
@@ -346,8 +387,12 @@ def test_lod_files_read_back_by_splat_transform(small_ply, tmp_path):
     for i, n in enumerate((2000, 500)):
         for ext in (".spz", ".ply"):
             back = tmp_path / f"back{i}{ext}.ply"
-            r = subprocess.run(["node", str(cli), "-q", "-w", str(out / "lod" / f"lod{i}{ext}"), str(back)],
-                               capture_output=True, text=True, timeout=300)
+            r = subprocess.run(
+                ["node", str(cli), "-q", "-w", str(out / "lod" / f"lod{i}{ext}"), str(back)],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             assert r.returncode == 0, r.stderr
             assert len(read_ply(back)) == n
 
@@ -355,13 +400,41 @@ def test_lod_files_read_back_by_splat_transform(small_ply, tmp_path):
 def test_cli_training_free_default_and_opt_out(small_ply, tmp_path, capsys):
     from conftest import run_cli
 
-    code, out, err = run_cli(capsys, "compress", small_ply, "--out", tmp_path / "a", "--importance-views", "2",
-                             "--resolution", "24", "--no-lpips", "--no-spz", "--quality", "small")
+    code, out, err = run_cli(
+        capsys,
+        "compress",
+        small_ply,
+        "--out",
+        tmp_path / "a",
+        "--importance-views",
+        "2",
+        "--resolution",
+        "24",
+        "--no-lpips",
+        "--no-spz",
+        "--quality",
+        "small",
+    )
     assert code == 0, err
     assert json.loads((tmp_path / "a" / "summary.json").read_text())["mode"] == "training-free"
     assert "splatdistill: reduce: 2,000 -> 400 Gaussians" in err  # per-stage progress with its counts
-    code, out, err = run_cli(capsys, "compress", small_ply, "--out", tmp_path / "b", "--no-training-free",
-                             "--iterations", "1", "--views", "2", "--resolution", "16", "--no-lpips", "--no-spz",
-                             "--quality", "small")
+    code, out, err = run_cli(
+        capsys,
+        "compress",
+        small_ply,
+        "--out",
+        tmp_path / "b",
+        "--no-training-free",
+        "--iterations",
+        "1",
+        "--views",
+        "2",
+        "--resolution",
+        "16",
+        "--no-lpips",
+        "--no-spz",
+        "--quality",
+        "small",
+    )
     assert code == 0, err
     assert json.loads((tmp_path / "b" / "summary.json").read_text())["mode"] == "data-free"

@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
@@ -26,12 +25,11 @@ import numpy as np
 import pytest
 import torch
 
-from splatdistill.cameras.camera import Camera
-from splatdistill.scene.gaussians import GaussianScene
-from splatdistill.formats.ply import read_ply, write_ply
-
-from conftest import REPO, assert_one_line_error, run_cli, shared_path  # noqa: E402
+from conftest import REPO, assert_one_line_error, run_cli  # noqa: E402
 from helpers import look_at_camera
+from splatdistill.cameras.camera import Camera
+from splatdistill.formats.ply import read_ply, write_ply
+from splatdistill.scene.gaussians import GaussianScene
 
 STATIC = REPO / "src" / "splatdistill" / "view" / "static"
 
@@ -47,16 +45,13 @@ def blob_scene(n=4000, degree=3, seed=0) -> GaussianScene:
     shN = torch.randn(n, (degree + 1) ** 2 - 1, 3, generator=g) * 0.04
     quats = torch.nn.functional.normalize(torch.randn(n, 4, generator=g), dim=-1)
     scales = torch.log(torch.rand(n, 3, generator=g) * 0.05 + 0.015)
-    return GaussianScene(means=means, quats=quats, scales=scales, opacities=torch.full((n,), 1.0),
-                         sh0=sh0, shN=shN)
+    return GaussianScene(means=means, quats=quats, scales=scales, opacities=torch.full((n,), 1.0), sh0=sh0, shN=shN)
 
 
 def pose_camera(width=320, height=240, azimuth_deg=35.0, elevation_deg=25.0, dist=3.2) -> Camera:
     az, el = np.radians(azimuth_deg), np.radians(elevation_deg)
     eye = dist * np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
     return look_at_camera(width, height, eye)
-
-
 
 
 def camera_json(cam: Camera) -> dict:
@@ -76,7 +71,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 def histogram(img: np.ndarray, bins=4) -> np.ndarray:
     q = np.clip((img * bins).astype(int), 0, bins - 1)
     idx = (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]
-    h = np.bincount(idx.ravel(), minlength=bins ** 3).astype(float)
+    h = np.bincount(idx.ravel(), minlength=bins**3).astype(float)
     return h / h.sum()
 
 
@@ -165,7 +160,7 @@ def test_vendored_files_are_the_released_ones_and_served_gzip(served):
     rows = re.findall(r"\| `([\w.]+)\.gz` \| `([^`]+)` \| ([\d.]+) \|.*\| `([0-9a-f]{64})` \|", table)
     assert {r[0] for r in rows} == {"spark.module.min.js", "three.module.js", "three.core.js", "Pass.js"}
     total = 0
-    for name, package, version, sha in rows:
+    for name, _package, _version, sha in rows:
         req = urllib.request.Request(served.url + f"static/vendor/{name}", headers={"Accept-Encoding": "gzip"})
         with urllib.request.urlopen(req, timeout=30) as r:
             assert r.headers["Content-Encoding"] == "gzip"
@@ -179,8 +174,9 @@ def test_vendored_files_are_the_released_ones_and_served_gzip(served):
 
 
 def test_page_names_no_remote_url_and_package_data_covers_static():
-    import tomllib
     from fnmatch import fnmatch
+
+    import tomllib
 
     for f in ("index.html", "viewer.js", "viewer.css"):
         text = (STATIC / f).read_text()
@@ -188,7 +184,9 @@ def test_page_names_no_remote_url_and_package_data_covers_static():
     page = (STATIC / "index.html").read_text()
     imports = json.loads(re.search(r'<script type="importmap">(.*?)</script>', page, re.S).group(1))["imports"]
     assert all(u.startswith("/static/vendor/") for u in imports.values())
-    globs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["splatdistill.view"]
+    globs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "splatdistill.view"
+    ]
     for f in STATIC.rglob("*"):
         if f.is_file():
             rel = f.relative_to(STATIC.parent).as_posix()
@@ -255,8 +253,13 @@ class ViewProcess:
     def __init__(self, *args):
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), env.get("PYTHONPATH", "")])
-        self.proc = subprocess.Popen([sys.executable, "-m", "splatdistill", "view", *map(str, args), "--port", "0"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "splatdistill", "view", *map(str, args), "--port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         line = self.proc.stdout.readline()
         m = re.search(r"(http://127\.0\.0\.1:\d+/)", line)
         if not m:
@@ -296,16 +299,21 @@ def _open_page(chromium_exe, url, width=1100, height=560):
 def _settle(page, timeout=120):
     """Wait until every visible panel drew at least twice since the last camera change and the page
     has been idle for a while (Spark sorts in a worker and redraws when the sort is done)."""
-    page.wait_for("(() => { const h = window.splatdistill; return h.panels.every((p, i) => p.div.hidden || "
-                  "h.framesSinceCamera()[i] >= 2) && h.idleMs() > 700; })()", timeout=timeout)
+    page.wait_for(
+        "(() => { const h = window.splatdistill; return h.panels.every((p, i) => p.div.hidden || "
+        "h.framesSinceCamera()[i] >= 2) && h.idleMs() > 700; })()",
+        timeout=timeout,
+    )
 
 
 def _canvas_shots(page) -> list[tuple[dict, np.ndarray]]:
     from PIL import Image
 
-    rects = page.evaluate("[...document.querySelectorAll('.panel:not([hidden]):not(.photo) canvas')].map(c => {"
-                          "const r = c.getBoundingClientRect(); return {x: r.x, y: r.y, width: r.width, "
-                          "height: r.height, pw: c.width, ph: c.height}; })")
+    rects = page.evaluate(
+        "[...document.querySelectorAll('.panel:not([hidden]):not(.photo) canvas')].map(c => {"
+        "const r = c.getBoundingClientRect(); return {x: r.x, y: r.y, width: r.width, "
+        "height: r.height, pw: c.width, ph: c.height}; })"
+    )
     shots = []
     for r in rects:
         png = page.screenshot(r)
@@ -327,7 +335,7 @@ def test_browser_first_frame_resembles_our_render(chromium, models):
             cam = pose_camera()
             assert page.evaluate(f"window.splatdistill.setCamera({json.dumps(camera_json(cam))})") is True
             _settle(page)
-            (rect, shot), = _canvas_shots(page)
+            ((rect, shot),) = _canvas_shots(page)
             requests = list(page.requests)
         finally:
             page.close()
@@ -346,8 +354,10 @@ def test_browser_first_frame_resembles_our_render(chromium, models):
     match, control = psnr(area_down(shot, 4), area_down(ours, 4)), psnr(area_down(shot, 4), area_down(other, 4))
     hist = np.minimum(histogram(shot), histogram(ours)).sum()
     hist_control = np.minimum(histogram(shot), histogram(other)).sum()
-    print(f"\nbrowser vs our render at {w}x{h} (1/4 resolution): PSNR {match:.2f} dB (control {control:.2f} dB); "
-          f"histogram intersection {hist:.3f} (control {hist_control:.3f})")
+    print(
+        f"\nbrowser vs our render at {w}x{h} (1/4 resolution): PSNR {match:.2f} dB (control {control:.2f} dB); "
+        f"histogram intersection {hist:.3f} (control {hist_control:.3f})"
+    )
     assert match > 24.0 and match > control + 6.0
     assert hist > 0.85
 
@@ -355,7 +365,6 @@ def test_browser_first_frame_resembles_our_render(chromium, models):
 def test_browser_two_models_side_by_side_toggle_and_dataset_cameras(chromium, models, demo_scene_dir):
     from splatdistill.data.dataset import load_dataset
     from splatdistill.formats.io import load_model
-
     from splatdistill.view.server import make_server
 
     ds = load_dataset(demo_scene_dir)
@@ -386,13 +395,17 @@ def test_browser_two_models_side_by_side_toggle_and_dataset_cameras(chromium, mo
             second = page.evaluate("[...document.querySelectorAll('.panel:not(.photo)')].map(p => p.hidden)")
             page.key("0")  # side by side again
             page.key("]")  # the next dataset camera: train 1
-            page.wait_for("(() => { const i = document.querySelector('.panel.photo img'); "
-                          "return !i.parentElement.hidden && i.complete && i.naturalWidth > 0; })()")
+            page.wait_for(
+                "(() => { const i = document.querySelector('.panel.photo img'); "
+                "return !i.parentElement.hidden && i.complete && i.naturalWidth > 0; })()"
+            )
             _settle(page)
             jumped = page.evaluate("window.splatdistill.getCamera()")
-            photo = page.evaluate("(() => { const i = document.querySelector('.panel.photo img'); "
-                                  "const r = i.getBoundingClientRect(); return [i.naturalWidth, i.naturalHeight, "
-                                  "r.width, r.height, i.getAttribute('src')]; })()")
+            photo = page.evaluate(
+                "(() => { const i = document.querySelector('.panel.photo img'); "
+                "const r = i.getBoundingClientRect(); return [i.naturalWidth, i.naturalHeight, "
+                "r.width, r.height, i.getAttribute('src')]; })()"
+            )
             panel_shots = _canvas_shots(page)
             # orbit: a drag on a panel turns the shared camera about its target, at the same distance
             r = panel_shots[0][0]
@@ -412,6 +425,7 @@ def test_browser_two_models_side_by_side_toggle_and_dataset_cameras(chromium, mo
     assert np.allclose(jumped["world_to_camera"], train[1].camera.world_to_camera, atol=1e-5)
     assert photo[:2] == [train[1].camera.width, train[1].camera.height] and photo[4] == "/photo/train/1.png"
     assert len(panel_shots) == 2 and all((r["width"], r["height"]) == tuple(photo[2:4]) for r, _ in panel_shots)
+
     def centre(c):
         m = np.asarray(c["world_to_camera"])
         return -m[:3, :3].T @ m[:3, 3]
@@ -444,7 +458,9 @@ def test_browser_two_models_side_by_side_toggle_and_dataset_cameras(chromium, mo
 def test_view_command_quotes_paths_and_loopback_check():
     from splatdistill.view.server import is_loopback, view_command
 
-    assert view_command([Path("runs/a b.ply"), Path("c.sdz")], Path("data")) == \
-        "splatdistill view 'runs/a b.ply' c.sdz --data data"
+    assert (
+        view_command([Path("runs/a b.ply"), Path("c.sdz")], Path("data"))
+        == "splatdistill view 'runs/a b.ply' c.sdz --data data"
+    )
     assert view_command([Path("m.spz")]) == "splatdistill view m.spz"
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and not is_loopback("0.0.0.0")

@@ -63,8 +63,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-_USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EEXIST,
-                errno.EISDIR, errno.ENAMETOOLONG, errno.EMFILE, errno.ENFILE, errno.ENOENT}
+_USER_ERRNOS = {
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.ENOTDIR,
+    errno.EEXIST,
+    errno.EISDIR,
+    errno.ENAMETOOLONG,
+    errno.EMFILE,
+    errno.ENFILE,
+    errno.ENOENT,
+}
 
 
 def _error(message: str) -> int:
@@ -225,13 +237,18 @@ def parse_error_message(event, args: list[str]) -> str | None:
     if isinstance(event, te.MissingArgs):
         names = [_arg_name(a.arg) for a in event.missing_arguments]
         where = f"{cmd}: " if cmd else ""
-        return f"{where}missing required {'argument' if len(names) == 1 else 'arguments'} {', '.join(names)} " \
-               f"(see splatdistill {cmd or ''} --help)".replace("  ", " ")
+        return (
+            f"{where}missing required {'argument' if len(names) == 1 else 'arguments'} {', '.join(names)} "
+            f"(see splatdistill {cmd or ''} --help)".replace("  ", " ")
+        )
     if isinstance(event, te.MissingSubcommand):
         return f"missing command (choose from {', '.join(COMMANDS)})"
     if isinstance(event, te.BadValue):
-        return f"{_arg_name(event.argument)}: " + (f"expected a value" if event.offending_value is None
-                                                   else f"does not take the value '{event.offending_value}'")
+        return f"{_arg_name(event.argument)}: " + (
+            "expected a value"
+            if event.offending_value is None
+            else f"does not take the value '{event.offending_value}'"
+        )
     return None
 
 
@@ -280,9 +297,11 @@ def _run(args: list[str]) -> None:
     try:
         with capture, on_error:
             command = tyro.extras.subcommand_cli_from_dict(
-                COMMANDS, prog="splatdistill", args=args,
+                COMMANDS,
+                prog="splatdistill",
+                args=args,
                 description="splatdistill: make 3D Gaussian Splatting scenes small and fast. "
-                            "Add --debug to any command to see tracebacks.",
+                "Add --debug to any command to see tracebacks.",
             )
             capture.end()
     except _ParseError as e:

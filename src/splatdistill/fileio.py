@@ -171,8 +171,9 @@ def _probe_writable(folder: Path, named: Path, min_free_bytes: int = 0) -> None:
             return
         free = st.f_bavail * st.f_frsize
         if free < min_free_bytes:
-            raise UserError(f"not enough free space: {free / 1e6:.1f} MB free, about "
-                            f"{min_free_bytes / 1e6:.1f} MB needed", named)
+            raise UserError(
+                f"not enough free space: {free / 1e6:.1f} MB free, about {min_free_bytes / 1e6:.1f} MB needed", named
+            )
 
 
 def check_output_dir(path: str | os.PathLike, min_free_bytes: int = 0) -> Path:

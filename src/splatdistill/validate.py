@@ -32,15 +32,36 @@ WEIGHT = Rule(minimum=0)
 
 # Flag meanings shared by the commands (a command may override one, e.g. compress --iterations 0).
 RULES: dict[str, Rule] = {
-    "iterations": SIZE, "teacher_iterations": SIZE, "student_iterations": SIZE,
-    "compress_iterations": COUNT, "width": SIZE, "height": SIZE, "orbit": SIZE, "downscale": SIZE,
-    "resolution": SIZE, "train_views": SIZE, "test_views": COUNT, "init_points": SIZE,
-    "teacher_init_points": SIZE, "checkpoint_every": SIZE, "views": SIZE, "target_gaussians": SIZE,
-    "pseudo_views": COUNT, "vq_size": SIZE, "rvq_stages": COUNT, "rvq_size": Rule(minimum=1, maximum=65536),
-    "seed": Rule(minimum=0), "sh_degree": Rule(minimum=0, maximum=3),
-    "keep": FRACTION, "prune": Rule(minimum=0, below=1), "vq_ratio": Rule(minimum=0, maximum=1),
-    "lambda_struct": WEIGHT, "lambda_kd": WEIGHT, "lambda_gt": WEIGHT,
-    "refine": COUNT, "importance_views": COUNT,
+    "iterations": SIZE,
+    "teacher_iterations": SIZE,
+    "student_iterations": SIZE,
+    "compress_iterations": COUNT,
+    "width": SIZE,
+    "height": SIZE,
+    "orbit": SIZE,
+    "downscale": SIZE,
+    "resolution": SIZE,
+    "train_views": SIZE,
+    "test_views": COUNT,
+    "init_points": SIZE,
+    "teacher_init_points": SIZE,
+    "checkpoint_every": SIZE,
+    "views": SIZE,
+    "target_gaussians": SIZE,
+    "pseudo_views": COUNT,
+    "vq_size": SIZE,
+    "rvq_stages": COUNT,
+    "rvq_size": Rule(minimum=1, maximum=65536),
+    "seed": Rule(minimum=0),
+    "sh_degree": Rule(minimum=0, maximum=3),
+    "keep": FRACTION,
+    "prune": Rule(minimum=0, below=1),
+    "vq_ratio": Rule(minimum=0, maximum=1),
+    "lambda_struct": WEIGHT,
+    "lambda_kd": WEIGHT,
+    "lambda_gt": WEIGHT,
+    "refine": COUNT,
+    "importance_views": COUNT,
 }
 
 
@@ -74,16 +95,31 @@ def check(name: str, value, rule: Rule | None = None):
 
 
 def _range_msg(rule: Rule, value) -> str:
-    lo = None if rule.minimum is None and rule.above is None else \
-        ("[" + _fmt(rule.minimum)) if rule.minimum is not None else ("(" + _fmt(rule.above))
-    hi = None if rule.maximum is None and rule.below is None else \
-        (_fmt(rule.maximum) + "]") if rule.maximum is not None else (_fmt(rule.below) + ")")
+    lo = (
+        None
+        if rule.minimum is None and rule.above is None
+        else ("[" + _fmt(rule.minimum))
+        if rule.minimum is not None
+        else ("(" + _fmt(rule.above))
+    )
+    hi = (
+        None
+        if rule.maximum is None and rule.below is None
+        else (_fmt(rule.maximum) + "]")
+        if rule.maximum is not None
+        else (_fmt(rule.below) + ")")
+    )
     if hi is None:
         want = f"at least {_fmt(rule.minimum)}" if rule.minimum is not None else f"greater than {_fmt(rule.above)}"
     elif lo is None:
         want = f"at most {_fmt(rule.maximum)}" if rule.maximum is not None else f"less than {_fmt(rule.below)}"
-    elif rule.minimum is not None and rule.maximum is not None and float(rule.minimum).is_integer() \
-            and float(rule.maximum).is_integer() and isinstance(value, int):
+    elif (
+        rule.minimum is not None
+        and rule.maximum is not None
+        and float(rule.minimum).is_integer()
+        and float(rule.maximum).is_integer()
+        and isinstance(value, int)
+    ):
         want = f"in {_fmt(rule.minimum)}..{_fmt(rule.maximum)}"
     else:
         want = f"in {lo}, {hi}"

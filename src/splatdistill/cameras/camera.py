@@ -26,6 +26,7 @@ class Camera:
         image_name: The source image's name, for reporting and matching.
         model: The source camera model (undistorted at load), for reporting.
     """
+
     fx: float
     fy: float
     cx: float
@@ -42,9 +43,7 @@ class Camera:
     @property
     def K(self) -> np.ndarray:
         """[3, 3] float64 intrinsic matrix."""
-        return np.array(
-            [[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]], dtype=np.float64
-        )
+        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]], dtype=np.float64)
 
     @property
     def camera_to_world(self) -> np.ndarray:
@@ -70,9 +69,7 @@ class Camera:
         w = max(1, int(round(self.width * factor)))
         h = max(1, int(round(self.height * factor)))
         sx, sy = w / self.width, h / self.height
-        return replace(
-            self, fx=self.fx * sx, fy=self.fy * sy, cx=self.cx * sx, cy=self.cy * sy, width=w, height=h
-        )
+        return replace(self, fx=self.fx * sx, fy=self.fy * sy, cx=self.cx * sx, cy=self.cy * sy, width=w, height=h)
 
     def with_size(self, width: int, height: int) -> "Camera":
         """The same camera rendered at another resolution (intrinsics scaled per axis).
@@ -85,17 +82,27 @@ class Camera:
         """
         sx, sy = width / self.width, height / self.height
         return replace(
-            self, fx=self.fx * sx, fy=self.fy * sy, cx=self.cx * sx, cy=self.cy * sy,
-            width=int(width), height=int(height),
+            self,
+            fx=self.fx * sx,
+            fy=self.fy * sy,
+            cx=self.cx * sx,
+            cy=self.cy * sy,
+            width=int(width),
+            height=int(height),
         )
 
     def to_dict(self) -> dict:
         """A JSON-ready dict of every field (``world_to_camera`` as nested lists); ``from_dict`` reads it."""
         return {
-            "fx": float(self.fx), "fy": float(self.fy), "cx": float(self.cx), "cy": float(self.cy),
-            "width": int(self.width), "height": int(self.height),
+            "fx": float(self.fx),
+            "fy": float(self.fy),
+            "cx": float(self.cx),
+            "cy": float(self.cy),
+            "width": int(self.width),
+            "height": int(self.height),
             "world_to_camera": self.world_to_camera.tolist(),
-            "image_name": self.image_name, "model": self.model,
+            "image_name": self.image_name,
+            "model": self.model,
         }
 
     @staticmethod
@@ -109,10 +116,15 @@ class Camera:
             A ``Camera``.
         """
         return Camera(
-            fx=float(d["fx"]), fy=float(d["fy"]), cx=float(d["cx"]), cy=float(d["cy"]),
-            width=int(d["width"]), height=int(d["height"]),
+            fx=float(d["fx"]),
+            fy=float(d["fy"]),
+            cx=float(d["cx"]),
+            cy=float(d["cy"]),
+            width=int(d["width"]),
+            height=int(d["height"]),
             world_to_camera=np.asarray(d["world_to_camera"], dtype=np.float64),
-            image_name=str(d.get("image_name", "")), model=str(d.get("model", "PINHOLE")),
+            image_name=str(d.get("image_name", "")),
+            model=str(d.get("model", "PINHOLE")),
         )
 
 
@@ -163,9 +175,7 @@ class CameraBatch:
         return int(self.viewmats.shape[0])
 
 
-def stack_cameras(
-    cameras: "Camera | list[Camera]", device: "torch.device | str" = "cpu"
-) -> CameraBatch:
+def stack_cameras(cameras: "Camera | list[Camera]", device: "torch.device | str" = "cpu") -> CameraBatch:
     """Stack cameras (all of one image size) into a :class:`CameraBatch`.
 
     Args:

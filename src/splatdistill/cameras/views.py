@@ -17,6 +17,7 @@ import math
 from dataclasses import replace
 
 import numpy as np
+
 from splatdistill.cameras.camera import Camera, look_at
 
 
@@ -145,17 +146,31 @@ def _look_at_cameras(center, directions, radius, width, height, fov_deg, up, pre
     cams = []
     for i, d in enumerate(directions):
         eye = center + dist * np.asarray(d, dtype=np.float64)
-        cams.append(Camera(
-            fx=focal, fy=focal, cx=0.5 * width, cy=0.5 * height, width=int(width), height=int(height),
-            world_to_camera=look_at(eye, center, np.asarray(up, dtype=np.float64)),
-            image_name=f"{prefix}_{i:04d}", model="PINHOLE",
-        ))
+        cams.append(
+            Camera(
+                fx=focal,
+                fy=focal,
+                cx=0.5 * width,
+                cy=0.5 * height,
+                width=int(width),
+                height=int(height),
+                world_to_camera=look_at(eye, center, np.asarray(up, dtype=np.float64)),
+                image_name=f"{prefix}_{i:04d}",
+                model="PINHOLE",
+            )
+        )
     return cams
 
 
 def orbit_cameras(
-    center, radius: float, n: int, width: int, height: int, fov_deg: float = 50.0,
-    elevation_deg: float = 20.0, up=(0.0, 0.0, 1.0),
+    center,
+    radius: float,
+    n: int,
+    width: int,
+    height: int,
+    fov_deg: float = 50.0,
+    elevation_deg: float = 20.0,
+    up=(0.0, 0.0, 1.0),
 ) -> list[Camera]:
     """``n`` cameras evenly spaced on a circle at ``elevation_deg`` above the plane normal to ``up``.
 
@@ -199,7 +214,13 @@ def fibonacci_directions(n: int, up=(0.0, 0.0, 1.0)) -> np.ndarray:
 
 
 def sphere_cameras(
-    center, radius: float, n: int, width: int, height: int, fov_deg: float = 50.0, up=(0.0, 0.0, 1.0),
+    center,
+    radius: float,
+    n: int,
+    width: int,
+    height: int,
+    fov_deg: float = 50.0,
+    up=(0.0, 0.0, 1.0),
 ) -> list[Camera]:
     """``n`` cameras in Fibonacci-sphere directions around the centre, looking at it.
 

@@ -35,7 +35,7 @@ import threading
 import time
 import traceback
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,7 @@ class Job:
 # ---- parsing --------------------------------------------------------------------------------------
 def _tyro_message(text: str) -> str:
     """tyro's boxed error text as one line: the first paragraph below the title."""
-    lines = [ln.strip(" │╭╮╰╯─-━┃") .strip() for ln in text.splitlines()]
+    lines = [ln.strip(" │╭╮╰╯─-━┃").strip() for ln in text.splitlines()]
     body, started = [], False
     for ln in lines[1:]:
         if not ln:
@@ -108,11 +108,9 @@ def parse_job_args(command: str, input: str, out: str, flags: list[str]):
     buf = io.StringIO()
     try:
         with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
-            return tyro.cli(COMMANDS[command], args=[input, "--out", out, *flags],
-                            prog=f"splatdistill {command}")
+            return tyro.cli(COMMANDS[command], args=[input, "--out", out, *flags], prog=f"splatdistill {command}")
     except SystemExit:
         raise UserError(f"batch {command}: {_tyro_message(buf.getvalue())}") from None
-
 
 
 def _is_dataset(p: Path) -> bool:
@@ -149,8 +147,9 @@ def expand_inputs(command: str, inputs: list[str]) -> list[tuple[str, Path]]:
         else:
             raise UserError("a dataset is a folder, not a file", p)
         if len(found) == before:
-            raise UserError(f"no {'model files (.ply, .spz, .sdz)' if kind == 'model' else 'datasets'} in this "
-                            "folder", p)
+            raise UserError(
+                f"no {'model files (.ply, .spz, .sdz)' if kind == 'model' else 'datasets'} in this folder", p
+            )
     names = [q.stem if q.is_file() else q.name for q in found]
     return _unique(names, found)
 
@@ -159,8 +158,9 @@ def _unique(names: list[str], paths: list[Path]) -> list[tuple[str, Path]]:
     seen: dict[str, Path] = {}
     for n, p in zip(names, paths):
         if n in seen:
-            raise UserError(f"two jobs would write the same folder '{n}' ({seen[n]} and {p}); give them "
-                            "names in a manifest", p)
+            raise UserError(
+                f"two jobs would write the same folder '{n}' ({seen[n]} and {p}); give them names in a manifest", p
+            )
         seen[n] = p
     return list(zip(names, paths))
 
@@ -195,8 +195,11 @@ def load_manifest(path: Path) -> tuple[list[tuple[str, str, Path, list[str]]], s
         raise UserError(f"not a JSON manifest ({e})", path) from None
     jobs = doc.get("jobs") if isinstance(doc, dict) else doc
     if not isinstance(jobs, list) or not jobs:
-        raise UserError('a manifest is a list of jobs or {"out": DIR, "jobs": [...]}, each '
-                        '{"input": PATH, "command": NAME, "flags": [...]}', path)
+        raise UserError(
+            'a manifest is a list of jobs or {"out": DIR, "jobs": [...]}, each '
+            '{"input": PATH, "command": NAME, "flags": [...]}',
+            path,
+        )
     base = path.parent
     entries, names, paths = [], [], []
     for i, j in enumerate(jobs):
@@ -249,6 +252,7 @@ def read_marker(job: Job) -> dict | None:
 
 def key_metric(job: Job) -> dict:
     """The number a user looks at first, from the files the command wrote."""
+
     def load(p):
         try:
             return json.loads(Path(p).read_text())
@@ -332,8 +336,10 @@ def run_stage(job: Job, stage: str = "job", *deps: dict, in_ray: bool = False) -
         start = min([t0] + [d["started"] for d in deps if isinstance(d, dict)])
         rec["seconds"] = round(rec["ended"] - start, 2)
         rec["metric"] = key_metric(job)
-        write_json_atomic(job.dir / MARKER, _strict({"status": "done", "spec": job.spec(), "seconds": rec["seconds"],
-                                                     "metric": rec["metric"]}))
+        write_json_atomic(
+            job.dir / MARKER,
+            _strict({"status": "done", "spec": job.spec(), "seconds": rec["seconds"], "metric": rec["metric"]}),
+        )
     return rec
 
 
@@ -454,8 +460,7 @@ class Progress:
 
     def counts(self) -> str:
         c = {s: sum(1 for v in self.state.values() if v == s) for s in ("done", "skipped", "running", "failed")}
-        return (f"{c['done'] + c['skipped']}/{len(self.state)} done, {c['running']} running, "
-                f"{c['failed']} failed")
+        return f"{c['done'] + c['skipped']}/{len(self.state)} done, {c['running']} running, {c['failed']} failed"
 
     def say(self, text: str) -> None:
         if not self.quiet:
@@ -512,7 +517,9 @@ def table_markdown(rows: list[dict]) -> str:
     for r in rows:
         sec = "" if r.get("seconds") is None else f"{r['seconds']:.1f}"
         err = (r.get("error") or "").replace("|", "\\|")
-        lines.append(f"| {r['name']} | {r['command']} | {r['status']} | {sec} | {metric_text(r.get('metric'))} | {err} |")
+        lines.append(
+            f"| {r['name']} | {r['command']} | {r['status']} | {sec} | {metric_text(r.get('metric'))} | {err} |"
+        )
     return "\n".join(lines)
 
 
@@ -523,9 +530,19 @@ def write_table(out: Path, rows: list[dict], mode: str, wall_s: float) -> None:
 
 
 # ---- the batch ----------------------------------------------------------------------------------------
-def run_batch(jobs: list[Job], out: Path, *, ray_address: str | None = None, sequential: bool = False,
-              ray_cpus: int | None = None, retries: int = 1, force: bool = False, overrides: dict | None = None,
-              progress_every: float = 15.0, quiet: bool = False) -> tuple[list[dict], str]:
+def run_batch(
+    jobs: list[Job],
+    out: Path,
+    *,
+    ray_address: str | None = None,
+    sequential: bool = False,
+    ray_cpus: int | None = None,
+    retries: int = 1,
+    force: bool = False,
+    overrides: dict | None = None,
+    progress_every: float = 15.0,
+    quiet: bool = False,
+) -> tuple[list[dict], str]:
     """Run the jobs (skipping finished ones unless ``force``); returns (table rows, mode) where
     mode is "ray" or "sequential". Writes DIR/batch.md and DIR/batch.json."""
     from splatdistill.errors import warn
@@ -549,18 +566,22 @@ def run_batch(jobs: list[Job], out: Path, *, ray_address: str | None = None, seq
     if todo and not sequential:
         try:
             import ray  # noqa: F401
+
             mode = "ray"
         except ImportError:
-            warn(f"Ray is not installed (pip install 'splatdistill[ray]'): running the {len(todo)} jobs one after "
-                 "another")
+            warn(
+                f"Ray is not installed (pip install 'splatdistill[ray]'): running the {len(todo)} jobs one after "
+                "another"
+            )
     t0 = time.time()
     if todo:
         if mode == "ray":
             _run_ray(todo, prog, rows, ray_address, ray_cpus, retries, overrides)
         else:
             stop = threading.Event()
-            watch = threading.Thread(target=lambda: [prog.poll() for _ in iter(lambda: stop.wait(1.0), True)],
-                                     daemon=True)
+            watch = threading.Thread(
+                target=lambda: [prog.poll() for _ in iter(lambda: stop.wait(1.0), True)], daemon=True
+            )
             watch.start()
             try:
                 for j in todo:
@@ -602,8 +623,9 @@ def init_ray(address: str | None, cpus: int | None) -> bool:
     here = str(Path(__file__).resolve().parents[2])
     paths = [here] + [str(Path(p).resolve()) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False,
-             object_store_memory=128 * 2**20)  # the tasks pass small records; outputs go to files
+    ray.init(
+        num_cpus=cpus, include_dashboard=False, log_to_driver=False, object_store_memory=128 * 2**20
+    )  # the tasks pass small records; outputs go to files
     return True
 
 
@@ -617,9 +639,14 @@ def _run_ray(jobs: list[Job], prog: Progress, rows: dict, address, cpus, retries
         task = ray.remote(run_stage)
         finals = {}
         for j in jobs:
+
             def opts(stage, j=j):
-                return task.options(**_fit(job_resources(j, stage, gpus, overrides), nodes), max_retries=retries,
-                                    retry_exceptions=False, name=f"{j.name}:{stage}")
+                return task.options(
+                    **_fit(job_resources(j, stage, gpus, overrides), nodes),
+                    max_retries=retries,
+                    retry_exceptions=False,
+                    name=f"{j.name}:{stage}",
+                )
 
             if j.dag():
                 trunk = opts("trunk").remote(j, "trunk", in_ray=True)
@@ -636,8 +663,13 @@ def _run_ray(jobs: list[Job], prog: Progress, rows: dict, address, cpus, retries
                 try:
                     rec = ray.get(ref)
                 except Exception as e:  # the worker died more often than retries allow, or a stage did
-                    rec = {"name": j.name, "stage": "job", "status": "failed", "started": None,
-                           "error": _ray_error(e, retries)}
+                    rec = {
+                        "name": j.name,
+                        "stage": "job",
+                        "status": "failed",
+                        "started": None,
+                        "error": _ray_error(e, retries),
+                    }
                 _finish(prog, rows, j, rec)
             prog.poll()
     finally:
@@ -678,8 +710,17 @@ batch options:
   --progress-every S    seconds between progress reports of the running jobs (default 15)
 """
 
-_OPTS = {"--out": str, "--manifest": str, "--ray-address": str, "--ray-cpus": int, "--retries": int,
-         "--job-cpus": float, "--job-gpus": float, "--job-memory-gb": float, "--progress-every": float}
+_OPTS = {
+    "--out": str,
+    "--manifest": str,
+    "--ray-address": str,
+    "--ray-cpus": int,
+    "--retries": int,
+    "--job-cpus": float,
+    "--job-gpus": float,
+    "--job-memory-gb": float,
+    "--progress-every": float,
+}
 _SWITCHES = ("--sequential", "--force")
 
 
@@ -720,7 +761,7 @@ def batch_main(argv: list[str]) -> int:
         entries, mout = load_manifest(Path(opts["manifest"]))
         out = opts.get("out") or mout
         if not out:
-            raise UserError("batch: give --out DIR (or \"out\" in the manifest)", opts["manifest"])
+            raise UserError('batch: give --out DIR (or "out" in the manifest)', opts["manifest"])
     else:
         if not rest or rest[0].startswith("-"):
             raise UserError("batch: give COMMAND INPUTS... --out DIR (or --manifest FILE); see batch --help")
@@ -736,11 +777,22 @@ def batch_main(argv: list[str]) -> int:
     if opts.get("retries", 1) < 0:
         raise UserError("batch: --retries must be >= 0")
     jobs = make_jobs(entries, Path(out))
-    overrides = {"num_cpus": opts.get("job_cpus"), "num_gpus": opts.get("job_gpus"),
-                 "memory": None if opts.get("job_memory_gb") is None else int(opts["job_memory_gb"] * GIB)}
-    rows, _ = run_batch(jobs, Path(out), ray_address=opts.get("ray_address"), sequential=opts["sequential"],
-                        ray_cpus=opts.get("ray_cpus"), retries=opts.get("retries", 1), force=opts["force"],
-                        overrides=overrides, progress_every=opts.get("progress_every", 15.0))
+    overrides = {
+        "num_cpus": opts.get("job_cpus"),
+        "num_gpus": opts.get("job_gpus"),
+        "memory": None if opts.get("job_memory_gb") is None else int(opts["job_memory_gb"] * GIB),
+    }
+    rows, _ = run_batch(
+        jobs,
+        Path(out),
+        ray_address=opts.get("ray_address"),
+        sequential=opts["sequential"],
+        ray_cpus=opts.get("ray_cpus"),
+        retries=opts.get("retries", 1),
+        force=opts["force"],
+        overrides=overrides,
+        progress_every=opts.get("progress_every", 15.0),
+    )
     print(table_markdown(rows))
     return 1 if any(r["status"] == "failed" for r in rows) else 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
 import tyro
 
 Pos = tyro.conf.Positional
@@ -33,9 +34,11 @@ def abs_path(p) -> str | None:
 
 def summary_line(m: dict) -> str:
     """One line of an evaluation's metrics (``ops.evaluate.evaluate_scene``'s dict)."""
-    return (f"{m.get('split', 'test')} PSNR {fmt(m['psnr'], '.2f')} dB, SSIM {fmt(m['ssim'])}, "
-            f"LPIPS-VGG {fmt(m['lpips_vgg'])}, LPIPS-Alex {fmt(m['lpips_alex'])}, {m['num_gaussians']} Gaussians, "
-            f"{fmt(m['render_ms'], '.1f')} ms/view")
+    return (
+        f"{m.get('split', 'test')} PSNR {fmt(m['psnr'], '.2f')} dB, SSIM {fmt(m['ssim'])}, "
+        f"LPIPS-VGG {fmt(m['lpips_vgg'])}, LPIPS-Alex {fmt(m['lpips_alex'])}, {m['num_gaussians']} Gaussians, "
+        f"{fmt(m['render_ms'], '.1f')} ms/view"
+    )
 
 
 def publish(staging: Path, out: Path) -> None:

@@ -12,8 +12,22 @@ from splatdistill.commands.common import STAGING, Pos, abs_path, run_staged
 from splatdistill.compress.config import CompressConfig
 from splatdistill.validate import COUNT, Rule, check_config
 
-OWNED = ("model.sdz", "model.ply", "model.spz", "summary.json", "sweep.json", "sweep.md", "rate_distortion.png",
-         "high", "balanced", "small", "balanced_prune50", "balanced_prune80", "lod", STAGING)
+OWNED = (
+    "model.sdz",
+    "model.ply",
+    "model.spz",
+    "summary.json",
+    "sweep.json",
+    "sweep.md",
+    "rate_distortion.png",
+    "high",
+    "balanced",
+    "small",
+    "balanced_prune50",
+    "balanced_prune80",
+    "lod",
+    STAGING,
+)
 """The files of a compression in its folder (removed by --overwrite)."""
 RULES = {"iterations": COUNT, "resolution": Rule(minimum=8)}
 """This command's ranges where they differ from the shared ones (``validate.RULES``)."""
@@ -77,16 +91,20 @@ class CompressCommand:
             return
         s = compress_model(model, staging, data, cfg)
         lp = "n/a" if s["lpips_vgg"] is None else f"{s['lpips_vgg']:.4f}"
-        print(f"{s['num_gaussians_input']} -> {s['num_gaussians']} Gaussians, {s['input_bytes'] / 1e6:.2f} MB -> "
-              f"{s['output_bytes'] / 1e6:.3f} MB ({s['ratio']:.1f}x); PSNR {s['psnr']:.2f} dB, LPIPS-VGG {lp} "
-              f"on {s['evaluated_on']}")
+        print(
+            f"{s['num_gaussians_input']} -> {s['num_gaussians']} Gaussians, {s['input_bytes'] / 1e6:.2f} MB -> "
+            f"{s['output_bytes'] / 1e6:.3f} MB ({s['ratio']:.1f}x); PSNR {s['psnr']:.2f} dB, LPIPS-VGG {lp} "
+            f"on {s['evaluated_on']}"
+        )
         conf = s["stages"].get("prune", {}).get("policy_stats", {}).get("mean_confidence")
         if conf is not None:
             print(f"mean confidence {conf:.3f} (Confident Splatting's scene-quality indicator)")
         print(f"wrote {out / 'model.sdz'}, {out / 'model.ply'}, {out / 'summary.json'}")
         for lv in s.get("lod") or []:
-            print(f"LOD {lv['level']}: {lv['num_gaussians']} Gaussians ({lv['share']:g}), "
-                  f"{lv['sdz_bytes'] / 1e6:.3f} MB in {out / 'lod'}")
+            print(
+                f"LOD {lv['level']}: {lv['num_gaussians']} Gaussians ({lv['share']:g}), "
+                f"{lv['sdz_bytes'] / 1e6:.3f} MB in {out / 'lod'}"
+            )
         from splatdistill.view.server import view_command
 
         print(f"see them side by side: {view_command([model, out / 'model.sdz'], data)}")

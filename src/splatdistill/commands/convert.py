@@ -31,5 +31,4 @@ class ConvertCommand:
         check_output_file(dst, min_free_bytes=src.stat().st_size if src.is_file() else 0)
         scene = load_model(src)
         written = save_model(scene, dst, spz_version=self.spz_version)
-        print(f"wrote {written} ({len(scene)} Gaussians, SH degree {scene.sh_degree}, "
-              f"{size_on_disk(written)} bytes)")
+        print(f"wrote {written} ({len(scene)} Gaussians, SH degree {scene.sh_degree}, {size_on_disk(written)} bytes)")

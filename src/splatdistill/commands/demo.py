@@ -33,14 +33,37 @@ class DemoCommand:
 
         check_config(self)
         out = self.out
-        config = {"teacher_iterations": self.teacher_iterations, "student_iterations": self.student_iterations,
-                  "resolution": self.resolution, "compress_iterations": self.compress_iterations}
-        with run_folder(out, "demo", config, owned=("scene", "distill", "compressed", "summary.json"),
-                        overwrite=self.overwrite, can_resume=False):
-            run_demo(out, teacher_iterations=self.teacher_iterations, student_iterations=self.student_iterations,
-                     resolution=self.resolution, compress_iterations=self.compress_iterations)
+        config = {
+            "teacher_iterations": self.teacher_iterations,
+            "student_iterations": self.student_iterations,
+            "resolution": self.resolution,
+            "compress_iterations": self.compress_iterations,
+        }
+        with run_folder(
+            out,
+            "demo",
+            config,
+            owned=("scene", "distill", "compressed", "summary.json"),
+            overwrite=self.overwrite,
+            can_resume=False,
+        ):
+            run_demo(
+                out,
+                teacher_iterations=self.teacher_iterations,
+                student_iterations=self.student_iterations,
+                resolution=self.resolution,
+                compress_iterations=self.compress_iterations,
+            )
         from splatdistill.view.server import view_command
 
-        print("see them side by side: " + view_command(
-            [out / "distill" / "teachers" / "vanilla" / "point_cloud.ply",
-             out / "distill" / "student" / "point_cloud.ply", out / "compressed" / "model.sdz"], out / "scene"))
+        print(
+            "see them side by side: "
+            + view_command(
+                [
+                    out / "distill" / "teachers" / "vanilla" / "point_cloud.ply",
+                    out / "distill" / "student" / "point_cloud.ply",
+                    out / "compressed" / "model.sdz",
+                ],
+                out / "scene",
+            )
+        )

@@ -12,8 +12,20 @@ from splatdistill.commands.common import Pos, abs_path
 from splatdistill.distill.config import DistillConfig
 from splatdistill.validate import check_config
 
-OWNED = ("teachers", "student", "gt_only", "one_teacher", "three_teachers", "three_teachers_joint",
-         "three_teachers_pseudo", "cache", "summary.json", "report.md", "views.png", "psnr_vs_gaussians.png")
+OWNED = (
+    "teachers",
+    "student",
+    "gt_only",
+    "one_teacher",
+    "three_teachers",
+    "three_teachers_joint",
+    "three_teachers_pseudo",
+    "cache",
+    "summary.json",
+    "report.md",
+    "views.png",
+    "psnr_vs_gaussians.png",
+)
 """The files of a distillation in its folder (removed by --overwrite)."""
 
 
@@ -47,11 +59,17 @@ class DistillCommand:
     def run_config(self) -> dict:
         """The settings ``run.json`` records (what a rerun compares)."""
         c = self.cfg
-        return {"data": abs_path(self.data), "teachers": [abs_path(t) for t in self.teachers or []],
-                "student": asdict(c.student), "teacher": asdict(c.teacher_train_config()),
-                "background": c.student.background,
-                "train_views": c.train_views, "pseudo_views": c.pseudo_views, "downscale": c.downscale,
-                "ablation": c.ablation}
+        return {
+            "data": abs_path(self.data),
+            "teachers": [abs_path(t) for t in self.teachers or []],
+            "student": asdict(c.student),
+            "teacher": asdict(c.teacher_train_config()),
+            "background": c.student.background,
+            "train_views": c.train_views,
+            "pseudo_views": c.pseudo_views,
+            "downscale": c.downscale,
+            "ablation": c.ablation,
+        }
 
     def run(self) -> None:
         from splatdistill.commands.runs import run_folder
@@ -62,18 +80,29 @@ class DistillCommand:
         c = self.cfg
         student = c.student.validate()
         out = self.out
-        with run_folder(out, "distill", self.run_config(), owned=OWNED, resume=self.resume,
-                        overwrite=self.overwrite):
-            summary = run_distill(self.data, out, teachers=self.teachers, cfg=student,
-                                  teacher_iterations=c.teacher.iterations, downscale=c.downscale, device=c.device,
-                                  n_pseudo=c.pseudo_views, ablation=c.ablation,
-                                  teacher_init_points=c.teacher.init_points, teacher_background=student.background,
-                                  train_views=c.train_views, teacher=c.teacher)
+        with run_folder(out, "distill", self.run_config(), owned=OWNED, resume=self.resume, overwrite=self.overwrite):
+            summary = run_distill(
+                self.data,
+                out,
+                teachers=self.teachers,
+                cfg=student,
+                teacher_iterations=c.teacher.iterations,
+                downscale=c.downscale,
+                device=c.device,
+                n_pseudo=c.pseudo_views,
+                ablation=c.ablation,
+                teacher_init_points=c.teacher.init_points,
+                teacher_background=student.background,
+                train_views=c.train_views,
+                teacher=c.teacher,
+            )
         print(markdown_table(table_rows(summary)))
         stats = summary["student"].get("prune_policy") or {}
         if stats.get("mean_confidence") is not None:
-            print(f"student mean confidence: {stats['mean_confidence']:.3f} (Confident Splatting's scene-quality "
-                  "indicator)")
+            print(
+                f"student mean confidence: {stats['mean_confidence']:.3f} (Confident Splatting's scene-quality "
+                "indicator)"
+            )
         print(f"report: {out / 'report.md'}")
         from splatdistill.view.server import view_command
 

@@ -30,6 +30,11 @@ class MakeSceneCommand:
 
         check_config(self)
         check_output_dir(self.out)
-        path = make_demo_scene(self.out, resolution=self.resolution, train_views=self.train_views,
-                               test_views=self.test_views, seed=self.seed)
+        path = make_demo_scene(
+            self.out,
+            resolution=self.resolution,
+            train_views=self.train_views,
+            test_views=self.test_views,
+            seed=self.seed,
+        )
         print(f"wrote {path}")

@@ -27,7 +27,9 @@ class MetricsCommand:
         if self.json:
             print_json(m)
             return
-        print(f"{m.get('count', 1)} image(s): PSNR {fmt(m['psnr'], '.3f')} dB, SSIM {fmt(m['ssim'])}, "
-              f"LPIPS-VGG {fmt(m['lpips_vgg'])}, LPIPS-Alex {fmt(m['lpips_alex'])}")
+        print(
+            f"{m.get('count', 1)} image(s): PSNR {fmt(m['psnr'], '.3f')} dB, SSIM {fmt(m['ssim'])}, "
+            f"LPIPS-VGG {fmt(m['lpips_vgg'])}, LPIPS-Alex {fmt(m['lpips_alex'])}"
+        )
         if m.get("lpips_error"):
             print(f"LPIPS unavailable: {m['lpips_error']}")

@@ -20,9 +20,18 @@ from splatdistill.commands.train import TrainCommand
 from splatdistill.commands.view import ViewCommand
 
 COMMANDS: dict[str, type] = {
-    "info": InfoCommand, "convert": ConvertCommand, "make-scene": MakeSceneCommand, "render": RenderCommand,
-    "train": TrainCommand, "eval": EvalCommand, "metrics": MetricsCommand, "distill": DistillCommand,
-    "demo": DemoCommand, "compress": CompressCommand, "batch": BatchCommand, "view": ViewCommand,
+    "info": InfoCommand,
+    "convert": ConvertCommand,
+    "make-scene": MakeSceneCommand,
+    "render": RenderCommand,
+    "train": TrainCommand,
+    "eval": EvalCommand,
+    "metrics": MetricsCommand,
+    "distill": DistillCommand,
+    "demo": DemoCommand,
+    "compress": CompressCommand,
+    "batch": BatchCommand,
+    "view": ViewCommand,
 }
 """Every command, in the order ``splatdistill --help`` lists them."""
 

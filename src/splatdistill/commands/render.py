@@ -32,8 +32,7 @@ def save_png(rgb: torch.Tensor, path: Path, alpha: torch.Tensor | None = None) -
 
 
 def write_cameras(path: Path, cameras: list[Camera], background) -> None:
-    write_json_atomic(path, {"background": list(background),
-                             "cameras": [c.to_dict() for c in cameras]})
+    write_json_atomic(path, {"background": list(background), "cameras": [c.to_dict() for c in cameras]})
 
 
 def read_cameras(path: Path) -> tuple[list[Camera], tuple]:
@@ -64,8 +63,19 @@ def orbit_for_scene(scene, n: int, width: int, height: int) -> list[Camera]:
     return orbit_cameras(center, 2.2 * radius, n, width, height)
 
 
-def render_to_folder(model, out, data=None, split="test", orbit=None, cameras_file=None, width=None,
-                     height=None, backend="auto", downscale=1, device="auto") -> int:
+def render_to_folder(
+    model,
+    out,
+    data=None,
+    split="test",
+    orbit=None,
+    cameras_file=None,
+    width=None,
+    height=None,
+    backend="auto",
+    downscale=1,
+    device="auto",
+) -> int:
     import torch
     from tqdm.auto import tqdm
 
@@ -85,8 +95,9 @@ def render_to_folder(model, out, data=None, split="test", orbit=None, cameras_fi
         if orbit < 1:
             raise UserError("--orbit needs a positive number of views")
         if len(scene) == 0:
-            raise UserError("the model has no Gaussians to place an orbit around (--cameras or --data render it)",
-                            model)
+            raise UserError(
+                "the model has no Gaussians to place an orbit around (--cameras or --data render it)", model
+            )
         cams = orbit_for_scene(scene, orbit, width or 512, height or width or 512)
     else:
         from splatdistill.data.dataset import load_dataset
@@ -143,12 +154,36 @@ class RenderCommand:
         from splatdistill.commands.runs import run_folder
 
         check_config(self)
-        config = {"model": abs_path(self.model), "data": abs_path(self.data), "split": self.split,
-                  "orbit": self.orbit, "cameras": abs_path(self.cameras), "width": self.width,
-                  "height": self.height, "backend": self.backend, "downscale": self.downscale}
-        with run_folder(self.out, "render", config, owned=("[0-9][0-9][0-9][0-9]_*.png", "cameras.json"),
-                        overwrite=self.overwrite, can_resume=False):
-            n = render_to_folder(self.model, self.out, data=self.data, split=self.split, orbit=self.orbit,
-                                 cameras_file=self.cameras, width=self.width, height=self.height,
-                                 backend=self.backend, downscale=self.downscale, device=self.device)
+        config = {
+            "model": abs_path(self.model),
+            "data": abs_path(self.data),
+            "split": self.split,
+            "orbit": self.orbit,
+            "cameras": abs_path(self.cameras),
+            "width": self.width,
+            "height": self.height,
+            "backend": self.backend,
+            "downscale": self.downscale,
+        }
+        with run_folder(
+            self.out,
+            "render",
+            config,
+            owned=("[0-9][0-9][0-9][0-9]_*.png", "cameras.json"),
+            overwrite=self.overwrite,
+            can_resume=False,
+        ):
+            n = render_to_folder(
+                self.model,
+                self.out,
+                data=self.data,
+                split=self.split,
+                orbit=self.orbit,
+                cameras_file=self.cameras,
+                width=self.width,
+                height=self.height,
+                backend=self.backend,
+                downscale=self.downscale,
+                device=self.device,
+            )
         print(f"wrote {n} images and cameras.json to {self.out}")

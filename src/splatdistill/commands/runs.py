@@ -56,8 +56,10 @@ class FolderLock:
 
     def _busy(self, pid: int | None) -> UserError:
         who = f"pid {pid}" if pid else "another process"
-        return UserError(f"another splatdistill job ({who}) is writing this folder; wait for it to finish "
-                         "or choose another --out", self.folder)
+        return UserError(
+            f"another splatdistill job ({who}) is writing this folder; wait for it to finish or choose another --out",
+            self.folder,
+        )
 
     def acquire(self) -> "FolderLock":
         import fcntl
@@ -117,8 +119,17 @@ class RunFolder:
     ``"continue"`` (same settings), ``"resume"`` or ``"overwrite"``.
     """
 
-    def __init__(self, folder, command: str, config: dict, *, owned: Iterable[str] = (), resume: bool = False,
-                 overwrite: bool = False, continue_same: bool = True):
+    def __init__(
+        self,
+        folder,
+        command: str,
+        config: dict,
+        *,
+        owned: Iterable[str] = (),
+        resume: bool = False,
+        overwrite: bool = False,
+        continue_same: bool = True,
+    ):
         self.folder = Path(folder)
         self.command, self.config = command, _normalise(config)
         self.owned = tuple(owned)
@@ -130,8 +141,13 @@ class RunFolder:
         """The run's outputs present (a manifest alone, of a run that made nothing, does not count)."""
         found = []
         for name in self.owned:
-            found.extend(sorted(self.folder.glob(name)) if any(c in name for c in "*?[") else
-                         [self.folder / name] if (self.folder / name).exists() else [])
+            found.extend(
+                sorted(self.folder.glob(name))
+                if any(c in name for c in "*?[")
+                else [self.folder / name]
+                if (self.folder / name).exists()
+                else []
+            )
         return found
 
     def __enter__(self) -> "RunFolder":
@@ -171,8 +187,11 @@ class RunFolder:
                 manifest = json.loads((self.folder / MANIFEST).read_text())
             except (OSError, ValueError):
                 manifest = None
-        same = isinstance(manifest, dict) and manifest.get("command") == self.command \
+        same = (
+            isinstance(manifest, dict)
+            and manifest.get("command") == self.command
             and manifest.get("config") == self.config
+        )
         if not existing:
             self.state = "new"
         elif self.overwrite:
@@ -194,8 +213,11 @@ class RunFolder:
                 what = f"a {manifest.get('command')} run"
             else:
                 what = "an earlier run"
-            hint = "add --resume to continue it or --overwrite to start over" if self._can_resume else \
-                "add --overwrite to replace it"
+            hint = (
+                "add --resume to continue it or --overwrite to start over"
+                if self._can_resume
+                else "add --overwrite to replace it"
+            )
             raise UserError(f"holds {what} ({existing[0].name}); {hint}", self.folder)
         write_json_atomic(self.folder / MANIFEST, {"command": self.command, "config": self.config})
 
@@ -217,9 +239,19 @@ def _normalise(config: dict) -> dict:
     return json.loads(dumps_json(config, indent=None))
 
 
-def run_folder(folder, command: str, config: dict, *, owned: Iterable[str] = (), resume: bool = False,
-               overwrite: bool = False, continue_same: bool = True, can_resume: bool = True) -> RunFolder:
-    rf = RunFolder(folder, command, config, owned=owned, resume=resume, overwrite=overwrite,
-                   continue_same=continue_same)
+def run_folder(
+    folder,
+    command: str,
+    config: dict,
+    *,
+    owned: Iterable[str] = (),
+    resume: bool = False,
+    overwrite: bool = False,
+    continue_same: bool = True,
+    can_resume: bool = True,
+) -> RunFolder:
+    rf = RunFolder(
+        folder, command, config, owned=owned, resume=resume, overwrite=overwrite, continue_same=continue_same
+    )
     rf._can_resume = can_resume
     return rf

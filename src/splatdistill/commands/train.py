@@ -46,8 +46,9 @@ class TrainCommand:
         cfg = self.cfg.validate()
         config = {"data": abs_path(self.data), "branch_from": abs_path(self.branch_from), **cfg.to_dict()}
         config.pop("device")
-        with run_folder(self.out, "train", config, resume=self.resume, overwrite=self.overwrite,
-                        continue_same=False, owned=OWNED):
+        with run_folder(
+            self.out, "train", config, resume=self.resume, overwrite=self.overwrite, continue_same=False, owned=OWNED
+        ):
             self.train(cfg)
 
     def train(self, cfg: TrainConfig) -> None:
@@ -57,13 +58,16 @@ class TrainCommand:
         out = self.out
         trainer = Trainer(self.data, out, cfg, resume=self.resume, branch_from=self.branch_from)
         result = trainer.run()
-        print(f"trained {result.iterations} iterations in {result.wall_s:.1f} s: {len(result.scene)} Gaussians "
-              f"-> {out / 'point_cloud.ply'}")
+        print(
+            f"trained {result.iterations} iterations in {result.wall_s:.1f} s: {len(result.scene)} Gaussians "
+            f"-> {out / 'point_cloud.ply'}"
+        )
         if self.eval and trainer.dataset.splits.get("test"):
             from splatdistill.fileio import write_json_atomic
             from splatdistill.ops.evaluate import evaluate_scene
 
-            m = evaluate_scene(result.scene.to(trainer.device), trainer.dataset, "test",
-                               model_path=out / "point_cloud.ply")
+            m = evaluate_scene(
+                result.scene.to(trainer.device), trainer.dataset, "test", model_path=out / "point_cloud.ply"
+            )
             write_json_atomic(out / "metrics.json", m)
             print(summary_line(m))

@@ -35,8 +35,10 @@ class ViewCommand:
         if not is_loopback(self.host):
             from splatdistill.errors import warn
 
-            warn(f"serving on {self.host}: anyone who can reach this machine on port "
-                 f"{server.server_address[1]} can see these models")
+            warn(
+                f"serving on {self.host}: anyone who can reach this machine on port "
+                f"{server.server_address[1]} can see these models"
+            )
         print(f"serving {len(self.models)} model(s) at {server.url}  (Ctrl-C to stop)", flush=True)
         try:
             server.serve_forever()

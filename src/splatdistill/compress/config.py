@@ -31,13 +31,10 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "high": Preset(prune=0.5, sh_degree=3, vq_size=8192, vq_ratio=0.4,
-                   bits={"opacities": 12, "sh0": 8, "shN": 8}),
+    "high": Preset(prune=0.5, sh_degree=3, vq_size=8192, vq_ratio=0.4, bits={"opacities": 12, "sh0": 8, "shN": 8}),
     # LightGaussian's defaults: prune 66 %, SH 3 -> 2, 8192 codewords for the least significant 60 %
-    "balanced": Preset(prune=0.66, sh_degree=2, vq_size=8192, vq_ratio=0.6,
-                       bits={"opacities": 10, "sh0": 8, "shN": 6}),
-    "small": Preset(prune=0.8, sh_degree=1, vq_size=4096, vq_ratio=0.8,
-                    bits={"opacities": 10, "sh0": 8, "shN": 5}),
+    "balanced": Preset(prune=0.66, sh_degree=2, vq_size=8192, vq_ratio=0.6, bits={"opacities": 10, "sh0": 8, "shN": 6}),
+    "small": Preset(prune=0.8, sh_degree=1, vq_size=4096, vq_ratio=0.8, bits={"opacities": 10, "sh0": 8, "shN": 5}),
 }
 
 
@@ -144,13 +141,22 @@ class CompressConfig:
         if self.downscale < 1:
             raise UserError(f"--downscale must be >= 1, got {self.downscale}")
         if self.rvq_stages < 0 or not 1 <= self.rvq_size <= 65536:
-            raise UserError(f"--rvq-stages must be >= 0 and --rvq-size in 1..65536, got {self.rvq_stages}, "
-                            f"{self.rvq_size}")
+            raise UserError(
+                f"--rvq-stages must be >= 0 and --rvq-size in 1..65536, got {self.rvq_stages}, {self.rvq_size}"
+            )
         if self.views < 1 or self.eval_views < 1 or self.resolution < 8:
             raise UserError("data-free mode needs at least 1 view, 1 evaluation view and 8-pixel images")
         return {
-            "quality": self.quality, "prune": prune, "sh_degree": deg, "vq_size": k, "vq_ratio": ratio,
-            "prune_policy": self.prune_policy, "iterations": int(self.iterations),
-            "bits": dict(p.bits), "position": "fp16", "kept_encoding": p.kept_encoding,
-            "rvq_stages": int(self.rvq_stages), "rvq_size": int(self.rvq_size),
+            "quality": self.quality,
+            "prune": prune,
+            "sh_degree": deg,
+            "vq_size": k,
+            "vq_ratio": ratio,
+            "prune_policy": self.prune_policy,
+            "iterations": int(self.iterations),
+            "bits": dict(p.bits),
+            "position": "fp16",
+            "kept_encoding": p.kept_encoding,
+            "rvq_stages": int(self.rvq_stages),
+            "rvq_size": int(self.rvq_size),
         }

@@ -58,23 +58,58 @@ def rotmat_to_quat(r: np.ndarray) -> np.ndarray:
     """(N, 3, 3) proper rotations -> (N, 4) unit quaternions (w, x, y, z), w >= 0 (Shepperd's method:
     the largest of w, x, y, z is recovered from the diagonal first, the rest from off-diagonals)."""
     r = np.asarray(r, dtype=np.float64)
-    t = np.stack([1 + r[:, 0, 0] + r[:, 1, 1] + r[:, 2, 2], 1 + r[:, 0, 0] - r[:, 1, 1] - r[:, 2, 2],
-                  1 - r[:, 0, 0] + r[:, 1, 1] - r[:, 2, 2], 1 - r[:, 0, 0] - r[:, 1, 1] + r[:, 2, 2]], axis=1)
+    t = np.stack(
+        [
+            1 + r[:, 0, 0] + r[:, 1, 1] + r[:, 2, 2],
+            1 + r[:, 0, 0] - r[:, 1, 1] - r[:, 2, 2],
+            1 - r[:, 0, 0] + r[:, 1, 1] - r[:, 2, 2],
+            1 - r[:, 0, 0] - r[:, 1, 1] + r[:, 2, 2],
+        ],
+        axis=1,
+    )
     k = t.argmax(axis=1)
     s = np.sqrt(np.maximum(t[np.arange(len(k)), k], 1e-300)) * 2  # = 4 * |largest component|
     q = np.empty((len(k), 4))
     a = k == 0
-    q[a] = np.stack([s[a] / 4, (r[a, 2, 1] - r[a, 1, 2]) / s[a], (r[a, 0, 2] - r[a, 2, 0]) / s[a],
-                     (r[a, 1, 0] - r[a, 0, 1]) / s[a]], axis=1)
+    q[a] = np.stack(
+        [
+            s[a] / 4,
+            (r[a, 2, 1] - r[a, 1, 2]) / s[a],
+            (r[a, 0, 2] - r[a, 2, 0]) / s[a],
+            (r[a, 1, 0] - r[a, 0, 1]) / s[a],
+        ],
+        axis=1,
+    )
     a = k == 1
-    q[a] = np.stack([(r[a, 2, 1] - r[a, 1, 2]) / s[a], s[a] / 4, (r[a, 0, 1] + r[a, 1, 0]) / s[a],
-                     (r[a, 0, 2] + r[a, 2, 0]) / s[a]], axis=1)
+    q[a] = np.stack(
+        [
+            (r[a, 2, 1] - r[a, 1, 2]) / s[a],
+            s[a] / 4,
+            (r[a, 0, 1] + r[a, 1, 0]) / s[a],
+            (r[a, 0, 2] + r[a, 2, 0]) / s[a],
+        ],
+        axis=1,
+    )
     a = k == 2
-    q[a] = np.stack([(r[a, 0, 2] - r[a, 2, 0]) / s[a], (r[a, 0, 1] + r[a, 1, 0]) / s[a], s[a] / 4,
-                     (r[a, 1, 2] + r[a, 2, 1]) / s[a]], axis=1)
+    q[a] = np.stack(
+        [
+            (r[a, 0, 2] - r[a, 2, 0]) / s[a],
+            (r[a, 0, 1] + r[a, 1, 0]) / s[a],
+            s[a] / 4,
+            (r[a, 1, 2] + r[a, 2, 1]) / s[a],
+        ],
+        axis=1,
+    )
     a = k == 3
-    q[a] = np.stack([(r[a, 1, 0] - r[a, 0, 1]) / s[a], (r[a, 0, 2] + r[a, 2, 0]) / s[a],
-                     (r[a, 1, 2] + r[a, 2, 1]) / s[a], s[a] / 4], axis=1)
+    q[a] = np.stack(
+        [
+            (r[a, 1, 0] - r[a, 0, 1]) / s[a],
+            (r[a, 0, 2] + r[a, 2, 0]) / s[a],
+            (r[a, 1, 2] + r[a, 2, 1]) / s[a],
+            s[a] / 4,
+        ],
+        axis=1,
+    )
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     q[q[:, 0] < 0] *= -1
     return q
@@ -114,8 +149,9 @@ def merge_pairs(p: dict, i: np.ndarray, j: np.ndarray) -> dict:
     mu_i, mu_j = p["means"][i].astype(np.float64), p["means"][j].astype(np.float64)
     mu = w_i[:, None] * mu_i + w_j[:, None] * mu_j
     d_i, d_j = mu_i - mu, mu_j - mu
-    cov = (w_i[:, None, None] * (covariances(p["quats"][i], p["scales"][i]) + d_i[:, :, None] * d_i[:, None, :])
-           + w_j[:, None, None] * (covariances(p["quats"][j], p["scales"][j]) + d_j[:, :, None] * d_j[:, None, :]))
+    cov = w_i[:, None, None] * (covariances(p["quats"][i], p["scales"][i]) + d_i[:, :, None] * d_i[:, None, :]) + w_j[
+        :, None, None
+    ] * (covariances(p["quats"][j], p["scales"][j]) + d_j[:, :, None] * d_j[:, None, :])
     log_s, q = cov_to_scale_quat(cov)
     alpha = np.clip(tot / (_MASS_CONST * np.exp(log_s.sum(axis=1))), ALPHA_MIN, ALPHA_MAX)
     out = {"means": mu, "quats": q, "scales": log_s, "opacities": np.log(alpha / (1 - alpha))}
@@ -157,8 +193,11 @@ def _cov(q, s, out):
 
 @njit(cache=True, inline="always")
 def _det3(m):
-    return (m[0, 0] * (m[1, 1] * m[2, 2] - m[1, 2] * m[2, 1]) - m[0, 1] * (m[1, 0] * m[2, 2] - m[1, 2] * m[2, 0])
-            + m[0, 2] * (m[1, 0] * m[2, 1] - m[1, 1] * m[2, 0]))
+    return (
+        m[0, 0] * (m[1, 1] * m[2, 2] - m[1, 2] * m[2, 1])
+        - m[0, 1] * (m[1, 0] * m[2, 2] - m[1, 2] * m[2, 0])
+        + m[0, 2] * (m[1, 0] * m[2, 1] - m[1, 1] * m[2, 0])
+    )
 
 
 @njit(cache=True, parallel=True)
@@ -193,7 +232,9 @@ def pair_dissimilarity(means, quats, log_scales, rgb, pa, pb, color_sigma, out):
         i11 = m[0, 0] * m[2, 2] - m[0, 2] * m[2, 0]
         i12 = m[0, 2] * m[1, 0] - m[0, 0] * m[1, 2]
         i22 = m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0]
-        maha = (d0 * d0 * i00 + d1 * d1 * i11 + d2 * d2 * i22 + 2 * (d0 * d1 * i01 + d0 * d2 * i02 + d1 * d2 * i12)) / det
+        maha = (
+            d0 * d0 * i00 + d1 * d1 * i11 + d2 * d2 * i22 + 2 * (d0 * d1 * i01 + d0 * d2 * i02 + d1 * d2 * i12)
+        ) / det
         lda = 2.0 * (log_scales[a, 0] + log_scales[a, 1] + log_scales[a, 2])
         ldb = 2.0 * (log_scales[b, 0] + log_scales[b, 1] + log_scales[b, 2])
         db = maha / 8.0 + 0.5 * (np.log(det) - 0.5 * (lda + ldb))
@@ -223,8 +264,9 @@ def _greedy(order, op_a, op_b, n, n_remove):
     return chosen
 
 
-def plan_reduction(p: dict, importance: np.ndarray, n_target: int, merge: bool = True,
-                   color_sigma: float = 0.1, workers: int = -1) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+def plan_reduction(
+    p: dict, importance: np.ndarray, n_target: int, merge: bool = True, color_sigma: float = 0.1, workers: int = -1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Choose prunes and merges that take the scene from N to ``n_target`` Gaussians at the least
     cost (see the module docstring). Returns (kept indices (untouched Gaussians), merge pairs i, j,
     info). ``merge=False``: pruning only (the ``N - n_target`` least important)."""
@@ -253,8 +295,16 @@ def plan_reduction(p: dict, importance: np.ndarray, n_target: int, merge: bool =
 
     rgb = np.ascontiguousarray(p["sh0"][:, 0, :], dtype=np.float64) * C0
     dissim = np.empty(len(pa))
-    pair_dissimilarity(means, np.ascontiguousarray(p["quats"], np.float64),
-                        np.ascontiguousarray(p["scales"], np.float64), rgb, pa, pb, float(color_sigma), dissim)
+    pair_dissimilarity(
+        means,
+        np.ascontiguousarray(p["quats"], np.float64),
+        np.ascontiguousarray(p["scales"], np.float64),
+        rgb,
+        pa,
+        pb,
+        float(color_sigma),
+        dissim,
+    )
     merge_cost = (imp[pa] + imp[pb]) * dissim
     cost = np.concatenate([imp, merge_cost])
     op_a = np.concatenate([a, pa]).astype(np.int64)
@@ -270,8 +320,9 @@ def plan_reduction(p: dict, importance: np.ndarray, n_target: int, merge: bool =
     return np.flatnonzero(~gone), op_a[is_merge], op_b[is_merge], info
 
 
-def reduce_gaussians(p: dict, importance: np.ndarray, n_target: int, merge: bool = True,
-                     color_sigma: float = 0.1) -> tuple[dict, np.ndarray, dict]:
+def reduce_gaussians(
+    p: dict, importance: np.ndarray, n_target: int, merge: bool = True, color_sigma: float = 0.1
+) -> tuple[dict, np.ndarray, dict]:
     """Apply ``plan_reduction``: the kept Gaussians followed by the merged ones, exactly
     ``min(N, n_target)`` of them. Returns (raw parameters, their importance (a merged Gaussian gets
     the sum of its parts'), info)."""

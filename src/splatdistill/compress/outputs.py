@@ -111,8 +111,7 @@ def vq_layout(n: int, k: int, ratio: float, points_per_codeword: int) -> tuple[i
     return n_vq, k_eff, n_vq < 2 * points_per_codeword
 
 
-def probe_codec_inputs(scene: GaussianScene, settings: dict, n_after_prune: int,
-                       points_per_codeword: int) -> dict:
+def probe_codec_inputs(scene: GaussianScene, settings: dict, n_after_prune: int, points_per_codeword: int) -> dict:
     """``encode_scene`` keyword arguments with the layout the run will produce, for ``scene``
     (truncated to the run's SH degree): the colour VQ's codebook size and index type (the layout of
     ``n_after_prune`` Gaussians applied to all of ``scene``'s, so every value is encoded) and the
@@ -125,7 +124,7 @@ def probe_codec_inputs(scene: GaussianScene, settings: dict, n_after_prune: int,
     n_vq, k_eff, skipped = vq_layout(n_after_prune, s["vq_size"], s["vq_ratio"], points_per_codeword)
     if not skipped and n:
         keep = np.ones(n, dtype=bool)
-        keep[n - min(n_vq, n):] = False
+        keep[n - min(n_vq, n) :] = False
         feats = color_features(scene)
         cb = feats[np.arange(k_eff) % n]
         assign = np.arange(int((~keep).sum())) % k_eff
@@ -133,8 +132,10 @@ def probe_codec_inputs(scene: GaussianScene, settings: dict, n_after_prune: int,
     if s["rvq_stages"] > 0:
         k_rvq = min(int(s["rvq_size"]), max(1, n_after_prune // points_per_codeword))
         rvq = {}
-        for name, x in (("scales", scene.scales.detach().cpu().numpy()),
-                        ("quats", canonical_quats(scene.quats.detach().cpu().numpy()).astype(np.float32))):
+        for name, x in (
+            ("scales", scene.scales.detach().cpu().numpy()),
+            ("quats", canonical_quats(scene.quats.detach().cpu().numpy()).astype(np.float32)),
+        ):
             books = np.zeros((s["rvq_stages"], k_rvq, x.shape[1]), dtype=np.float32)
             if n:
                 books[0] = x[np.arange(k_rvq) % n]
@@ -145,13 +146,20 @@ def probe_codec_inputs(scene: GaussianScene, settings: dict, n_after_prune: int,
     return opts
 
 
-def preflight(scene: GaussianScene, out: Path, settings: dict, n_after_prune: int, write_spz: bool,
-              points_per_codeword: int, spz_version: int = 4) -> dict:
+def preflight(
+    scene: GaussianScene,
+    out: Path,
+    settings: dict,
+    n_after_prune: int,
+    write_spz: bool,
+    points_per_codeword: int,
+    spz_version: int = 4,
+) -> dict:
     """Check the output folder and run ``scene`` through every writer ``compress`` will use (see the
     module docstring). Returns what it checked; raises ``UserError`` naming the output file."""
+    from splatdistill.formats.container import decode_container, encode_container
     from splatdistill.formats.ply import read_ply, write_ply
     from splatdistill.formats.sdz import decode_scene, encode_scene
-    from splatdistill.formats.container import decode_container, encode_container
     from splatdistill.formats.spz import read_spz
     from splatdistill.formats.spz import write_spz as spz_writer
 

@@ -65,7 +65,6 @@ the codec default of 8 because the many faint Gaussians switch on and off around
 alpha cut-off (docs/benchmarks.md, "Measurements behind design choices").
 """
 
-
 from __future__ import annotations
 
 import os
@@ -75,16 +74,20 @@ from pathlib import Path
 
 import torch
 
+from splatdistill.compress.config import PRESETS, CompressConfig, Quality  # noqa: F401 (re-exported)
+from splatdistill.compress.stages import (  # noqa: F401
+    VQ_POINTS_PER_CODEWORD,
+    distill_sh_stage,
+    prune_stage,
+    pruned_count,
+    rvq_stage,
+    vq_stage,
+)
+from splatdistill.compress.sweep import plot_rate_distortion, run_sweep, sweep_markdown, sweep_settings  # noqa: F401
+from splatdistill.compress.targets import Layered, Targets, evaluate, load_input, prepare_targets, sample_cameras  # noqa: F401
 from splatdistill.errors import UserError
 from splatdistill.fileio import write_json_atomic
 from splatdistill.scene.gaussians import GaussianScene
-
-from splatdistill.compress.config import PRESETS, CompressConfig, Quality  # noqa: F401 (re-exported)
-from splatdistill.compress.stages import (VQ_POINTS_PER_CODEWORD, distill_sh_stage, prune_stage,  # noqa: F401
-                                          pruned_count, rvq_stage, vq_stage)
-from splatdistill.compress.sweep import plot_rate_distortion, run_sweep, sweep_markdown, sweep_settings  # noqa: F401
-from splatdistill.compress.targets import (Layered, Targets, evaluate, load_input, prepare_targets,  # noqa: F401
-                                           sample_cameras)
 
 
 def _device(name: str) -> torch.device:
@@ -100,8 +103,15 @@ def _model_bytes(model_path) -> int:
     return size_on_disk(model_path)
 
 
-def compress_model(model_path, out_dir, data=None, cfg: CompressConfig | None = None, *,
-                   scene: GaussianScene | None = None, targets: Targets | None = None) -> dict:
+def compress_model(
+    model_path,
+    out_dir,
+    data=None,
+    cfg: CompressConfig | None = None,
+    *,
+    scene: GaussianScene | None = None,
+    targets: Targets | None = None,
+) -> dict:
     """Compress the model at ``model_path`` into ``out_dir`` (model.sdz, model.ply, model.spz,
     summary.json); returns the summary. ``scene`` / ``targets`` may be passed to reuse them (sweeps).
 
@@ -123,8 +133,9 @@ def compress_model(model_path, out_dir, data=None, cfg: CompressConfig | None = 
     t0 = time.perf_counter()
     scene = scene if scene is not None else load_input(model_path)
     s = cfg.settings(scene.sh_degree)
-    preflight_info = preflight(scene, out, s, pruned_count(len(scene), s["prune"]), cfg.write_spz,
-                               VQ_POINTS_PER_CODEWORD, cfg.spz_version)
+    preflight_info = preflight(
+        scene, out, s, pruned_count(len(scene), s["prune"]), cfg.write_spz, VQ_POINTS_PER_CODEWORD, cfg.spz_version
+    )
     timings["preflight"] = time.perf_counter() - t0
     device = _device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -136,8 +147,9 @@ def compress_model(model_path, out_dir, data=None, cfg: CompressConfig | None = 
     work = scene.to(device)
 
     t0 = time.perf_counter()
-    work, prune_info = prune_stage(work, targets, s["prune"], s["prune_policy"], s["iterations"], cfg.seed,
-                                   cfg.progress)
+    work, prune_info = prune_stage(
+        work, targets, s["prune"], s["prune_policy"], s["iterations"], cfg.seed, cfg.progress
+    )
     timings["prune"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -145,21 +157,29 @@ def compress_model(model_path, out_dir, data=None, cfg: CompressConfig | None = 
     timings["sh_distill"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    work, vq, vq_info = vq_stage(work, targets, s["vq_size"], s["vq_ratio"], s["iterations"] // 2, cfg.seed,
-                                 cfg.progress)
+    work, vq, vq_info = vq_stage(
+        work, targets, s["vq_size"], s["vq_ratio"], s["iterations"] // 2, cfg.seed, cfg.progress
+    )
     timings["vq"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    work, rvq, rvq_info = rvq_stage(work, targets, s["rvq_stages"], s["rvq_size"], s["iterations"] // 2, cfg.seed,
-                                    cfg.progress)
+    work, rvq, rvq_info = rvq_stage(
+        work, targets, s["rvq_stages"], s["rvq_size"], s["iterations"] // 2, cfg.seed, cfg.progress
+    )
     timings["rvq"] = time.perf_counter() - t0
 
     with StagedOutputs(out) as staged:
         try:
-            summary = _finish(model_path, data, cfg, s, scene, work, vq, rvq, targets, staged, n_in, device,
-                              timings, t_all)
-            summary["stages"] = {"preflight": preflight_info, "prune": prune_info, "sh_distill": sh_info,
-                                 "vq": vq_info, "rvq": rvq_info}
+            summary = _finish(
+                model_path, data, cfg, s, scene, work, vq, rvq, targets, staged, n_in, device, timings, t_all
+            )
+            summary["stages"] = {
+                "preflight": preflight_info,
+                "prune": prune_info,
+                "sh_distill": sh_info,
+                "vq": vq_info,
+                "rvq": rvq_info,
+            }
             write_json_atomic(staged.path("summary.json"), summary)
         except UserError as e:
             raise staged.final_name(e) from None
@@ -169,8 +189,7 @@ def compress_model(model_path, out_dir, data=None, cfg: CompressConfig | None = 
     return summary
 
 
-def _finish(model_path, data, cfg, s, scene, work, vq, rvq, targets, staged, n_in, device, timings,
-            t_all) -> dict:
+def _finish(model_path, data, cfg, s, scene, work, vq, rvq, targets, staged, n_in, device, timings, t_all) -> dict:
     """Encode, read back and evaluate the result into ``staged``'s temporary files; the summary."""
     from splatdistill.formats.ply import read_ply, write_ply
     from splatdistill.formats.sdz import load_sdz, save_sdz
@@ -182,8 +201,9 @@ def _finish(model_path, data, cfg, s, scene, work, vq, rvq, targets, staged, n_i
     if vq is not None:
         vq = dict(vq, kept_encoding=s["kept_encoding"])
     extra = {"source": model_path.name, "settings": {k: v for k, v in s.items() if k != "bits"}}
-    sdz = save_sdz(final, staged.path("model.sdz"), vq=vq, bits=s["bits"], position=s["position"],
-                   extra_meta=extra, rvq=rvq)
+    sdz = save_sdz(
+        final, staged.path("model.sdz"), vq=vq, bits=s["bits"], position=s["position"], extra_meta=extra, rvq=rvq
+    )
     decoded = load_sdz(sdz)
     decoded.antialiased = final.antialiased
     ply = write_ply(decoded, staged.path("model.ply"))
@@ -233,9 +253,15 @@ def _finish(model_path, data, cfg, s, scene, work, vq, rvq, targets, staged, n_i
         "spz_bytes": spz_bytes,
         **({"spz_error": spz_error} if spz_error else {}),
         "settings": s,
-        "data_free_views": None if targets.mode == "data" else {
-            "train": len(targets.train_cams), "eval": len(targets.eval_cams), "resolution": cfg.resolution,
-            "fov_deg": cfg.fov_deg, "background": list(targets.background)},
+        "data_free_views": None
+        if targets.mode == "data"
+        else {
+            "train": len(targets.train_cams),
+            "eval": len(targets.eval_cams),
+            "resolution": cfg.resolution,
+            "fov_deg": cfg.fov_deg,
+            "background": list(targets.background),
+        },
         "timings_s": timings,
         "device": str(device),
     }

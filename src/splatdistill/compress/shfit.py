@@ -33,8 +33,15 @@ from splatdistill.scene.gaussians import num_sh_coeffs
 from splatdistill.scene.sh import sh_basis
 
 
-def fit_lower_bands(means: np.ndarray, sh: np.ndarray, degree: int, camera_centers: np.ndarray,
-                    rho: float = 0.5, chunk: int = 65536, reference: bool = False) -> np.ndarray:
+def fit_lower_bands(
+    means: np.ndarray,
+    sh: np.ndarray,
+    degree: int,
+    camera_centers: np.ndarray,
+    rho: float = 0.5,
+    chunk: int = 65536,
+    reference: bool = False,
+) -> np.ndarray:
     """``sh`` (N, K_L, 3) coefficients of degree L -> (N, K_l, 3) of ``degree`` l < L, the
     least-squares fit over the directions from ``camera_centers`` (V, 3) to ``means`` (N, 3)
     plus ``rho`` times the whole-sphere error (see the module docstring). ``rho = 0`` is the pure
@@ -56,14 +63,15 @@ def fit_lower_bands(means: np.ndarray, sh: np.ndarray, degree: int, camera_cente
         return sh[:, :k_low].copy()
     if not reference:
         out = np.empty((n, k_low, 3), dtype=np.float32)
-        _fit_kernel(np.ascontiguousarray(means, np.float64), sh, np.ascontiguousarray(cams.numpy()), deg_full,
-                    k_low, mu, out)
+        _fit_kernel(
+            np.ascontiguousarray(means, np.float64), sh, np.ascontiguousarray(cams.numpy()), deg_full, k_low, mu, out
+        )
         return out
     out = np.empty((n, k_low, 3), dtype=np.float32)
     eye = torch.eye(k_low, dtype=torch.float64)
     for s in range(0, n, chunk):
-        m = torch.as_tensor(np.asarray(means[s:s + chunk], np.float64))
-        c = torch.as_tensor(sh[s:s + chunk], dtype=torch.float64)  # (n, K_L, 3)
+        m = torch.as_tensor(np.asarray(means[s : s + chunk], np.float64))
+        c = torch.as_tensor(sh[s : s + chunk], dtype=torch.float64)  # (n, K_L, 3)
         dirs = m[:, None, :] - cams[None, :, :]  # (n, V, 3)
         y = sh_basis(deg_full, dirs)  # (n, V, K_L)
         yl = y[..., :k_low]
@@ -75,7 +83,7 @@ def fit_lower_bands(means: np.ndarray, sh: np.ndarray, degree: int, camera_cente
             x = torch.linalg.lstsq(a, rhs, driver="gelsd").solution
         else:
             x = torch.cholesky_solve(rhs, lc)
-        out[s:s + chunk] = x.to(torch.float32).numpy()
+        out[s : s + chunk] = x.to(torch.float32).numpy()
     return out
 
 

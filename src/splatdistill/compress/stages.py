@@ -12,12 +12,11 @@ import numpy as np
 import torch
 
 from splatdistill.cameras.camera import stack_cameras
+from splatdistill.compress.targets import Layered, Targets
 from splatdistill.ops.optim import ExponentialDecay, PolicyHook, adam, fit, make_params, scene_of
 from splatdistill.ops.policies import make_policy
 from splatdistill.render import render
 from splatdistill.scene.gaussians import GaussianScene
-
-from splatdistill.compress.targets import Layered, Targets
 
 # At most one codeword per this many VQ'd Gaussians (LightGaussian's 8192 codewords serve ~600k
 # VQ'd Gaussians on Mip-NeRF 360 scenes, ~70 each).
@@ -27,12 +26,28 @@ VQ_POINTS_PER_CODEWORD = 16
 def finetune_lrs(extent: float) -> dict[str, float]:
     """Fine-tuning learning rates: the 3DGS values (METHODS.md §0), positions a tenth of the 3DGS
     start value (1.6e-5 x extent, decaying to 1.6e-6 x extent), opacity the newer 0.025."""
-    return {"means": 1.6e-5 * extent, "quats": 1e-3, "scales": 5e-3, "opacities": 0.025,
-            "sh0": 2.5e-3, "shN": 2.5e-3 / 20}
+    return {
+        "means": 1.6e-5 * extent,
+        "quats": 1e-3,
+        "scales": 5e-3,
+        "opacities": 0.025,
+        "sh0": 2.5e-3,
+        "shN": 2.5e-3 / 20,
+    }
 
 
-def finetune(build, params, optimizers, n_iter: int, pick, targets: Targets, desc: str, progress: bool,
-             policy=None, ssim_lambda: float = 0.2) -> float | None:
+def finetune(
+    build,
+    params,
+    optimizers,
+    n_iter: int,
+    pick,
+    targets: Targets,
+    desc: str,
+    progress: bool,
+    policy=None,
+    ssim_lambda: float = 0.2,
+) -> float | None:
     """``n_iter`` Adam steps (``ops.optim.fit``) of the photometric loss of ``build()``'s renders against
     ``pick(step)``'s (camera, target), plus the policy's regulariser and gates (``PolicyHook``).
     Positions' lr decays by 10x over the steps; with ``Layered`` targets each step draws its
@@ -75,8 +90,18 @@ def finetune(build, params, optimizers, n_iter: int, pick, targets: Targets, des
     schedules = {}
     if "means" in optimizers:
         schedules["means"] = ExponentialDecay.over(optimizers["means"].param_groups[0]["lr"], 0.1, n_iter)
-    return fit(params, optimizers, n_iter, pick, loss_fn, [gates], schedules=schedules, desc=desc,
-               progress=progress, leave=False)
+    return fit(
+        params,
+        optimizers,
+        n_iter,
+        pick,
+        loss_fn,
+        [gates],
+        schedules=schedules,
+        desc=desc,
+        progress=progress,
+        leave=False,
+    )
 
 
 def _cycler(n: int, seed: int):
@@ -88,6 +113,7 @@ def _cycler(n: int, seed: int):
         if not order:
             order.extend(rng.permutation(n).tolist())
         return order.pop()
+
     return nxt
 
 
@@ -99,6 +125,7 @@ def train_picker(targets: "Targets", seed: int):
     def pick(step):
         i = nxt()
         return targets.train_cams[i], targets.image(targets.train_images, i)
+
     return pick
 
 
@@ -113,9 +140,15 @@ def _significance(scene: GaussianScene, targets: Targets) -> torch.Tensor:
     return importance(scene.detach(), targets.train_cams, "significance")
 
 
-
-def prune_stage(scene: GaussianScene, targets: Targets, prune: float, policy_name: str, n_iter: int,
-                seed: int = 0, progress: bool = True) -> tuple[GaussianScene, dict]:
+def prune_stage(
+    scene: GaussianScene,
+    targets: Targets,
+    prune: float,
+    policy_name: str,
+    n_iter: int,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[GaussianScene, dict]:
     """Remove ``round(prune · N)`` Gaussians by the policy, co-adapting for ``n_iter`` steps on the
     training targets (learned gates: the first half with the gates, then baked)."""
     n = len(scene)
@@ -131,8 +164,7 @@ def prune_stage(scene: GaussianScene, targets: Targets, prune: float, policy_nam
             scene = scene.detach()[keep]
         params = make_params(dict(scene.items()))
         opt = adam(params, lrs)
-        info["loss"] = finetune(lambda: scene_of(params, aa), params, opt, n_iter, pick, targets,
-                                "co-adapt", progress)
+        info["loss"] = finetune(lambda: scene_of(params, aa), params, opt, n_iter, pick, targets, "co-adapt", progress)
         info.update(kept=len(scene), policy_stats={"policy": "significance"})
         return scene_of(params, aa).detach(), info
 
@@ -143,8 +175,17 @@ def prune_stage(scene: GaussianScene, targets: Targets, prune: float, policy_nam
     params = make_params(start)
     opt = adam(params, lrs)
     n_gate = n_iter // 2
-    info["gate_loss"] = finetune(lambda: scene_of(params, aa), params, opt, n_gate, pick, targets,
-                                 f"{policy_name} gates", progress, policy=policy)
+    info["gate_loss"] = finetune(
+        lambda: scene_of(params, aa),
+        params,
+        opt,
+        n_gate,
+        pick,
+        targets,
+        f"{policy_name} gates",
+        progress,
+        policy=policy,
+    )
     info["policy_stats"] = policy.stats()
     baked = policy.bake(scene_of(params, aa).detach())
     scores = _significance(baked, targets) if n_keep < n else None  # significance of the gated scene
@@ -156,21 +197,28 @@ def prune_stage(scene: GaussianScene, targets: Targets, prune: float, policy_nam
     # change compress's results
     params = make_params(dict(baked.items()))
     opt = adam(params, lrs)
-    info["loss"] = finetune(lambda: scene_of(params, aa), params, opt, n_iter - n_gate, pick, targets,
-                            "co-adapt", progress)
+    info["loss"] = finetune(
+        lambda: scene_of(params, aa), params, opt, n_iter - n_gate, pick, targets, "co-adapt", progress
+    )
     return scene_of(params, aa).detach(), info
 
 
-def distill_sh_stage(scene: GaussianScene, targets: Targets, degree: int, n_iter: int, seed: int = 0,
-                     progress: bool = True) -> tuple[GaussianScene, dict]:
+def distill_sh_stage(
+    scene: GaussianScene, targets: Targets, degree: int, n_iter: int, seed: int = 0, progress: bool = True
+) -> tuple[GaussianScene, dict]:
     """LightGaussian SH distillation: fit the degree-``degree`` student to the uncompressed teacher,
     iterations 1 and 2 of every 3 on pseudo views, the third on a training view."""
     if degree >= scene.sh_degree:
         return scene.with_sh_degree(degree), {"skipped": True}
     student = scene.detach().with_sh_degree(degree)
     if n_iter <= 0:  # plain truncation
-        return student, {"skipped": False, "loss": None, "from": scene.sh_degree, "to": degree,
-                         "pseudo_views": len(targets.pseudo_cams)}
+        return student, {
+            "skipped": False,
+            "loss": None,
+            "from": scene.sh_degree,
+            "to": degree,
+            "pseudo_views": len(targets.pseudo_cams),
+        }
     train_imgs, pseudo_imgs = targets.teacher_images(progress)
     params = make_params(dict(student.items()))
     opt = adam(params, finetune_lrs(targets.extent))
@@ -184,19 +232,25 @@ def distill_sh_stage(scene: GaussianScene, targets: Targets, degree: int, n_iter
         return targets.train_cams[i], targets.image(train_imgs, i)
 
     aa = scene.antialiased
-    loss = finetune(lambda: scene_of(params, aa), params, opt, n_iter, pick, targets,
-                    f"SH {scene.sh_degree}->{degree}", progress)
-    return scene_of(params, aa).detach(), {"skipped": False, "loss": loss, "from": scene.sh_degree, "to": degree,
-                                        "pseudo_views": len(targets.pseudo_cams)}
+    loss = finetune(
+        lambda: scene_of(params, aa), params, opt, n_iter, pick, targets, f"SH {scene.sh_degree}->{degree}", progress
+    )
+    return scene_of(params, aa).detach(), {
+        "skipped": False,
+        "loss": loss,
+        "from": scene.sh_degree,
+        "to": degree,
+        "pseudo_views": len(targets.pseudo_cams),
+    }
 
 
-def vq_stage(scene: GaussianScene, targets: Targets, k: int, ratio: float, n_iter: int, seed: int = 0,
-             progress: bool = True) -> tuple[GaussianScene, dict | None, dict]:
+def vq_stage(
+    scene: GaussianScene, targets: Targets, k: int, ratio: float, n_iter: int, seed: int = 0, progress: bool = True
+) -> tuple[GaussianScene, dict | None, dict]:
     """Colour VQ + fine-tune. Returns (scene with the kept Gaussians first, vq dict for the codec or
     None, info)."""
-    from splatdistill.formats.sdz import build_color_vq
-
     from splatdistill.compress.outputs import vq_layout
+    from splatdistill.formats.sdz import build_color_vq
 
     n = len(scene)
     n_vq, k_eff, skipped = vq_layout(n, k, ratio, VQ_POINTS_PER_CODEWORD)
@@ -216,15 +270,29 @@ def vq_stage(scene: GaussianScene, targets: Targets, k: int, ratio: float, n_ite
     assign = torch.as_tensor(vq["assign"], dtype=torch.long, device=scene.device)
     lrs = finetune_lrs(targets.extent)
     lrs.update(cb0=lrs["sh0"], cbN=lrs["shN"])
-    tensors = {"means": scene.means, "quats": scene.quats, "scales": scene.scales, "opacities": scene.opacities,
-               "sh0": scene.sh0[:n_keep], "shN": scene.shN[:n_keep], "cb0": cb[:, :1], "cbN": cb[:, 1:]}
+    tensors = {
+        "means": scene.means,
+        "quats": scene.quats,
+        "scales": scene.scales,
+        "opacities": scene.opacities,
+        "sh0": scene.sh0[:n_keep],
+        "shN": scene.shN[:n_keep],
+        "cb0": cb[:, :1],
+        "cbN": cb[:, 1:],
+    }
     params = make_params(tensors)
     opt = adam(params, lrs)
 
     def build() -> GaussianScene:
-        return GaussianScene(params["means"], params["quats"], params["scales"], params["opacities"],
-                             torch.cat([params["sh0"], params["cb0"][assign]]),
-                             torch.cat([params["shN"], params["cbN"][assign]]), antialiased=scene.antialiased)
+        return GaussianScene(
+            params["means"],
+            params["quats"],
+            params["scales"],
+            params["opacities"],
+            torch.cat([params["sh0"], params["cb0"][assign]]),
+            torch.cat([params["shN"], params["cbN"][assign]]),
+            antialiased=scene.antialiased,
+        )
 
     pick = train_picker(targets, seed + 3)
 
@@ -237,8 +305,9 @@ def vq_stage(scene: GaussianScene, targets: Targets, k: int, ratio: float, n_ite
     return out, {"codebook": codebook, "assign": assign.cpu().numpy(), "keep_mask": keep_mask}, info
 
 
-def rvq_stage(scene: GaussianScene, targets: Targets, stages: int, k: int, n_iter: int, seed: int = 0,
-              progress: bool = True) -> tuple[GaussianScene, dict | None, dict]:
+def rvq_stage(
+    scene: GaussianScene, targets: Targets, stages: int, k: int, n_iter: int, seed: int = 0, progress: bool = True
+) -> tuple[GaussianScene, dict | None, dict]:
     """Compact-3DGS residual VQ of log-scales and (canonical) rotations: ``stages`` codebooks of
     ``k`` codewords each, fitted by significance-weighted k-means on the residuals, then a short
     fine-tune of the codebooks, positions and opacities (colours, possibly VQ'd, stay as they are).
@@ -253,15 +322,18 @@ def rvq_stage(scene: GaussianScene, targets: Targets, stages: int, k: int, n_ite
     k_eff = min(int(k), max(1, n // VQ_POINTS_PER_CODEWORD))
     w = _significance(scene, targets).cpu().numpy()
     books, idx = {}, {}
-    for name, x in (("scales", scene.scales.detach().cpu().numpy()),
-                    ("quats", canonical_quats(scene.quats.detach().cpu().numpy()).astype(np.float32))):
+    for name, x in (
+        ("scales", scene.scales.detach().cpu().numpy()),
+        ("quats", canonical_quats(scene.quats.detach().cpu().numpy()).astype(np.float32)),
+    ):
         b, i = residual_vq(x, stages=stages, k=k_eff, seed=seed, weights=w)
         books[name] = torch.as_tensor(b, device=scene.device)
         idx[name] = torch.as_tensor(i, device=scene.device)
     lrs = finetune_lrs(targets.extent)
     lrs.update(rvq_scales=lrs["scales"], rvq_quats=lrs["quats"])
-    params = make_params({"means": scene.means, "opacities": scene.opacities,
-                          "rvq_scales": books["scales"], "rvq_quats": books["quats"]})
+    params = make_params(
+        {"means": scene.means, "opacities": scene.opacities, "rvq_scales": books["scales"], "rvq_quats": books["quats"]}
+    )
     opt = adam(params, lrs)
     sh0, shN = scene.sh0.detach(), scene.shN.detach()
 
@@ -273,8 +345,15 @@ def rvq_stage(scene: GaussianScene, targets: Targets, stages: int, k: int, n_ite
         return out
 
     def build() -> GaussianScene:
-        return GaussianScene(params["means"], decode("quats"), decode("scales"), params["opacities"], sh0, shN,
-                             antialiased=scene.antialiased)
+        return GaussianScene(
+            params["means"],
+            decode("quats"),
+            decode("scales"),
+            params["opacities"],
+            sh0,
+            shN,
+            antialiased=scene.antialiased,
+        )
 
     pick = train_picker(targets, seed + 4)
 

@@ -7,11 +7,10 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
-from splatdistill.fileio import atomic_path, write_bytes_atomic, write_json_atomic
-
 from splatdistill.compress.config import PRESETS, CompressConfig
 from splatdistill.compress.stages import VQ_POINTS_PER_CODEWORD, pruned_count
 from splatdistill.compress.targets import load_input, prepare_targets
+from splatdistill.fileio import atomic_path, write_bytes_atomic, write_json_atomic
 
 
 def sweep_settings(cfg: CompressConfig) -> list[tuple[str, CompressConfig]]:
@@ -46,13 +45,30 @@ def run_sweep(model_path, out_dir, data=None, cfg: CompressConfig | None = None)
     for name, c in sweep_settings(cfg):
         summ = compress_model(model_path, out / name, data, c, scene=scene, targets=targets)
         s = summ["settings"]
-        rows.append({"name": name, "output_bytes": summ["output_bytes"], "mb": summ["output_bytes"] / 1e6,
-                     "ratio": summ["ratio"], "num_gaussians": summ["num_gaussians"], "psnr": summ["psnr"],
-                     "ssim": summ["ssim"], "lpips_vgg": summ["lpips_vgg"], "prune": s["prune"],
-                     "sh_degree": s["sh_degree"], "vq_size": s["vq_size"], "vq_ratio": s["vq_ratio"],
-                     "seconds": summ["timings_s"]["total"]})
-    result = {"input": str(model_path), "input_bytes": size_on_disk(model_path), "mode": targets.mode,
-              "evaluated_on": f"{len(targets.eval_cams)} {targets.eval_kind}", "runs": rows}
+        rows.append(
+            {
+                "name": name,
+                "output_bytes": summ["output_bytes"],
+                "mb": summ["output_bytes"] / 1e6,
+                "ratio": summ["ratio"],
+                "num_gaussians": summ["num_gaussians"],
+                "psnr": summ["psnr"],
+                "ssim": summ["ssim"],
+                "lpips_vgg": summ["lpips_vgg"],
+                "prune": s["prune"],
+                "sh_degree": s["sh_degree"],
+                "vq_size": s["vq_size"],
+                "vq_ratio": s["vq_ratio"],
+                "seconds": summ["timings_s"]["total"],
+            }
+        )
+    result = {
+        "input": str(model_path),
+        "input_bytes": size_on_disk(model_path),
+        "mode": targets.mode,
+        "evaluated_on": f"{len(targets.eval_cams)} {targets.eval_kind}",
+        "runs": rows,
+    }
     write_json_atomic(out / "sweep.json", result)
     write_bytes_atomic(out / "sweep.md", sweep_markdown(result).encode())
     plot_rate_distortion(rows, out / "rate_distortion.png", title=Path(model_path).name)
@@ -63,14 +79,20 @@ def sweep_markdown(result: dict) -> str:
     def f(v, spec):
         return "n/a" if v is None else format(v, spec)
 
-    lines = [f"# Compression sweep: {Path(result['input']).name}", "",
-             f"Input {result['input_bytes'] / 1e6:.2f} MB; metrics on {result['evaluated_on']}.", "",
-             "| run | prune | SH | VQ K | VQ R | Gaussians | MB | ratio | PSNR | SSIM | LPIPS-VGG | s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Compression sweep: {Path(result['input']).name}",
+        "",
+        f"Input {result['input_bytes'] / 1e6:.2f} MB; metrics on {result['evaluated_on']}.",
+        "",
+        "| run | prune | SH | VQ K | VQ R | Gaussians | MB | ratio | PSNR | SSIM | LPIPS-VGG | s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in result["runs"]:
-        lines.append(f"| {r['name']} | {r['prune']:.2f} | {r['sh_degree']} | {r['vq_size']} | {r['vq_ratio']:.2f} | "
-                     f"{r['num_gaussians']} | {r['mb']:.3f} | {r['ratio']:.1f} | {f(r['psnr'], '.2f')} | "
-                     f"{f(r['ssim'], '.4f')} | {f(r['lpips_vgg'], '.4f')} | {r['seconds']:.0f} |")
+        lines.append(
+            f"| {r['name']} | {r['prune']:.2f} | {r['sh_degree']} | {r['vq_size']} | {r['vq_ratio']:.2f} | "
+            f"{r['num_gaussians']} | {r['mb']:.3f} | {r['ratio']:.1f} | {f(r['psnr'], '.2f')} | "
+            f"{f(r['ssim'], '.4f')} | {f(r['lpips_vgg'], '.4f')} | {r['seconds']:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

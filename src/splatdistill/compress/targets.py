@@ -11,11 +11,10 @@ import torch
 from tqdm.auto import tqdm
 
 from splatdistill.cameras.camera import Camera, stack_cameras
+from splatdistill.compress.config import CompressConfig
 from splatdistill.errors import UserError
 from splatdistill.render import render
 from splatdistill.scene.gaussians import GaussianScene
-
-from splatdistill.compress.config import CompressConfig
 
 
 def _h(x):
@@ -78,11 +77,15 @@ class Targets:
             if self.mode == "data-free":
                 self._teacher_train = self.train_images
             else:
-                self._teacher_train = [_h(self.teacher_render(c)) for c in
-                                       tqdm(self.train_cams, desc="teacher renders", disable=not progress, leave=False)]
+                self._teacher_train = [
+                    _h(self.teacher_render(c))
+                    for c in tqdm(self.train_cams, desc="teacher renders", disable=not progress, leave=False)
+                ]
         if self._teacher_pseudo is None:
-            self._teacher_pseudo = [_h(self.teacher_render(c)) for c in
-                                    tqdm(self.pseudo_cams, desc="pseudo-view renders", disable=not progress, leave=False)]
+            self._teacher_pseudo = [
+                _h(self.teacher_render(c))
+                for c in tqdm(self.pseudo_cams, desc="pseudo-view renders", disable=not progress, leave=False)
+            ]
         return self._teacher_train, self._teacher_pseudo
 
 
@@ -130,24 +133,42 @@ def prepare_targets(scene: GaussianScene, data, cfg: CompressConfig, device: tor
             return Layered(black, (ds.image_on(v, (1.0, 1.0, 1.0)) - black)[..., :1])
 
         t = Targets(
-            mode="data", train_cams=[v.camera for v in views],
+            mode="data",
+            train_cams=[v.camera for v in views],
             train_images=[(lambda v=v: train_image(v)) for v in views],
-            eval_cams=[v.camera for v in test], eval_images=[(lambda v=v: ds.image_on(v, bg)) for v in test],
-            eval_kind=eval_kind, background=bg, extent=float(ds.extent), teacher=teacher, device=device,
+            eval_cams=[v.camera for v in test],
+            eval_images=[(lambda v=v: ds.image_on(v, bg)) for v in test],
+            eval_kind=eval_kind,
+            background=bg,
+            extent=float(ds.extent),
+            teacher=teacher,
+            device=device,
             random_background=bool(random_bg),
         )
     else:
         train, evals, _ = sample_cameras(scene, cfg)
         bg = tuple(float(b) for b in (cfg.background if cfg.background is not None else (0.0, 0.0, 0.0)))
-        t = Targets(mode="data-free", train_cams=train, train_images=[], eval_cams=evals, eval_images=[],
-                    eval_kind="held-out orbit views vs the input model's renders", background=bg,
-                    extent=camera_extent(train) if len(train) > 1 else 1.0, teacher=teacher, device=device)
+        t = Targets(
+            mode="data-free",
+            train_cams=train,
+            train_images=[],
+            eval_cams=evals,
+            eval_images=[],
+            eval_kind="held-out orbit views vs the input model's renders",
+            background=bg,
+            extent=camera_extent(train) if len(train) > 1 else 1.0,
+            teacher=teacher,
+            device=device,
+        )
         bar = tqdm(train + evals, desc="target renders", disable=not cfg.progress, leave=False)
         renders = [_h(t.teacher_render(c)) for c in bar]
-        t.train_images, t.eval_images = renders[: len(train)], renders[len(train):]
+        t.train_images, t.eval_images = renders[: len(train)], renders[len(train) :]
     n_pseudo = cfg.pseudo_views if cfg.pseudo_views is not None else min(256, 2 * len(t.train_cams))
-    t.pseudo_cams = pseudo_views(t.train_cams, max(1, n_pseudo), sigma_fraction=0.05, extent=t.extent,
-                                 seed=cfg.seed) if len(t.train_cams) else []
+    t.pseudo_cams = (
+        pseudo_views(t.train_cams, max(1, n_pseudo), sigma_fraction=0.05, extent=t.extent, seed=cfg.seed)
+        if len(t.train_cams)
+        else []
+    )
     return t
 
 
@@ -177,6 +198,13 @@ def evaluate(scene: GaussianScene, targets: Targets, lpips: bool = True, bank=No
 
     scene = scene.to(targets.device)
     images = [(lambda i=i: targets.image(targets.eval_images, i)) for i in range(len(targets.eval_cams))]
-    per = evaluate_views(scene, targets.eval_cams, images, targets.background, ("vgg",) if lpips else (),
-                         bank or LPIPSBank(), progress=progress)
+    per = evaluate_views(
+        scene,
+        targets.eval_cams,
+        images,
+        targets.background,
+        ("vgg",) if lpips else (),
+        bank or LPIPSBank(),
+        progress=progress,
+    )
     return mean_of_views(per, ("psnr", "ssim", "lpips_vgg"))

@@ -83,6 +83,7 @@ class StageMeter:
             def sample():
                 while not self.stop.wait(0.02):
                     self.peak = max(self.peak, _rss_bytes())
+
             self.thread = threading.Thread(target=sample, daemon=True)
             self.thread.start()
             self.t0 = time.perf_counter()
@@ -100,8 +101,12 @@ class StageMeter:
             self.meter.stages[self.name] = rec
             if self.meter.progress and exc[0] is None:
                 out = f" -> {self.n_out:,}" if self.n_out is not None and self.n_out != self.n_in else ""
-                print(f"splatdistill: {self.name}: {self.n_in:,}{out} Gaussians, {dt:.1f} s, "
-                      f"peak {self.peak / 2**30:.2f} GiB", file=sys.stderr, flush=True)
+                print(
+                    f"splatdistill: {self.name}: {self.n_in:,}{out} Gaussians, {dt:.1f} s, "
+                    f"peak {self.peak / 2**30:.2f} GiB",
+                    file=sys.stderr,
+                    flush=True,
+                )
             return False
 
     def stage(self, name: str, n_in: int):
@@ -110,8 +115,7 @@ class StageMeter:
 
 # ---- importance from forward renders ------------------------------------------------------------------
 @njit(cache=True, parallel=True, fastmath=False)
-def _accumulate_weights(means2d, conics, opacities, radii, offsets, ids, width, height, tile_size, tiles_x,
-                        out_w):
+def _accumulate_weights(means2d, conics, opacities, radii, offsets, ids, width, height, tile_size, tiles_x, out_w):
     """The forward compositing of ``render.cpu_kernels.rasterize_forward`` (same thresholds:
     alpha >= 1/255, alpha <= 0.999, stop at T <= 1e-4), adding each intersection's blending weight
     ``alpha T`` over its pixels into ``out_w[j]`` (one slot per (tile, Gaussian), no races)."""
@@ -185,8 +189,9 @@ def blend_weights(scene: GaussianScene, cameras) -> np.ndarray:
             tiles_x, tiles_y = (cb.width + ts - 1) // ts, (cb.height + ts - 1) // ts
             offsets, ids = bin_tiles(m2d, rad, pr.depths[0].numpy(), ts, tiles_x, tiles_y)
             w = np.zeros(len(ids), np.float32)
-            _accumulate_weights(m2d, con, np.ascontiguousarray(opac.numpy()), rad, offsets, ids, cb.width, cb.height,
-                                ts, tiles_x, w)
+            _accumulate_weights(
+                m2d, con, np.ascontiguousarray(opac.numpy()), rad, offsets, ids, cb.width, cb.height, ts, tiles_x, w
+            )
             total += np.bincount(ids, weights=w, minlength=n)
     return total
 
@@ -216,8 +221,15 @@ def _np_params(scene: GaussianScene) -> dict:
 
 def _scene_from(p: dict, antialiased: bool) -> GaussianScene:
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
-    return GaussianScene(t(p["means"]), t(p["quats"]), t(p["scales"]), t(p["opacities"]), t(p["sh0"]), t(p["shN"]),
-                         antialiased=antialiased)
+    return GaussianScene(
+        t(p["means"]),
+        t(p["quats"]),
+        t(p["scales"]),
+        t(p["opacities"]),
+        t(p["sh0"]),
+        t(p["shN"]),
+        antialiased=antialiased,
+    )
 
 
 def parse_lod(spec) -> list[float] | None:
@@ -234,8 +246,16 @@ def parse_lod(spec) -> list[float] | None:
     return sorted(set(shares), reverse=True)
 
 
-def reduce_and_fit(p: dict, imp: np.ndarray, n_target: int, degree: int, centers: np.ndarray, merge: bool,
-                   meter: StageMeter | None = None, suffix: str = "") -> tuple[dict, np.ndarray, dict]:
+def reduce_and_fit(
+    p: dict,
+    imp: np.ndarray,
+    n_target: int,
+    degree: int,
+    centers: np.ndarray,
+    merge: bool,
+    meter: StageMeter | None = None,
+    suffix: str = "",
+) -> tuple[dict, np.ndarray, dict]:
     """Stages 2 and 3 on raw numpy parameters."""
     from splatdistill.compress.merge import reduce_gaussians
     from splatdistill.compress.shfit import fit_lower_bands
@@ -285,8 +305,9 @@ def _preflight_codec(scene: GaussianScene, s: dict, cfg, target: Path) -> None:
     pick |= set(np.random.default_rng(0).choice(n, size=min(n, 1024), replace=False).tolist())
     probe = scene[torch.as_tensor(sorted(pick))].with_sh_degree(s["sh_degree"])
     try:
-        sections, meta = encode_packed(probe, vq_size=palette_size(64, len(probe)),
-                                       opacity_bits=int(s["bits"]["opacities"]), seed=cfg.seed)
+        sections, meta = encode_packed(
+            probe, vq_size=palette_size(64, len(probe)), opacity_bits=int(s["bits"]["opacities"]), seed=cfg.seed
+        )
         back = decode_packed(sections, meta)
     except UserError as e:
         raise UserError(f"the model cannot be stored with these settings: {e.message}", target) from None
@@ -296,14 +317,14 @@ def _preflight_codec(scene: GaussianScene, s: dict, cfg, target: Path) -> None:
 
 def compress_training_free(model_path, out_dir, cfg, *, scene: GaussianScene | None = None) -> dict:
     """``compress`` without a dataset and without training (see the module docstring)."""
-    from splatdistill.render import render
     from splatdistill.cameras.camera import stack_cameras
-    from splatdistill.formats.ply import write_ply
-    from splatdistill.formats.sdz import load_sdz
+    from splatdistill.compress.targets import evaluate, load_input, sample_cameras
     from splatdistill.formats.container import write_container
     from splatdistill.formats.packed import encode_packed, section_bytes
-    from splatdistill.compress.targets import evaluate, load_input, sample_cameras
+    from splatdistill.formats.ply import write_ply
+    from splatdistill.formats.sdz import load_sdz
     from splatdistill.formats.spz import write_spz
+    from splatdistill.render import render
 
     model_path, out = Path(model_path), Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -315,8 +336,12 @@ def compress_training_free(model_path, out_dir, cfg, *, scene: GaussianScene | N
         raise UserError(f"--refine must be >= 0, got {cfg.refine}")
     from splatdistill.compress.outputs import check_outputs
 
-    check_outputs(out, ["model.sdz", "model.ply", "summary.json"] + (["model.spz"] if cfg.write_spz else [])
-                     + (["lod"] if lod else []))
+    check_outputs(
+        out,
+        ["model.sdz", "model.ply", "summary.json"]
+        + (["model.spz"] if cfg.write_spz else [])
+        + (["lod"] if lod else []),
+    )
     meter = StageMeter(cfg.progress)
     t_all = time.perf_counter()
     with meter.stage("load", 0) as st:
@@ -361,25 +386,40 @@ def compress_training_free(model_path, out_dir, cfg, *, scene: GaussianScene | N
         from splatdistill.ops.optim import adam, make_params, scene_of
 
         with meter.stage("refine", len(work)) as st:
-            device = torch.device("cpu") if cfg.device == "auto" and not torch.cuda.is_available() else \
-                torch.device("cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+            device = (
+                torch.device("cpu")
+                if cfg.device == "auto" and not torch.cuda.is_available()
+                else torch.device("cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+            )
             targets = prepare_targets(scene, None, cfg, device)
             params = make_params(dict(work.to(device).items()))
             opt = adam(params, finetune_lrs(targets.extent))
-            refine_info["loss"] = finetune(lambda: scene_of(params), params, opt, int(cfg.refine),
-                                           train_picker(targets, cfg.seed), targets, "refine", cfg.progress)
+            refine_info["loss"] = finetune(
+                lambda: scene_of(params),
+                params,
+                opt,
+                int(cfg.refine),
+                train_picker(targets, cfg.seed),
+                targets,
+                "refine",
+                cfg.progress,
+            )
             work = GaussianScene(**dict(scene_of(params).detach().to("cpu").items()), antialiased=aa)
             st.n_out = len(work)
 
     opacity_bits = int(s["bits"]["opacities"])
-    extra = {"source": model_path.name, "mode": "training-free",
-             "settings": {k: v for k, v in s.items() if k != "bits"}}
+    extra = {
+        "source": model_path.name,
+        "mode": "training-free",
+        "settings": {k: v for k, v in s.items() if k != "bits"},
+    }
 
     def encode_level(scn: GaussianScene, w: np.ndarray, stem: Path, name: str, write_spz_too: bool) -> dict:
         with meter.stage(f"encode{name}", len(scn)) as st:
             k = palette_size(cfg.palette_size or PALETTE[s["quality"]], len(scn))
-            sections, meta = encode_packed(scn, importance=w, vq_size=k, opacity_bits=opacity_bits, seed=cfg.seed,
-                                           extra_meta=extra)
+            sections, meta = encode_packed(
+                scn, importance=w, vq_size=k, opacity_bits=opacity_bits, seed=cfg.seed, extra_meta=extra
+            )
             write_container(stem.with_suffix(".sdz"), sections, meta, level=cfg.zstd_level)
             decoded = load_sdz(stem.with_suffix(".sdz"))
             write_ply(decoded, stem.with_suffix(".ply"))
@@ -391,10 +431,15 @@ def compress_training_free(model_path, out_dir, cfg, *, scene: GaussianScene | N
                 except UserError as e:
                     spz_err = e.message
             st.n_out = len(decoded)
-        return {"decoded": decoded, "palette_size": k, "spz_bytes": spz_bytes, "spz_error": spz_err,
-                "sdz_bytes": os.path.getsize(stem.with_suffix(".sdz")),
-                "ply_bytes": os.path.getsize(stem.with_suffix(".ply")),
-                "section_bytes": section_bytes(stem.with_suffix(".sdz"))}
+        return {
+            "decoded": decoded,
+            "palette_size": k,
+            "spz_bytes": spz_bytes,
+            "spz_error": spz_err,
+            "sdz_bytes": os.path.getsize(stem.with_suffix(".sdz")),
+            "ply_bytes": os.path.getsize(stem.with_suffix(".ply")),
+            "section_bytes": section_bytes(stem.with_suffix(".sdz")),
+        }
 
     main = encode_level(work, qimp, out / "model", "", cfg.write_spz)
     decoded = main["decoded"]
@@ -411,32 +456,57 @@ def compress_training_free(model_path, out_dir, cfg, *, scene: GaussianScene | N
                 r = main
             else:
                 r = encode_level(_scene_from(qi, aa), wi, out / "lod" / f"lod{li}", f"_lod{li}", cfg.write_spz)
-            lod_rows.append({"level": li, "share": share_i, "num_gaussians": int(len(r["decoded"])),
-                             "files": {ext: f"lod{li}{ext}" for ext in (".sdz", ".ply")
-                                       if (out / "lod" / f"lod{li}{ext}").exists()} |
-                             ({".spz": f"lod{li}.spz"} if (out / "lod" / f"lod{li}.spz").exists() else {}),
-                             "sdz_bytes": r["sdz_bytes"], "spz_bytes": r["spz_bytes"], "reduce": info_i})
-        write_json_atomic(out / "lod" / "lod.json", {
-            "source": model_path.name, "num_gaussians_input": n_in, "levels": lod_rows,
-            "note": "level 0 is the most detailed; each level is a separate model "
-                    "(e.g. splat-transform lod0.ply -l 0 lod1.ply -l 1 ... lod-meta.json)"})
+            lod_rows.append(
+                {
+                    "level": li,
+                    "share": share_i,
+                    "num_gaussians": int(len(r["decoded"])),
+                    "files": {
+                        ext: f"lod{li}{ext}" for ext in (".sdz", ".ply") if (out / "lod" / f"lod{li}{ext}").exists()
+                    }
+                    | ({".spz": f"lod{li}.spz"} if (out / "lod" / f"lod{li}.spz").exists() else {}),
+                    "sdz_bytes": r["sdz_bytes"],
+                    "spz_bytes": r["spz_bytes"],
+                    "reduce": info_i,
+                }
+            )
+        write_json_atomic(
+            out / "lod" / "lod.json",
+            {
+                "source": model_path.name,
+                "num_gaussians_input": n_in,
+                "levels": lod_rows,
+                "note": "level 0 is the most detailed; each level is a separate model "
+                "(e.g. splat-transform lod0.ply -l 0 lod1.ply -l 1 ... lod-meta.json)",
+            },
+        )
 
     metrics, t_eval = {"psnr": None, "ssim": None, "lpips_vgg": None}, None
     eval_kind = "input model renders of a held-out orbit"
     if cfg.eval_views > 0:
-        from splatdistill.ops.lpips import LPIPSBank
         from splatdistill.compress.targets import Targets
+        from splatdistill.ops.lpips import LPIPSBank
 
         with meter.stage("evaluate", len(decoded)) as st:
             t0 = time.perf_counter()
             imgs = []
             for cam in eval_cams:
                 with torch.no_grad():
-                    imgs.append(render(scene, stack_cameras([cam], "cpu"), background=background).rgb[0]
-                                .to(torch.float16))
-            tg = Targets(mode="data-free", train_cams=imp_cams, train_images=[], eval_cams=eval_cams,
-                         eval_images=imgs, eval_kind=eval_kind, background=background, extent=1.0,
-                         teacher=scene, device=torch.device("cpu"))
+                    imgs.append(
+                        render(scene, stack_cameras([cam], "cpu"), background=background).rgb[0].to(torch.float16)
+                    )
+            tg = Targets(
+                mode="data-free",
+                train_cams=imp_cams,
+                train_images=[],
+                eval_cams=eval_cams,
+                eval_images=imgs,
+                eval_kind=eval_kind,
+                background=background,
+                extent=1.0,
+                teacher=scene,
+                device=torch.device("cpu"),
+            )
             metrics = evaluate(decoded, tg, cfg.lpips, LPIPSBank() if cfg.lpips else None, False)
             t_eval = time.perf_counter() - t0
             st.n_out = len(decoded)
@@ -446,22 +516,42 @@ def compress_training_free(model_path, out_dir, cfg, *, scene: GaussianScene | N
     timings["total_without_evaluate"] = total - (t_eval or 0.0)
     in_bytes, out_bytes = os.path.getsize(model_path) if model_path.exists() else None, main["sdz_bytes"]
     summary = {
-        "input": str(model_path), "mode": "training-free" if cfg.refine == 0 else "training-free+refine",
-        "data": None, "input_bytes": in_bytes, "output_bytes": out_bytes,
+        "input": str(model_path),
+        "mode": "training-free" if cfg.refine == 0 else "training-free+refine",
+        "data": None,
+        "input_bytes": in_bytes,
+        "output_bytes": out_bytes,
         "ratio": None if in_bytes is None else in_bytes / out_bytes,
-        "num_gaussians_input": n_in, "num_gaussians": len(decoded),
-        "sh_degree_input": scene.sh_degree, "sh_degree": decoded.sh_degree, "antialiased": bool(decoded.antialiased),
-        "psnr": metrics["psnr"], "ssim": metrics["ssim"], "lpips_vgg": metrics["lpips_vgg"],
+        "num_gaussians_input": n_in,
+        "num_gaussians": len(decoded),
+        "sh_degree_input": scene.sh_degree,
+        "sh_degree": decoded.sh_degree,
+        "antialiased": bool(decoded.antialiased),
+        "psnr": metrics["psnr"],
+        "ssim": metrics["ssim"],
+        "lpips_vgg": metrics["lpips_vgg"],
         **({"lpips_error": metrics["lpips_error"]} if metrics.get("lpips_error") else {}),
         "evaluated_on": f"{len(eval_cams) if cfg.eval_views > 0 else 0} {eval_kind}",
-        "ply_bytes": main["ply_bytes"], "spz_bytes": main["spz_bytes"],
+        "ply_bytes": main["ply_bytes"],
+        "spz_bytes": main["spz_bytes"],
         **({"spz_error": main["spz_error"]} if main["spz_error"] else {}),
         "section_bytes": main["section_bytes"],
-        "settings": dict(s, importance_views=cfg.importance_views, importance_resolution=cfg.importance_resolution,
-                         merge=cfg.merge, palette_size=main["palette_size"], refine=int(cfg.refine)),
-        "data_free_views": {"importance": len(imp_cams), "eval": len(eval_cams) if cfg.eval_views > 0 else 0,
-                            "importance_resolution": cfg.importance_resolution, "resolution": cfg.resolution,
-                            "fov_deg": cfg.fov_deg, "background": list(background)},
+        "settings": dict(
+            s,
+            importance_views=cfg.importance_views,
+            importance_resolution=cfg.importance_resolution,
+            merge=cfg.merge,
+            palette_size=main["palette_size"],
+            refine=int(cfg.refine),
+        ),
+        "data_free_views": {
+            "importance": len(imp_cams),
+            "eval": len(eval_cams) if cfg.eval_views > 0 else 0,
+            "importance_resolution": cfg.importance_resolution,
+            "resolution": cfg.resolution,
+            "fov_deg": cfg.fov_deg,
+            "background": list(background),
+        },
         "stages": {"reduce": red_info, "refine": refine_info},
         "stage_metrics": meter.stages,
         "timings_s": timings,

@@ -25,9 +25,9 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from splatdistill.errors import UserError
 from splatdistill.cameras.camera import Camera
 from splatdistill.data.images import IMAGE_EXTENSIONS, ImageSpec, prepare_view, read_image_size
+from splatdistill.errors import UserError
 
 SPLITS = ("train", "val", "test")
 _GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])
@@ -149,9 +149,15 @@ def load_blender(
             w, h = read_image_size(img, listed_in=jpath)
             focal = 0.5 * w / math.tan(0.5 * float(angle))
             cam = Camera(
-                fx=focal, fy=focal, cx=0.5 * w, cy=0.5 * h, width=w, height=h,
+                fx=focal,
+                fy=focal,
+                cx=0.5 * w,
+                cy=0.5 * h,
+                width=w,
+                height=h,
                 world_to_camera=opengl_c2w_to_opencv_w2c(fr["transform_matrix"], jpath, i),
-                image_name=PurePosixPath(str(fr["file_path"])).as_posix(), model="PINHOLE",
+                image_name=PurePosixPath(str(fr["file_path"])).as_posix(),
+                model="PINHOLE",
             )
             views.append(prepare_view(cam, None, img, (w, h), 1.0 / downscale, background))
         splits[split] = views

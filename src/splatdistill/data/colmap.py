@@ -88,9 +88,7 @@ def unsupported_model_error(name: str, path: str | Path | None) -> UserError:
     Returns:
         The error, to raise.
     """
-    return UserError(
-        f"unsupported camera model '{name}' (supported: {', '.join(SUPPORTED_MODELS)})", path
-    )
+    return UserError(f"unsupported camera model '{name}' (supported: {', '.join(SUPPORTED_MODELS)})", path)
 
 
 @dataclass
@@ -104,6 +102,7 @@ class ColmapCamera:
         width, height: Image size in pixels.
         params: float64 parameters, as many as the model has.
     """
+
     camera_id: int
     model: str
     width: int
@@ -156,6 +155,7 @@ class ColmapImage:
         xys: [P, 2] float64 keypoints.
         point3D_ids: [P] int64 3D point of each keypoint (-1: none).
     """
+
     image_id: int
     qvec: np.ndarray  # (4,) float64, Hamilton (w, x, y, z), world-to-camera rotation
     tvec: np.ndarray  # (3,) float64, world-to-camera translation
@@ -195,6 +195,7 @@ class ColmapPoints:
         track_image_ids: [T] int64 image of each observation (T = sum of track lengths).
         track_point2D_idxs: [T] int64 keypoint index of each observation.
     """
+
     ids: np.ndarray  # (M,) int64
     xyz: np.ndarray  # (M, 3) float64
     rgb: np.ndarray  # (M, 3) uint8
@@ -234,9 +235,13 @@ class ColmapPoints:
         flat = [pair for t in tracks for pair in t]
         flat_arr = np.asarray(flat, dtype=np.int64).reshape(-1, 2)
         return ColmapPoints(
-            ids=ids, xyz=xyz, rgb=np.asarray(rgb, dtype=np.uint8).reshape(-1, 3), error=error,
+            ids=ids,
+            xyz=xyz,
+            rgb=np.asarray(rgb, dtype=np.uint8).reshape(-1, 3),
+            error=error,
             track_lengths=np.array([len(t) for t in tracks], dtype=np.int64),
-            track_image_ids=flat_arr[:, 0].copy(), track_point2D_idxs=flat_arr[:, 1].copy(),
+            track_image_ids=flat_arr[:, 0].copy(),
+            track_point2D_idxs=flat_arr[:, 1].copy(),
         )
 
 
@@ -250,6 +255,7 @@ class ColmapModel:
         images: Image id -> ``ColmapImage``.
         points: The 3D points; None when the model has no points3D file.
     """
+
     path: Path
     cameras: dict[int, ColmapCamera]
     images: dict[int, ColmapImage]
@@ -274,11 +280,13 @@ def qvec_to_rotmat(q: np.ndarray) -> np.ndarray:
     if not np.isfinite(n) or n == 0:
         raise ValueError("quaternion of zero or non-finite norm")
     w, x, y, z = q / n
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ])
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+        ]
+    )
 
 
 def rotmat_to_qvec(R: np.ndarray) -> np.ndarray:
@@ -352,10 +360,8 @@ class _BinaryReader:
     def cstring(self, what: str) -> str:
         end = self.data.find(b"\0", self.pos)
         if end < 0:
-            raise UserError(
-                f"truncated or malformed COLMAP binary file: {what} has no terminating NUL", self.path
-            )
-        s = self.data[self.pos:end].decode("utf-8", errors="surrogateescape")
+            raise UserError(f"truncated or malformed COLMAP binary file: {what} has no terminating NUL", self.path)
+        s = self.data[self.pos : end].decode("utf-8", errors="surrogateescape")
         self.pos = end + 1
         return s
 
@@ -364,8 +370,7 @@ class _BinaryReader:
         remaining = len(self.buf) - self.pos
         if n * min_record_bytes > remaining:
             raise UserError(
-                f"truncated or malformed COLMAP binary file: {what} is {n} but only {remaining} "
-                f"bytes follow",
+                f"truncated or malformed COLMAP binary file: {what} is {n} but only {remaining} bytes follow",
                 self.path,
             )
         return n
@@ -418,7 +423,11 @@ def read_images_binary(path: str | Path) -> dict[int, ColmapImage]:
         (num_points,) = r.unpack("<Q", f"number of 2D points of image {image_id}")
         pts = r.array(_POINT2D_DTYPE, num_points, f"2D points of image {image_id}")
         images[image_id] = ColmapImage(
-            image_id=image_id, qvec=pose[:4], tvec=pose[4:], camera_id=camera_id, name=name,
+            image_id=image_id,
+            qvec=pose[:4],
+            tvec=pose[4:],
+            camera_id=camera_id,
+            name=name,
             xys=np.stack([pts["x"], pts["y"]], axis=1),
             point3D_ids=pts["id"].astype(np.int64),  # 2^64-1 wraps to -1
         )
@@ -454,7 +463,7 @@ def read_points3D_binary(path: str | Path) -> ColmapPoints:
         err[i] = e
         lengths[i] = tl
         r._need(8 * tl, f"track of point {pid}")
-        tracks.append(data[r.pos:r.pos + 8 * tl])
+        tracks.append(data[r.pos : r.pos + 8 * tl])
         r.pos += 8 * tl
     flat = np.frombuffer(b"".join(tracks), dtype="<u4").astype(np.int64)
     return ColmapPoints(ids, xyz, rgb, err, lengths, flat[0::2].copy(), flat[1::2].copy())
@@ -537,8 +546,12 @@ def read_images_text(path: str | Path) -> dict[int, ColmapImage]:
         try:
             xys = np.array(ptok[0::3] + ptok[1::3], dtype=np.float64).reshape(2, -1).T
             img = ColmapImage(
-                image_id=int(tok[0]), qvec=[float(t) for t in tok[1:5]], tvec=[float(t) for t in tok[5:8]],
-                camera_id=int(tok[8]), name=tok[9], xys=xys,
+                image_id=int(tok[0]),
+                qvec=[float(t) for t in tok[1:5]],
+                tvec=[float(t) for t in tok[5:8]],
+                camera_id=int(tok[8]),
+                name=tok[9],
+                xys=xys,
                 point3D_ids=np.array([int(t) for t in ptok[2::3]], dtype=np.int64),
             )
         except ValueError as e:
@@ -576,9 +589,12 @@ def read_points3D_text(path: str | Path) -> ColmapPoints:
         tracks.extend(tr)
     flat = np.asarray(tracks, dtype=np.int64)
     return ColmapPoints(
-        ids=np.asarray(ids, dtype=np.int64), xyz=np.asarray(xyz, dtype=np.float64).reshape(-1, 3),
-        rgb=np.asarray(rgb, dtype=np.uint8).reshape(-1, 3), error=np.asarray(err, dtype=np.float64),
-        track_lengths=np.asarray(lengths, dtype=np.int64), track_image_ids=flat[0::2].copy(),
+        ids=np.asarray(ids, dtype=np.int64),
+        xyz=np.asarray(xyz, dtype=np.float64).reshape(-1, 3),
+        rgb=np.asarray(rgb, dtype=np.uint8).reshape(-1, 3),
+        error=np.asarray(err, dtype=np.float64),
+        track_lengths=np.asarray(lengths, dtype=np.int64),
+        track_image_ids=flat[0::2].copy(),
         track_point2D_idxs=flat[1::2].copy(),
     )
 
@@ -712,8 +728,11 @@ def write_points3D_binary(points: ColmapPoints, path: str | Path) -> None:
     offsets = np.concatenate([[0], np.cumsum(points.track_lengths)])
     for i in range(len(points)):
         a, b = offsets[i], offsets[i + 1]
-        out.append(head.pack(int(points.ids[i]), *points.xyz[i], *(int(c) for c in points.rgb[i]),
-                             float(points.error[i]), int(b - a)))
+        out.append(
+            head.pack(
+                int(points.ids[i]), *points.xyz[i], *(int(c) for c in points.rgb[i]), float(points.error[i]), int(b - a)
+            )
+        )
         tr = np.stack([points.track_image_ids[a:b], points.track_point2D_idxs[a:b]], axis=1)
         out.append(tr.astype("<u4").tobytes())
     with atomic_path(path) as tmp:
@@ -765,7 +784,9 @@ def write_images_text(images: dict[int, ColmapImage] | list[ColmapImage], path: 
         f"# Number of images: {len(ims)}",
     ]
     for im in ims:
-        lines.append(" ".join([str(im.image_id)] + [_f(v) for v in (*im.qvec, *im.tvec)] + [str(im.camera_id), im.name]))
+        lines.append(
+            " ".join([str(im.image_id)] + [_f(v) for v in (*im.qvec, *im.tvec)] + [str(im.camera_id), im.name])
+        )
         lines.append(" ".join(f"{_f(x)} {_f(y)} {int(p)}" for (x, y), p in zip(im.xys, im.point3D_ids)))
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8", errors="surrogateescape")
@@ -789,7 +810,9 @@ def write_points3D_text(points: ColmapPoints, path: str | Path) -> None:
     offsets = np.concatenate([[0], np.cumsum(points.track_lengths)])
     for i in range(len(points)):
         a, b = offsets[i], offsets[i + 1]
-        track = " ".join(f"{int(im)} {int(p2)}" for im, p2 in zip(points.track_image_ids[a:b], points.track_point2D_idxs[a:b]))
+        track = " ".join(
+            f"{int(im)} {int(p2)}" for im, p2 in zip(points.track_image_ids[a:b], points.track_point2D_idxs[a:b])
+        )
         fields = [str(int(points.ids[i]))] + [_f(v) for v in points.xyz[i]] + [str(int(c)) for c in points.rgb[i]]
         fields.append(_f(points.error[i]))
         lines.append(" ".join(fields) + (" " + track if track else ""))

@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from splatdistill.errors import UserError, warn
+from splatdistill.cameras.camera import Camera, Normalization
+from splatdistill.cameras.views import camera_extent
 from splatdistill.data import colmap as colmap_io
 from splatdistill.data.blender import load_blender
-from splatdistill.cameras.camera import Camera, Normalization
 from splatdistill.data.images import ImageCache, ImageSpec, default_cache_dir, prepare_view, read_image_size
 from splatdistill.data.nerfstudio import load_nerfstudio
-from splatdistill.cameras.views import camera_extent
+from splatdistill.errors import UserError, warn
 
 FORMATS = ("blender", "colmap", "nerfstudio")
 
@@ -43,6 +43,7 @@ class View:
         spec: How to process that image (decode, composite, undistort, resize); None for a view built
             by hand (its image is loaded at the camera's size).
     """
+
     camera: Camera  # already scaled to the loaded resolution, pinhole
     image_path: Path  # the source image
     spec: ImageSpec | None = field(default=None, repr=False, compare=False)  # how to process it
@@ -65,6 +66,7 @@ class Dataset:
         camera_models: The distinct source camera models.
         cache_dir: Root of the processed-image cache (None: the default).
     """
+
     format: str  # "blender" | "colmap" | "nerfstudio"
     root: Path
     splits: dict[str, list[View]]  # "train", "test", and "val" when present
@@ -96,8 +98,9 @@ class Dataset:
         # A view built by hand: load its image at the camera's size, no undistortion.
         w, h = read_image_size(view.image_path)
         c = view.camera
-        return ImageSpec(path=Path(view.image_path), source_size=(w, h), size=(c.width, c.height),
-                         background=tuple(self.background))
+        return ImageSpec(
+            path=Path(view.image_path), source_size=(w, h), size=(c.width, c.height), background=tuple(self.background)
+        )
 
     def image_uint8(self, view: View, background: tuple[float, float, float] | None = None) -> np.ndarray:
         """A view's image, processed and memoised.
@@ -299,7 +302,9 @@ def match_scaled_images(names: list[str], root: Path, scaled_dir: Path) -> dict[
     raise UserError(
         f"{len(missing)} of the COLMAP model's {len(names)} image names (e.g. {missing[0]}) are not in "
         f"{scaled_dir.name}/, and it holds {len(scaled)} images, not {len(names)}: cannot match its files to the "
-        f"cameras by sorted order", scaled_dir)
+        f"cameras by sorted order",
+        scaled_dir,
+    )
 
 
 def _colmap_views(root: Path, downscale: int, background) -> tuple[list, np.ndarray | None, np.ndarray | None]:
@@ -328,15 +333,29 @@ def _colmap_views(root: Path, downscale: int, background) -> tuple[list, np.ndar
         if abs(sw - ew) > 1 or abs(sh - eh) > 1:
             raise UserError(
                 f"is {sw}x{sh}, but its camera ({im.name}, {cc.width}x{cc.height}) at 1/{downscale} is "
-                f"{ew:g}x{eh:g}: {images_dir.name}/ does not hold the COLMAP images in sorted order", first)
-        warn(f"file names differ from the COLMAP model's; matched its {len(ordered)} images to the cameras by "
-             f"sorted order ({first.relative_to(images_dir).as_posix()} = {im.name}, ...)", images_dir)
+                f"{ew:g}x{eh:g}: {images_dir.name}/ does not hold the COLMAP images in sorted order",
+                first,
+            )
+        warn(
+            f"file names differ from the COLMAP model's; matched its {len(ordered)} images to the cameras by "
+            f"sorted order ({first.relative_to(images_dir).as_posix()} = {im.name}, ...)",
+            images_dir,
+        )
     views = []
     for im in ordered:
         cc = model.cameras[im.camera_id]
         fx, fy, cx, cy, dist = cc.pinhole_and_distortion()
-        cam = Camera(fx=fx, fy=fy, cx=cx, cy=cy, width=cc.width, height=cc.height,
-                     world_to_camera=im.world_to_camera(), image_name=im.name, model=cc.model)
+        cam = Camera(
+            fx=fx,
+            fy=fy,
+            cx=cx,
+            cy=cy,
+            width=cc.width,
+            height=cc.height,
+            world_to_camera=im.world_to_camera(),
+            image_name=im.name,
+            model=cc.model,
+        )
         path = images_dir / im.name if matched is None else matched[im.name]
         size = read_image_size(path, listed_in=listed_in)
         views.append(prepare_view(cam, dist, path, size, factor, background))

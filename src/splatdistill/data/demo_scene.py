@@ -36,7 +36,7 @@ GENERATOR = "splatdistill.demo_scene"
 VERSION = 1  # bump when the images change, so cached scenes get regenerated
 CAMERA_ANGLE_X = 0.7
 _SPP_SIDE = 2  # samples per pixel = _SPP_SIDE ** 2 (stratified, jittered)
-_SPP = _SPP_SIDE ** 2
+_SPP = _SPP_SIDE**2
 _EPS = 1e-6
 _GAMMA = 1.0 / 2.2
 _GROUND_Z = -0.5
@@ -224,12 +224,12 @@ def _albedo(texture: str, local: np.ndarray) -> np.ndarray:
         c = (np.floor(x / 0.15) + np.floor(y / 0.15)) % 2
         base = _mix([0.30, 0.31, 0.34], [0.78, 0.78, 0.74], c)
         ang = np.arctan2(y, x)
-        tint = np.stack([1.0 + 0.15 * np.cos(ang), 1.0 + 0.15 * np.cos(ang - 2.1),
-                         1.0 + 0.15 * np.cos(ang + 2.1)])
+        tint = np.stack([1.0 + 0.15 * np.cos(ang), 1.0 + 0.15 * np.cos(ang - 2.1), 1.0 + 0.15 * np.cos(ang + 2.1)])
         r = np.sqrt(x * x + y * y)
         rim = (r > 0.80).astype(np.float64)
-        return _mix([0.0, 0.0, 0.0], [1.0, 1.0, 1.0], 1.0 - rim) * base * tint + \
-            _mix([0.0, 0.0, 0.0], [0.45, 0.08, 0.06], rim)
+        return _mix([0.0, 0.0, 0.0], [1.0, 1.0, 1.0], 1.0 - rim) * base * tint + _mix(
+            [0.0, 0.0, 0.0], [0.45, 0.08, 0.06], rim
+        )
     raise ValueError(texture)
 
 
@@ -302,7 +302,7 @@ def _trace(o: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         half = view + ldir[:, None]
         half /= np.linalg.norm(half, axis=0, keepdims=True).clip(1e-12)
         ndh = np.clip(_dot(normal, half), 0.0, 1.0)
-        spec = ks * ndh ** shin
+        spec = ks * ndh**shin
         w = np.where(vis, 1.0, 0.0)
         lin += intensity[:, None] * w[None, :] * (albedo * np.maximum(ndl, 0.0)[None, :] + spec[None, :])
     color[:, idx] = np.clip(lin, 0.0, 1.0) ** _GAMMA
@@ -341,7 +341,7 @@ def render_view(w2c: np.ndarray, resolution: int, rng: np.random.Generator) -> n
     o = np.broadcast_to(eye[:, None], d.shape)
     # Rays that miss the scene's bounding sphere hit nothing: trace only the others.
     oc_b = _dot(o, d)
-    live = np.flatnonzero(_dot(o, o) - oc_b * oc_b < _SCENE_RADIUS ** 2)
+    live = np.flatnonzero(_dot(o, o) - oc_b * oc_b < _SCENE_RADIUS**2)
     color = np.zeros(d.shape)
     hit = np.zeros(d.shape[1], dtype=bool)
     color[:, live], hit[live] = _trace(np.ascontiguousarray(o[:, live]), d[:, live])
@@ -381,8 +381,11 @@ def _look_at_origin(eye: np.ndarray) -> np.ndarray:
     ex, ey, ez = (float(a) for a in eye)
     fwd = _unit([-ex, -ey, -ez])  # camera z: towards the target
     right = _unit([fwd[1], -fwd[0], 0.0])  # z x up, up = (0, 0, 1); never degenerate here
-    down = [fwd[1] * right[2] - fwd[2] * right[1], fwd[2] * right[0] - fwd[0] * right[2],
-            fwd[0] * right[1] - fwd[1] * right[0]]  # camera y = z x x
+    down = [
+        fwd[1] * right[2] - fwd[2] * right[1],
+        fwd[2] * right[0] - fwd[0] * right[2],
+        fwd[0] * right[1] - fwd[1] * right[0],
+    ]  # camera y = z x x
     m = np.eye(4)
     for i, axis in enumerate((right, down, fwd)):
         m[i, :3] = axis
@@ -416,9 +419,14 @@ def _sha256(path: Path) -> str | None:
 
 def _params(resolution: int, train_views: int, test_views: int, seed: int) -> dict:
     return {
-        "generator": GENERATOR, "version": VERSION, "resolution": resolution,
-        "train_views": train_views, "test_views": test_views, "seed": seed,
-        "camera_angle_x": CAMERA_ANGLE_X, "samples_per_pixel": _SPP,
+        "generator": GENERATOR,
+        "version": VERSION,
+        "resolution": resolution,
+        "train_views": train_views,
+        "test_views": test_views,
+        "seed": seed,
+        "camera_angle_x": CAMERA_ANGLE_X,
+        "samples_per_pixel": _SPP,
     }
 
 
@@ -452,8 +460,9 @@ def _workers() -> int:
     return max(1, min(4, n))
 
 
-def _write_splits(out: Path, pool, resolution: int, train_views: int, test_views: int,
-                  seed: int, files: dict[str, str]) -> None:
+def _write_splits(
+    out: Path, pool, resolution: int, train_views: int, test_views: int, seed: int, files: dict[str, str]
+) -> None:
     """Render and write both splits (PNGs, then the transforms files); record file hashes."""
     for split, n in (("train", train_views), ("test", test_views)):
         poses = _poses(split, n, seed)
@@ -464,11 +473,13 @@ def _write_splits(out: Path, pool, resolution: int, train_views: int, test_views
             rel = f"{split}/r_{i}.png"
             write_bytes_atomic(out / rel, data)
             files[rel] = hashlib.sha256(data).hexdigest()
-            frames.append({
-                "file_path": f"./{split}/r_{i}",
-                "rotation": 0.0,
-                "transform_matrix": [[float(x) for x in row] for row in c2w],
-            })
+            frames.append(
+                {
+                    "file_path": f"./{split}/r_{i}",
+                    "rotation": 0.0,
+                    "transform_matrix": [[float(x) for x in row] for row in c2w],
+                }
+            )
         doc = {"camera_angle_x": CAMERA_ANGLE_X, "frames": frames}
         names = [f"transforms_{split}.json"] + (["transforms_val.json"] if split == "test" else [])
         for name in names:
@@ -502,8 +513,7 @@ def make_demo_scene(
         ``out_dir`` as a ``Path``.
     """
     out = Path(out_dir)
-    resolution, train_views, test_views, seed = (
-        int(resolution), int(train_views), int(test_views), int(seed))
+    resolution, train_views, test_views, seed = (int(resolution), int(train_views), int(test_views), int(seed))
     if resolution < 8:
         raise UserError(f"demo scene resolution must be at least 8, got {resolution}")
     if train_views < 1 or test_views < 1:
@@ -516,8 +526,8 @@ def make_demo_scene(
         return out
     if old is None and (out / "transforms_train.json").exists():
         raise UserError(
-            "holds a dataset that is not a splatdistill demo scene (no scene.json); "
-            "refusing to overwrite it", out)
+            "holds a dataset that is not a splatdistill demo scene (no scene.json); refusing to overwrite it", out
+        )
     if old is not None and old.get("generator") not in (None, GENERATOR):
         raise UserError("scene.json was not written by the demo scene generator", out)
     (out / "scene.json").unlink(missing_ok=True)  # from here on the directory is incomplete
@@ -535,6 +545,5 @@ def make_demo_scene(
             target = (out / rel).resolve()
             if rel not in files and out.resolve() in target.parents and target.is_file():
                 target.unlink()
-    write_json_atomic(out / "scene.json", {"generator": GENERATOR, "params": params,
-                                           "focal_px": f_len, "files": files})
+    write_json_atomic(out / "scene.json", {"generator": GENERATOR, "params": params, "focal_px": f_len, "files": files})
     return out

@@ -41,9 +41,9 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from splatdistill.cameras.camera import Camera
 from splatdistill.errors import UserError
 from splatdistill.fileio import atomic_path
-from splatdistill.cameras.camera import Camera
 
 CACHE_ENV = "SPLATDISTILL_CACHE"
 CACHE_VERSION = 1
@@ -133,9 +133,7 @@ def decode_image(path: str | Path) -> np.ndarray:
             elif mode == "F":
                 arr = np.repeat(np.asarray(im, dtype=np.float32)[..., None], 3, axis=2)
             else:
-                has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-                    mode == "P" and "transparency" in im.info
-                )
+                has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info)
                 arr = np.asarray(im.convert("RGBA" if has_alpha else "RGB"), dtype=np.float32) / 255.0
     except FileNotFoundError:
         raise UserError("image not found", path) from None
@@ -205,9 +203,7 @@ def undistort_image(image: np.ndarray, intrinsics, dist, new_intrinsics) -> np.n
     h, w = image.shape[:2]
     K = _opencv_K(*intrinsics)
     new_K = _opencv_K(*new_intrinsics)
-    map1, map2 = cv2.initUndistortRectifyMap(
-        K, np.asarray(dist, dtype=np.float64), None, new_K, (w, h), cv2.CV_32FC1
-    )
+    map1, map2 = cv2.initUndistortRectifyMap(K, np.asarray(dist, dtype=np.float64), None, new_K, (w, h), cv2.CV_32FC1)
     return cv2.remap(image, map1, map2, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
@@ -299,8 +295,7 @@ def prepare_view(
         # if the aspect ratio agrees up to rounding.
         if abs(sw / camera.width - sh / camera.height) > 1.0 / min(sw, sh) + 0.005:
             raise UserError(
-                f"image is {sw}x{sh} but its camera is {camera.width}x{camera.height} "
-                "(different aspect ratio)",
+                f"image is {sw}x{sh} but its camera is {camera.width}x{camera.height} (different aspect ratio)",
                 path,
             )
         camera = camera.with_size(sw, sh)
@@ -313,9 +308,12 @@ def prepare_view(
     if factor != 1.0:
         pinhole = pinhole.scaled(factor)
     spec = ImageSpec(
-        path=Path(path), source_size=(sw, sh), size=(pinhole.width, pinhole.height),
+        path=Path(path),
+        source_size=(sw, sh),
+        size=(pinhole.width, pinhole.height),
         intrinsics=tuple(float(v) for v in intr) if dist_t else (0.0, 0.0, 0.0, 0.0),
-        dist=dist_t, background=tuple(float(b) for b in background),
+        dist=dist_t,
+        background=tuple(float(b) for b in background),
     )
     return pinhole, spec
 

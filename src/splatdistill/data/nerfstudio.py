@@ -27,10 +27,10 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from splatdistill.errors import UserError
-from splatdistill.data.blender import frames_of, image_path_of, opengl_c2w_to_opencv_w2c, read_json
 from splatdistill.cameras.camera import Camera, check_intrinsics
+from splatdistill.data.blender import frames_of, image_path_of, opengl_c2w_to_opencv_w2c, read_json
 from splatdistill.data.images import ImageSpec, prepare_view, read_image_size
+from splatdistill.errors import UserError
 
 SUPPORTED_MODELS = ("OPENCV", "PINHOLE", "SIMPLE_PINHOLE")
 
@@ -94,18 +94,19 @@ def load_nerfstudio(
 
     views = []
     for i, fr in enumerate(frames):
+
         def get(key, default=None, fr=fr):
             return fr.get(key, data.get(key, default))
 
         if get("is_fisheye", False):
-            raise UserError("unsupported camera model 'fisheye' (supported: " + ", ".join(SUPPORTED_MODELS) + ")", jpath)
+            raise UserError(
+                "unsupported camera model 'fisheye' (supported: " + ", ".join(SUPPORTED_MODELS) + ")", jpath
+            )
         model = get("camera_model")
         if model is not None:
             model = str(model).upper()
             if model not in SUPPORTED_MODELS:
-                raise UserError(
-                    f"unsupported camera model '{model}' (supported: {', '.join(SUPPORTED_MODELS)})", jpath
-                )
+                raise UserError(f"unsupported camera model '{model}' (supported: {', '.join(SUPPORTED_MODELS)})", jpath)
 
         fp = str(fr["file_path"])
         img = image_path_of(base, fp)
@@ -149,9 +150,15 @@ def load_nerfstudio(
 
         check_intrinsics(fx, fy, cx, cy, w, h, jpath, i)
         cam = Camera(
-            fx=fx, fy=fy, cx=cx, cy=cy, width=w, height=h,
+            fx=fx,
+            fy=fy,
+            cx=cx,
+            cy=cy,
+            width=w,
+            height=h,
             world_to_camera=opengl_c2w_to_opencv_w2c(fr["transform_matrix"], jpath, i),
-            image_name=PurePosixPath(fp).as_posix(), model=model,
+            image_name=PurePosixPath(fp).as_posix(),
+            model=model,
         )
         views.append(prepare_view(cam, dist, img, (sw, sh), factor, background))
 

@@ -90,22 +90,37 @@ class StudentConfig:
         from splatdistill.ops.policies import POLICIES
         from splatdistill.validate import RULES, SIZE, Rule, check
 
-        for name in ("iterations", "keep", "target_gaussians", "lambda_gt", "lambda_kd", "lambda_struct", "seed",
-                     "init_points", "checkpoint_every"):
+        for name in (
+            "iterations",
+            "keep",
+            "target_gaussians",
+            "lambda_gt",
+            "lambda_kd",
+            "lambda_struct",
+            "seed",
+            "init_points",
+            "checkpoint_every",
+        ):
             check(name, getattr(self, name), RULES[name])
         check("prune_steps", self.prune_steps, SIZE)
         check("pseudo_fraction", self.pseudo_fraction, Rule(minimum=0, maximum=1))
         check("prune_window", self.prune_window, Rule(minimum=0, maximum=1))
         check("lr_means", self.lr_means, Rule(above=0))
         check("lr_means_final", self.lr_means_final, Rule(above=0))
-        checks = [(self.lambda_gt > 0 or self.lambda_kd > 0, "--lambda-gt and --lambda-kd are both 0: nothing to fit"),
-                  (self.lambda_gt > 0 or self.kd_views == "all",
-                   "--kd-views pseudo with --lambda-gt 0 leaves the training views without a loss"),
-                  (self.kd_spread_scale > 0, f"--kd-spread-scale must be > 0, got {self.kd_spread_scale}"),
-                  (0.0 <= self.kd_anneal <= 1.0, f"--kd-anneal must be in [0, 1], got {self.kd_anneal}"),
-                  (0.0 < self.kd_far <= 1.0, f"--kd-far must be in (0, 1], got {self.kd_far}"),
-                  (self.prune_policy in POLICIES,
-                   f"unknown prune policy '{self.prune_policy}' (choose {', '.join(POLICIES)})")]
+        checks = [
+            (self.lambda_gt > 0 or self.lambda_kd > 0, "--lambda-gt and --lambda-kd are both 0: nothing to fit"),
+            (
+                self.lambda_gt > 0 or self.kd_views == "all",
+                "--kd-views pseudo with --lambda-gt 0 leaves the training views without a loss",
+            ),
+            (self.kd_spread_scale > 0, f"--kd-spread-scale must be > 0, got {self.kd_spread_scale}"),
+            (0.0 <= self.kd_anneal <= 1.0, f"--kd-anneal must be in [0, 1], got {self.kd_anneal}"),
+            (0.0 < self.kd_far <= 1.0, f"--kd-far must be in (0, 1], got {self.kd_far}"),
+            (
+                self.prune_policy in POLICIES,
+                f"unknown prune policy '{self.prune_policy}' (choose {', '.join(POLICIES)})",
+            ),
+        ]
         for ok, msg in checks:
             if not ok:
                 raise UserError(msg)
@@ -172,5 +187,11 @@ class DistillConfig:
         ``distill.pipeline.teacher_config`` makes it from these settings."""
         from splatdistill.distill.pipeline import teacher_config
 
-        return teacher_config(self.teacher.iterations, self.device, self.student.seed, self.teacher.init_points,
-                              self.student.background, base=self.teacher)
+        return teacher_config(
+            self.teacher.iterations,
+            self.device,
+            self.student.seed,
+            self.teacher.init_points,
+            self.student.background,
+            base=self.teacher,
+        )

@@ -10,30 +10,36 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Sequence
 
-import torch
-
 from splatdistill.data.dataset import Dataset, load_dataset, with_train_views
-from splatdistill.errors import UserError
-from splatdistill.ops.evaluate import evaluate_scene
-from splatdistill.ops.lpips import LPIPSBank
-from splatdistill.fileio import dumps_json, write_json_atomic
-from splatdistill.formats.io import load_model
-from splatdistill.ops.background import fixed_background, resolve_background
-from splatdistill.train.checkpoint import branch_point
-from splatdistill.train.config import TrainConfig
 from splatdistill.device import pick_device
-from splatdistill.train.trainer import Trainer
 from splatdistill.distill.report import write_report
 from splatdistill.distill.student import TEACHER_WEIGHT, StudentConfig, StudentTrainer
 from splatdistill.distill.targets import build_soft_targets, make_pseudo_cameras, select_teachers
+from splatdistill.errors import UserError
+from splatdistill.fileio import dumps_json, write_json_atomic
+from splatdistill.formats.io import load_model
+from splatdistill.ops.background import fixed_background, resolve_background
+from splatdistill.ops.evaluate import evaluate_scene
+from splatdistill.ops.lpips import LPIPSBank
+from splatdistill.train.checkpoint import branch_point
+from splatdistill.train.config import TrainConfig
+from splatdistill.train.trainer import Trainer
 
 VARIANTS = ("vanilla", "noise", "dropout")
 METRICS = ("psnr", "ssim", "lpips_vgg", "lpips_alex")
 
 
-def train_teachers(dataset: Dataset, out: Path, iterations: int, device: str, seed: int = 0,
-                   progress: bool = True, init_points: int = 20_000, background: str = "auto",
-                   base: TrainConfig | None = None) -> list[Path]:
+def train_teachers(
+    dataset: Dataset,
+    out: Path,
+    iterations: int,
+    device: str,
+    seed: int = 0,
+    progress: bool = True,
+    init_points: int = 20_000,
+    background: str = "auto",
+    base: TrainConfig | None = None,
+) -> list[Path]:
     """The three teachers, the noise and dropout ones branched from the vanilla run at the start of
     their windows (until there the three are the same procedure). Finished teachers are reused.
     ``base``: the teachers' other training settings (default: ``TrainConfig``'s)."""
@@ -41,8 +47,14 @@ def train_teachers(dataset: Dataset, out: Path, iterations: int, device: str, se
     return [train_teacher(dataset, out, variant, base, progress) for variant in VARIANTS]
 
 
-def teacher_config(iterations: int, device: str, seed: int = 0, init_points: int = 20_000,
-                   background: str = "dataset", base: TrainConfig | None = None) -> TrainConfig:
+def teacher_config(
+    iterations: int,
+    device: str,
+    seed: int = 0,
+    init_points: int = 20_000,
+    background: str = "dataset",
+    base: TrainConfig | None = None,
+) -> TrainConfig:
     """The teachers' shared training configuration (variant vanilla), its branch point set.
 
     Args:
@@ -53,15 +65,23 @@ def teacher_config(iterations: int, device: str, seed: int = 0, init_points: int
         A plain ``TrainConfig`` (what each teacher's run folder records).
     """
     fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(TrainConfig)} if base is not None else {}
-    fields.update(iterations=iterations, device=device, seed=seed, init_points=init_points, background=background,
-                  variant="vanilla", checkpoint_every=max(100, iterations // 10))
+    fields.update(
+        iterations=iterations,
+        device=device,
+        seed=seed,
+        init_points=init_points,
+        background=background,
+        variant="vanilla",
+        checkpoint_every=max(100, iterations // 10),
+    )
     base = TrainConfig(**fields)
     base.branch_points = (base.branch_iteration(),)
     return base
 
 
-def train_teacher(dataset: Dataset, out: Path, variant: str, base: TrainConfig, progress: bool = True,
-                  stop_at: int | None = None) -> Path:
+def train_teacher(
+    dataset: Dataset, out: Path, variant: str, base: TrainConfig, progress: bool = True, stop_at: int | None = None
+) -> Path:
     """One teacher of ``train_teachers`` (reused when finished with the same settings). ``stop_at``
     (the vanilla run only) stops at that iteration with a checkpoint, from which the next call continues."""
     run = out / variant
@@ -137,8 +157,14 @@ def _cache_key(ply: Path, dataset) -> dict:
     st = Path(ply).stat()
     test = dataset.split("test")
     size = [test[0].camera.width, test[0].camera.height] if test else None
-    return {"model": str(Path(ply).resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "data": str(dataset.root), "test_views": len(test), "size": size}
+    return {
+        "model": str(Path(ply).resolve()),
+        "bytes": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "data": str(dataset.root),
+        "test_views": len(test),
+        "size": size,
+    }
 
 
 def evaluate_cached(scene, dataset, ply: Path, bank, device, progress, cache: Path | None = None) -> dict:
@@ -179,14 +205,25 @@ def finished_student(run: Path, cfg: StudentConfig, teacher_plys: Sequence[Path]
         return None
     want = {"config": asdict(cfg), "teachers": [str(Path(p).resolve()) for p in teacher_plys]}
     want = json.loads(dumps_json(want, indent=None))
-    if not (Path(run) / "point_cloud.ply").exists() or rec.get("config") != want["config"] \
-            or rec.get("teachers") != want["teachers"]:
+    if (
+        not (Path(run) / "point_cloud.ply").exists()
+        or rec.get("config") != want["config"]
+        or rec.get("teachers") != want["teachers"]
+    ):
         return None
     return rec
 
 
-def train_student(dataset, teacher_plys: Sequence[Path], vanilla: Path, cfg: StudentConfig, out: Path,
-                  device, n_pseudo: int, progress: bool):
+def train_student(
+    dataset,
+    teacher_plys: Sequence[Path],
+    vanilla: Path,
+    cfg: StudentConfig,
+    out: Path,
+    device,
+    n_pseudo: int,
+    progress: bool,
+):
     teacher0 = load_model(vanilla)
     train_cams = [v.camera for v in dataset.split("train")]
     targets = None
@@ -194,21 +231,39 @@ def train_student(dataset, teacher_plys: Sequence[Path], vanilla: Path, cfg: Stu
         teacher_plys, _ = select_teachers(teacher_plys, dataset, cfg.teacher_margin_db, device, progress)
         cams = train_cams + make_pseudo_cameras(train_cams, n_pseudo, dataset.extent, seed=cfg.seed)
         random_bg = resolve_background(cfg.background, dataset) == "random"
-        targets = build_soft_targets(list(teacher_plys), cams, len(train_cams),
-                                     fixed_background(resolve_background(cfg.background, dataset), dataset),
-                                     device, spill_dir=out / "cache", progress=progress,
-                                     with_alpha=random_bg, with_spread=cfg.kd_weight == "agreement")
+        targets = build_soft_targets(
+            list(teacher_plys),
+            cams,
+            len(train_cams),
+            fixed_background(resolve_background(cfg.background, dataset), dataset),
+            device,
+            spill_dir=out / "cache",
+            progress=progress,
+            with_alpha=random_bg,
+            with_spread=cfg.kd_weight == "agreement",
+        )
     st = StudentTrainer(dataset, targets, teacher0, cfg, out, device, progress=progress)
     st.done_record = {"teachers": [str(Path(p).resolve()) for p in teacher_plys]}
     scene, _ = st.run()
     return scene, st.policy_stats
 
 
-def run_distill(data, out, teachers: Sequence[Path] | None = None, cfg: StudentConfig | None = None,
-                teacher_iterations: int = 3000, downscale: int = 1, device: str = "auto",
-                n_pseudo: int | None = None, ablation: bool = False, progress: bool = True,
-                teacher_init_points: int = 20_000, teacher_background: str = "auto",
-                train_views: int | None = None, teacher: TrainConfig | None = None) -> dict:
+def run_distill(
+    data,
+    out,
+    teachers: Sequence[Path] | None = None,
+    cfg: StudentConfig | None = None,
+    teacher_iterations: int = 3000,
+    downscale: int = 1,
+    device: str = "auto",
+    n_pseudo: int | None = None,
+    ablation: bool = False,
+    progress: bool = True,
+    teacher_init_points: int = 20_000,
+    teacher_background: str = "auto",
+    train_views: int | None = None,
+    teacher: TrainConfig | None = None,
+) -> dict:
     cfg = (cfg or StudentConfig()).validate()
     if teacher_iterations < 1:
         raise UserError(f"--teacher-iterations must be at least 1, got {teacher_iterations}")
@@ -222,8 +277,17 @@ def run_distill(data, out, teachers: Sequence[Path] | None = None, cfg: StudentC
             if len(load_model(p)) == 0:
                 raise UserError("the teacher model has no Gaussians", p)
     else:
-        plys = train_teachers(dataset, out / "teachers", teacher_iterations, device, cfg.seed, progress,
-                              teacher_init_points, teacher_background, base=teacher)
+        plys = train_teachers(
+            dataset,
+            out / "teachers",
+            teacher_iterations,
+            device,
+            cfg.seed,
+            progress,
+            teacher_init_points,
+            teacher_background,
+            base=teacher,
+        )
     variants = [teacher_variant(p) for p in plys]
     vanilla = plys[variants.index("vanilla")] if "vanilla" in variants else plys[0]
     n_pseudo = len(dataset.split("train")) if n_pseudo is None else n_pseudo
@@ -262,16 +326,26 @@ def run_distill(data, out, teachers: Sequence[Path] | None = None, cfg: StudentC
             rec = finished_student(out / name, c, tp)
             if rec is not None:  # the record keeps the whole time, soft targets included
                 write_json_atomic(out / name / "student.json", {**rec, "wall_s": round(wall, 1)})
-        m = evaluate_cached(scene, dataset, out / name / "point_cloud.ply", bank, dev, progress,
-                            cache=out / name / "metrics_cache.json")
+        m = evaluate_cached(
+            scene, dataset, out / name / "point_cloud.ply", bank, dev, progress, cache=out / name / "metrics_cache.json"
+        )
         write_json_atomic(out / name / "metrics.json", m)
-        rows[name] = {**_metrics(m), "wall_s": round(wall, 1), "teachers": len(tp),
-                      "struct": c.struct if c.lambda_struct > 0 else "none", "prune_policy": policy_stats}
+        rows[name] = {
+            **_metrics(m),
+            "wall_s": round(wall, 1),
+            "teachers": len(tp),
+            "struct": c.struct if c.lambda_struct > 0 else "none",
+            "prune_policy": policy_stats,
+        }
     summary["student"] = rows["student"]
     if ablation:
-        labels = {"gt_only": "ground truth only", "one_teacher": "one teacher",
-                  "three_teachers": "three teachers", "three_teachers_joint": "three teachers + joint",
-                  "three_teachers_pseudo": "three teachers, pseudo views only"}
+        labels = {
+            "gt_only": "ground truth only",
+            "one_teacher": "one teacher",
+            "three_teachers": "three teachers",
+            "three_teachers_joint": "three teachers + joint",
+            "three_teachers_pseudo": "three teachers, pseudo views only",
+        }
         summary["ablation"] = {labels.get(k, k): v for k, v in rows.items() if k != "student"}
         if same:
             summary["ablation"][labels[same[0]] + " (student)"] = rows["student"]

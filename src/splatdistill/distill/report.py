@@ -13,8 +13,13 @@ from splatdistill.fileio import atomic_path
 from splatdistill.formats.io import load_model
 from splatdistill.render import render
 
-COLUMNS = (("psnr", "PSNR", ".2f"), ("ssim", "SSIM", ".4f"), ("lpips_vgg", "LPIPS-VGG", ".4f"),
-           ("num_gaussians", "Gaussians", "d"), ("wall_s", "wall s", ".0f"))
+COLUMNS = (
+    ("psnr", "PSNR", ".2f"),
+    ("ssim", "SSIM", ".4f"),
+    ("lpips_vgg", "LPIPS-VGG", ".4f"),
+    ("num_gaussians", "Gaussians", "d"),
+    ("wall_s", "wall s", ".0f"),
+)
 
 
 def _cell(v, fmt):
@@ -26,8 +31,9 @@ def _cell(v, fmt):
 def markdown_table(rows: dict[str, dict]) -> str:
     head = "| model | " + " | ".join(c[1] for c in COLUMNS) + " |"
     sep = "| --- |" + " ---: |" * len(COLUMNS)
-    body = ["| " + name + " | " + " | ".join(_cell(r.get(k), f) for k, _, f in COLUMNS) + " |"
-            for name, r in rows.items()]
+    body = [
+        "| " + name + " | " + " | ".join(_cell(r.get(k), f) for k, _, f in COLUMNS) + " |" for name, r in rows.items()
+    ]
     return "\n".join([head, sep, *body])
 
 
@@ -79,10 +85,13 @@ def _teacher_note(summary: dict) -> list[str]:
     """Why the student does (not) use the teachers, with the measurements behind the default."""
     if (summary.get("student_config") or {}).get("lambda_kd", 0) > 0:
         return ["The student was trained against the teachers' soft targets (--lambda-kd > 0).", ""]
-    return ["The student was trained on the ground truth alone (the default): in every setting measured "
-            "(lego, 100 training views: 31.19 dB against 30.63-30.83 dB for the teacher-guided students; "
-            "the built-in scene with 12 training views: 24.47 dB against 24.01-24.40 dB) no teacher-guided "
-            "student beat it. `--ablation` trains the teacher-guided students to check on this data.", ""]
+    return [
+        "The student was trained on the ground truth alone (the default): in every setting measured "
+        "(lego, 100 training views: 31.19 dB against 30.63-30.83 dB for the teacher-guided students; "
+        "the built-in scene with 12 training views: 24.47 dB against 24.01-24.40 dB) no teacher-guided "
+        "student beat it. `--ablation` trains the teacher-guided students to check on this data.",
+        "",
+    ]
 
 
 def write_report(out: Path, dataset, summary: dict, teacher_ply: Path, student_ply: Path, device) -> Path:
@@ -99,17 +108,25 @@ def write_report(out: Path, dataset, summary: dict, teacher_ply: Path, student_p
     n_max = max(t["num_gaussians"] for t in summary["teachers"])
     vanilla = [t["num_gaussians"] for t in summary["teachers"] if t["variant"] == "vanilla"]
     kept = f"{100 * n_s / max(1, vanilla[0]):.1f} % of the vanilla teacher's Gaussians and " if vanilla else ""
-    text = "\n".join([
-        "# Distillation report", "",
-        f"Data: `{summary['data']}`; test split. The student keeps {kept}{100 * n_s / max(1, n_max):.1f} % "
-        f"of the largest teacher's. A teacher's wall time counts only its own iterations (one branched "
-        f"from another run's checkpoint does not count the shared part).", "",
-        markdown_table(table_rows(summary)), "",
-        *_teacher_note(summary),
-        "Ground truth | vanilla teacher | student, on the first test views:", "",
-        "![views](views.png)", "",
-        "![PSNR against the number of Gaussians](psnr_vs_gaussians.png)", "",
-    ])
+    text = "\n".join(
+        [
+            "# Distillation report",
+            "",
+            f"Data: `{summary['data']}`; test split. The student keeps {kept}{100 * n_s / max(1, n_max):.1f} % "
+            f"of the largest teacher's. A teacher's wall time counts only its own iterations (one branched "
+            f"from another run's checkpoint does not count the shared part).",
+            "",
+            markdown_table(table_rows(summary)),
+            "",
+            *_teacher_note(summary),
+            "Ground truth | vanilla teacher | student, on the first test views:",
+            "",
+            "![views](views.png)",
+            "",
+            "![PSNR against the number of Gaussians](psnr_vs_gaussians.png)",
+            "",
+        ]
+    )
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text(text)
     return out / "report.md"

@@ -29,30 +29,38 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from splatdistill.ops.policies import PrunePolicy, make_policy
 from splatdistill.cameras.camera import stack_cameras
 from splatdistill.data.dataset import Dataset
-from splatdistill.errors import UserError
-from splatdistill.fileio import dumps_json, write_json_atomic
-from splatdistill.render import render
-from splatdistill.scene.gaussians import GaussianScene
-from splatdistill.formats.ply import write_ply
-from splatdistill.train import checkpoint as ck
-from splatdistill.ops.ssim import ssim
-from splatdistill.ops.background import fixed_background, resolve_background
-from splatdistill.train.config import TrainConfig
-from splatdistill.ops.losses import photometric_loss, psnr_from_mse
-from splatdistill.ops.optim import AtSteps, ExponentialDecay, PolicyHook, fit, make_params, remove
-from splatdistill.train.setup import (DensifyHook, global_rng_state, initial_scene, make_optimizers, make_strategy,
-                                      seed_global_rng, set_global_rng_state)
-from splatdistill.ops.importance import importance, top_k_mask
-from splatdistill.ops.structure import StructuralLoss, StructuralLossConfig
 from splatdistill.distill.config import TEACHER_WEIGHT, StudentConfig  # noqa: F401 (re-exported)
 from splatdistill.distill.targets import SoftTargets
+from splatdistill.errors import UserError
+from splatdistill.fileio import dumps_json, write_json_atomic
+from splatdistill.formats.ply import write_ply
+from splatdistill.ops.background import fixed_background, resolve_background
+from splatdistill.ops.importance import importance, top_k_mask
+from splatdistill.ops.losses import photometric_loss, psnr_from_mse
+from splatdistill.ops.optim import AtSteps, ExponentialDecay, PolicyHook, fit, make_params, remove
+from splatdistill.ops.policies import PrunePolicy, make_policy
+from splatdistill.ops.ssim import ssim
+from splatdistill.ops.structure import StructuralLoss, StructuralLossConfig
+from splatdistill.render import render
+from splatdistill.scene.gaussians import GaussianScene
+from splatdistill.train import checkpoint as ck
+from splatdistill.train.config import TrainConfig
+from splatdistill.train.setup import (
+    DensifyHook,
+    global_rng_state,
+    initial_scene,
+    make_optimizers,
+    make_strategy,
+    seed_global_rng,
+    set_global_rng_state,
+)
 
 
-def weighted_photometric_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
-                              ssim_lambda: float = 0.2) -> torch.Tensor:
+def weighted_photometric_loss(
+    pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, ssim_lambda: float = 0.2
+) -> torch.Tensor:
     """(1 - lambda) mean(w |pred - target|) + lambda mean(w) (1 - SSIM): per-pixel weights on the L1
     term; the SSIM term (a windowed statistic) is scaled by the mean weight."""
     l1 = (weight * (pred - target).abs()).mean()
@@ -74,8 +82,16 @@ def prune_schedule(cfg: StudentConfig) -> dict[int, int]:
 
 
 class StudentTrainer:
-    def __init__(self, dataset: Dataset, targets: SoftTargets | None, teacher: GaussianScene,
-                 cfg: StudentConfig, out_dir: Path, device, progress: bool = True):
+    def __init__(
+        self,
+        dataset: Dataset,
+        targets: SoftTargets | None,
+        teacher: GaussianScene,
+        cfg: StudentConfig,
+        out_dir: Path,
+        device,
+        progress: bool = True,
+    ):
         self.ds, self.targets, self.cfg, self.out = dataset, targets, cfg.validate(), Path(out_dir)
         self.device = torch.device(device)
         self.progress = progress
@@ -97,22 +113,29 @@ class StudentTrainer:
         self.gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
         seed_global_rng(cfg.seed)
-        tcfg = TrainConfig(iterations=cfg.iterations, lr_means=cfg.lr_means, lr_means_final=cfg.lr_means_final,
-                           seed=cfg.seed, refine_stop=cfg.prune_window * 0.75)
+        tcfg = TrainConfig(
+            iterations=cfg.iterations,
+            lr_means=cfg.lr_means,
+            lr_means_final=cfg.lr_means_final,
+            seed=cfg.seed,
+            refine_stop=cfg.prune_window * 0.75,
+        )
         self.tcfg = tcfg
         if cfg.init == "teacher":
             scene = teacher.detach().clone()
             self.strategy = None
         else:
-            scene = initial_scene(dataset, TrainConfig(seed=cfg.seed, sh_degree=teacher.sh_degree,
-                                                       init_points=cfg.init_points))
+            scene = initial_scene(
+                dataset, TrainConfig(seed=cfg.seed, sh_degree=teacher.sh_degree, init_points=cfg.init_points)
+            )
             self.tcfg = TrainConfig(iterations=cfg.iterations, seed=cfg.seed, refine_stop=cfg.prune_window * 0.75)
             self.strategy = make_strategy(self.tcfg, self.device)
         self._set_scene(scene)
         self.struct = None
         if cfg.struct != "none" and cfg.lambda_struct > 0:
-            self.struct = StructuralLoss(self.teacher_means,
-                                         StructuralLossConfig(kind=cfg.struct, weight=cfg.lambda_struct))
+            self.struct = StructuralLoss(
+                self.teacher_means, StructuralLossConfig(kind=cfg.struct, weight=cfg.lambda_struct)
+            )
         self.prune_at = prune_schedule(cfg)
         self._policy_hook = PolicyHook(None)  # a learned gate, created at the first pruning step
         self.policy_stats: dict = {"policy": cfg.prune_policy}
@@ -152,8 +175,7 @@ class StudentTrainer:
             self._start_policy()
         n_now = len(self.params["means"])
         remaining = n_steps - k
-        n_keep = self.n_target if remaining <= 1 else \
-            int(round(n_now * (self.n_target / n_now) ** (1.0 / remaining)))
+        n_keep = self.n_target if remaining <= 1 else int(round(n_now * (self.n_target / n_now) ** (1.0 / remaining)))
         n_keep = max(self.n_target, min(n_now, n_keep))
         scene = self.scene().detach()
         cams = [v.camera for v in self.train_views]
@@ -196,8 +218,9 @@ class StudentTrainer:
 
     def _pick(self, step: int = 0) -> tuple[int, bool]:
         """(index into targets / train views, is_training_view)."""
-        use_pseudo = (bool(self.pseudo_pool) and self.cfg.kd_at(step) > 0
-                      and self.rng.random() < self.cfg.pseudo_fraction)
+        use_pseudo = (
+            bool(self.pseudo_pool) and self.cfg.kd_at(step) > 0 and self.rng.random() < self.cfg.pseudo_fraction
+        )
         if use_pseudo:
             return self.pseudo_pool[int(self.rng.integers(0, len(self.pseudo_pool)))], False
         return int(self.rng.integers(0, len(self.train_views))), True
@@ -240,8 +263,9 @@ class StudentTrainer:
         bg = self.background
         if self.bg_mode == "random":  # one colour for the render, the ground truth and the soft target
             bg = torch.rand(3, generator=self.gen).to(self.device)
-        out = render(scene, stack_cameras([cam], self.device), sh_degree=sh_deg,
-                     background=bg, opacity_scale=opacity_scale)
+        out = render(
+            scene, stack_cameras([cam], self.device), sh_degree=sh_deg, background=bg, opacity_scale=opacity_scale
+        )
         self._last_info = out.info
         self._last_background = bg
         terms: dict[str, torch.Tensor] = {}
@@ -267,15 +291,26 @@ class StudentTrainer:
     def _payload(self) -> dict:
         pol = None
         if self.policy is not None:
-            pol = {"name": self.policy.name, "tensors": [t.detach().cpu() for t in self.policy.parameters()],
-                   "optimizer": self.policy.optimizer().state_dict()}
-        return {"config": asdict(self.cfg), "teacher": self._teacher_id,
-                "params": {k: v.detach().cpu() for k, v in self.params.items()},
-                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-                "strategy_state": None if self.state is None else
-                {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in self.state.items()},
-                "policy": pol, "rng": {"numpy": self.rng.bit_generator.state, "torch": self.gen.get_state(),
-                        "global": global_rng_state(self.device)}}
+            pol = {
+                "name": self.policy.name,
+                "tensors": [t.detach().cpu() for t in self.policy.parameters()],
+                "optimizer": self.policy.optimizer().state_dict(),
+            }
+        return {
+            "config": asdict(self.cfg),
+            "teacher": self._teacher_id,
+            "params": {k: v.detach().cpu() for k, v in self.params.items()},
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "strategy_state": None
+            if self.state is None
+            else {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in self.state.items()},
+            "policy": pol,
+            "rng": {
+                "numpy": self.rng.bit_generator.state,
+                "torch": self.gen.get_state(),
+                "global": global_rng_state(self.device),
+            },
+        }
 
     def _resume(self) -> int:
         """Load the newest checkpoint written with this config; returns the iteration to start at."""
@@ -297,8 +332,9 @@ class StudentTrainer:
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
         if state["strategy_state"] is not None:
-            self.state = {k: (v.to(self.device) if torch.is_tensor(v) else v)
-                          for k, v in state["strategy_state"].items()}
+            self.state = {
+                k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in state["strategy_state"].items()
+            }
         self.rng.bit_generator.state = state["rng"]["numpy"]
         self.gen.set_state(state["rng"]["torch"])
         set_global_rng_state(state["rng"].get("global"), self.device)
@@ -328,11 +364,16 @@ class StudentTrainer:
             hooks.append(DensifyHook(self.strategy, self.state))
 
         with open(log_path, "a") as log:
+
             def on_step(step: int, loss: float, info: dict) -> dict:
                 post = {}
                 if (step + 1) % cfg.log_every == 0:
-                    rec = {"iteration": step + 1, "loss": loss, "num_gaussians": len(self.params["means"]),
-                           **{k: float(v.detach()) for k, v in last["terms"].items()}}
+                    rec = {
+                        "iteration": step + 1,
+                        "loss": loss,
+                        "num_gaussians": len(self.params["means"]),
+                        **{k: float(v.detach()) for k, v in last["terms"].items()},
+                    }
                     if last["is_train"]:
                         rec["psnr"] = psnr_from_mse(float(last["mse"]))
                     log.write(dumps_json(rec, indent=None) + "\n")
@@ -342,11 +383,21 @@ class StudentTrainer:
                     ck.save_checkpoint(self.out, step + 1, self._payload())
                 return post
 
-            means = ExponentialDecay.over(cfg.lr_means * self.extent, cfg.lr_means_final / cfg.lr_means,
-                                          cfg.iterations)
-            fit(self.params, self.optimizers, cfg.iterations, self._pick, loss_fn, hooks,
-                schedules={"means": means}, start=start, desc="student", progress=self.progress, unit="it",
-                on_step=on_step)
+            means = ExponentialDecay.over(cfg.lr_means * self.extent, cfg.lr_means_final / cfg.lr_means, cfg.iterations)
+            fit(
+                self.params,
+                self.optimizers,
+                cfg.iterations,
+                self._pick,
+                loss_fn,
+                hooks,
+                schedules={"means": means},
+                start=start,
+                desc="student",
+                progress=self.progress,
+                unit="it",
+                on_step=on_step,
+            )
         if len(self.params["means"]) > self.n_target:  # a from-scratch student may still be over budget
             self._prune(n_prune - 1, n_prune)
         scene = self.exported_scene().to("cpu")
@@ -354,7 +405,14 @@ class StudentTrainer:
         wall = time.perf_counter() - t0
         # the record that the student is finished (a rerun evaluates it instead of training it again);
         # written before the checkpoints go, so an interruption in between resumes from them
-        write_json_atomic(self.out / "student.json", {"config": asdict(cfg), **getattr(self, "done_record", {}),
-                                                      "wall_s": round(wall, 1), "policy_stats": self.policy_stats})
+        write_json_atomic(
+            self.out / "student.json",
+            {
+                "config": asdict(cfg),
+                **getattr(self, "done_record", {}),
+                "wall_s": round(wall, 1),
+                "policy_stats": self.policy_stats,
+            },
+        )
         shutil.rmtree(ck.checkpoint_dir(self.out), ignore_errors=True)  # finished: the PLY is the result
         return scene, wall

@@ -103,8 +103,7 @@ def build_soft_targets(
     nbytes = int(np.prod(shape)) * 2
     if nbytes > memory_budget_mb * 2**20 and spill_dir is not None:
         spill_dir.mkdir(parents=True, exist_ok=True)
-        store = np.lib.format.open_memmap(spill_dir / "soft_targets.npy", mode="w+", dtype=np.float16,
-                                          shape=shape)
+        store = np.lib.format.open_memmap(spill_dir / "soft_targets.npy", mode="w+", dtype=np.float16, shape=shape)
     else:
         store = np.zeros(shape, dtype=np.float16)
     acc = np.zeros((h, wd, 3), dtype=np.float32)
@@ -118,8 +117,9 @@ def build_soft_targets(
     for t_idx, teacher in enumerate(teachers):
         scene = load_model(teacher) if isinstance(teacher, (str, Path)) else teacher
         scene = scene.detach().to(device)
-        for v, cam in enumerate(tqdm(cameras, desc=f"teacher {t_idx + 1}/{len(teachers)} renders",
-                                     disable=not progress, leave=False)):
+        for v, cam in enumerate(
+            tqdm(cameras, desc=f"teacher {t_idx + 1}/{len(teachers)} renders", disable=not progress, leave=False)
+        ):
             with torch.no_grad():
                 out = render(scene, stack_cameras([cam], device), background=background, backend=backend)
             if with_alpha:  # premultiplied colour, unclamped: the clamp comes after compositing
@@ -152,16 +152,18 @@ def build_soft_targets(
         store[:] = partial.astype(np.float16)
     if isinstance(store, np.memmap):
         store.flush()
-    return SoftTargets(list(cameras), store, num_train,
-                       alpha=None if alpha is None else alpha.astype(np.float16), spread=spread)
+    return SoftTargets(
+        list(cameras), store, num_train, alpha=None if alpha is None else alpha.astype(np.float16), spread=spread
+    )
 
 
-def select_teachers(teachers: Sequence[Path], dataset, margin_db: float | None, device,
-                    progress: bool = True) -> tuple[list[Path], list[float]]:
+def select_teachers(
+    teachers: Sequence[Path], dataset, margin_db: float | None, device, progress: bool = True
+) -> tuple[list[Path], list[float]]:
     """The teachers within ``margin_db`` of the best one's mean PSNR on the training views, and every
     teacher's PSNR (None margin: all teachers, no renders)."""
-    from splatdistill.ops.ssim import psnr
     from splatdistill.formats.io import load_model
+    from splatdistill.ops.ssim import psnr
 
     if margin_db is None or len(teachers) < 2:
         return list(teachers), []

@@ -46,9 +46,15 @@ def build_scene(means, quats, scales, opacities, sh0, shN, antialiased=False) ->
         a = np.ascontiguousarray(x, dtype=np.float32)
         return torch.from_numpy(a.reshape(shape) if shape is not None else a)
 
-    return GaussianScene(t(means, (n, 3)), t(quats, (n, 4)), t(scales, (n, 3)), t(opacities, (n,)),
-                         t(sh0, (n, 1, 3)), t(shN, (n, -1, 3) if n else (0, shN.shape[1], 3)),
-                         antialiased=antialiased)
+    return GaussianScene(
+        t(means, (n, 3)),
+        t(quats, (n, 4)),
+        t(scales, (n, 3)),
+        t(opacities, (n,)),
+        t(sh0, (n, 1, 3)),
+        t(shN, (n, -1, 3) if n else (0, shN.shape[1], 3)),
+        antialiased=antialiased,
+    )
 
 
 def alpha_to_logit(alpha: np.ndarray, levels: int = 255) -> np.ndarray:

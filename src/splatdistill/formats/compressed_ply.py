@@ -33,16 +33,28 @@ from pathlib import Path
 
 import numpy as np
 
-from splatdistill.formats.morton import morton_order
 from splatdistill.errors import UserError
 from splatdistill.fileio import atomic_path
-from splatdistill.scene.gaussians import GaussianScene
-from splatdistill.formats.ply import AA_COMMENT, _FORMATS, antialiased_from_comments, read_header
 from splatdistill.formats._common import SH_C0, alpha_to_logit, build_scene, scene_arrays, sigmoid, unit_quats
+from splatdistill.formats.morton import morton_order
+from splatdistill.formats.ply import _FORMATS, AA_COMMENT, antialiased_from_comments, read_header
+from splatdistill.scene.gaussians import GaussianScene
 
 CHUNK_SIZE = 256
-_CHUNK_PROPS = ["min_x", "min_y", "min_z", "max_x", "max_y", "max_z",
-                "min_scale_x", "min_scale_y", "min_scale_z", "max_scale_x", "max_scale_y", "max_scale_z"]
+_CHUNK_PROPS = [
+    "min_x",
+    "min_y",
+    "min_z",
+    "max_x",
+    "max_y",
+    "max_z",
+    "min_scale_x",
+    "min_scale_y",
+    "min_scale_z",
+    "max_scale_x",
+    "max_scale_y",
+    "max_scale_z",
+]
 _COLOR_PROPS = ["min_r", "min_g", "min_b", "max_r", "max_g", "max_b"]
 _VERTEX_PROPS = ["packed_position", "packed_rotation", "packed_scale", "packed_color"]
 _REST_DEGREE = {0: 0, 9: 1, 24: 2, 45: 3}
@@ -116,7 +128,9 @@ def _read_elements(path: Path, header) -> dict[str, np.ndarray]:
             if offset + e.count * dtype.itemsize > size:
                 raise UserError(
                     f"truncated compressed PLY: element '{e.name}' ({e.count} rows) ends past the "
-                    f"end of the {size}-byte file", path)
+                    f"end of the {size}-byte file",
+                    path,
+                )
             f.seek(offset)
             out[e.name] = np.fromfile(f, dtype=dtype, count=e.count)
             offset += e.count * dtype.itemsize
@@ -130,9 +144,11 @@ def _require(el: np.ndarray, names: list[str], kind: str, element: str, path) ->
         raise UserError(f"compressed PLY element '{element}' lacks {', '.join(missing)}", path)
     bad = [n for n in names if el.dtype[n].kind + str(el.dtype[n].itemsize) != kind]
     if bad:
-        raise UserError(f"compressed PLY property '{bad[0]}' of '{element}' is {el.dtype[bad[0]]}, "
-                        f"expected {'float32' if kind == 'f4' else 'uint32' if kind == 'u4' else 'uint8'}",
-                        path)
+        raise UserError(
+            f"compressed PLY property '{bad[0]}' of '{element}' is {el.dtype[bad[0]]}, "
+            f"expected {'float32' if kind == 'f4' else 'uint32' if kind == 'u4' else 'uint8'}",
+            path,
+        )
 
 
 def read_compressed_ply(path: str | os.PathLike) -> GaussianScene:
@@ -154,8 +170,11 @@ def read_compressed_ply(path: str | os.PathLike) -> GaussianScene:
     _require(vertex, _VERTEX_PROPS, "u4", "vertex", path)
     n = vertex.shape[0]
     if chunk.shape[0] != math.ceil(n / CHUNK_SIZE):
-        raise UserError(f"compressed PLY has {chunk.shape[0]} chunks for {n} splats "
-                        f"(expected {math.ceil(n / CHUNK_SIZE)}, one per {CHUNK_SIZE})", path)
+        raise UserError(
+            f"compressed PLY has {chunk.shape[0]} chunks for {n} splats "
+            f"(expected {math.ceil(n / CHUNK_SIZE)}, one per {CHUNK_SIZE})",
+            path,
+        )
     has_color = "min_r" in (chunk.dtype.names or ())
     if has_color:
         _require(chunk, _COLOR_PROPS, "f4", "chunk", path)
@@ -184,8 +203,11 @@ def read_compressed_ply(path: str | os.PathLike) -> GaussianScene:
         sh = els["sh"]
         names = sh.dtype.names or ()
         if len(names) not in _REST_DEGREE or sh.shape[0] != n:
-            raise UserError(f"compressed PLY 'sh' element has {len(names)} properties for {sh.shape[0]} "
-                            f"rows; expected 9, 24 or 45 for {n} rows", path)
+            raise UserError(
+                f"compressed PLY 'sh' element has {len(names)} properties for {sh.shape[0]} "
+                f"rows; expected 9, 24 or 45 for {n} rows",
+                path,
+            )
         _require(sh, [f"f_rest_{i}" for i in range(len(names))], "u1", "sh", path)
         k_rest = len(names) // 3
         b = np.stack([sh[f"f_rest_{i}"] for i in range(len(names))], axis=1).astype(np.float64)
@@ -197,8 +219,9 @@ def read_compressed_ply(path: str | os.PathLike) -> GaussianScene:
     others = [e.name for e in header.elements if e.name not in ("chunk", "vertex", "sh")]
     if others:
         raise UserError(f"compressed PLY has unexpected elements: {', '.join(others)}", path)
-    return build_scene(means, quats, scales, opacities, sh0, shN,
-                       antialiased=antialiased_from_comments(header.comments))
+    return build_scene(
+        means, quats, scales, opacities, sh0, shN, antialiased=antialiased_from_comments(header.comments)
+    )
 
 
 # --- writing -----------------------------------------------------------------------------------
@@ -243,12 +266,13 @@ def encode_compressed_ply(scene: GaussianScene, path=None) -> bytes:
     vertex["packed_position"] = _pack_111011(packed("pos"))
     vertex["packed_rotation"] = _pack_rotations(p["quats"])
     vertex["packed_scale"] = _pack_111011(packed("scale"))
-    vertex["packed_color"] = ((_unorm(c[:, 0], 8) << 24) | (_unorm(c[:, 1], 8) << 16)
-                              | (_unorm(c[:, 2], 8) << 8) | _unorm(a, 8))
+    vertex["packed_color"] = (
+        (_unorm(c[:, 0], 8) << 24) | (_unorm(c[:, 1], 8) << 16) | (_unorm(c[:, 2], 8) << 8) | _unorm(a, 8)
+    )
     chunk = np.empty((num_chunks, 18), dtype="<f4")
     (plo, phi), (slo, shi), (clo, chi) = ranges["pos"], ranges["scale"], ranges["color"]
     for j, arr in enumerate([plo, phi, slo, shi, clo, chi]):
-        chunk[:, 3 * j:3 * j + 3] = arr
+        chunk[:, 3 * j : 3 * j + 3] = arr
     lines = ["ply", "format binary_little_endian 1.0", "comment written by splatdistill"]
     if scene.antialiased:
         lines.append(f"comment {AA_COMMENT}")

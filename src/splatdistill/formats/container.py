@@ -68,7 +68,18 @@ _MAX_HEADER = 1 << 30
 
 # dtypes a section may hold (little-endian on disk).
 _ALLOWED_DTYPES = {
-    "|b1", "|i1", "|u1", "<i2", "<u2", "<i4", "<u4", "<i8", "<u8", "<f2", "<f4", "<f8",
+    "|b1",
+    "|i1",
+    "|u1",
+    "<i2",
+    "<u2",
+    "<i4",
+    "<u4",
+    "<i8",
+    "<u8",
+    "<f2",
+    "<f4",
+    "<f8",
 }
 
 
@@ -146,12 +157,20 @@ def encode_container(sections: dict[str, np.ndarray], meta: dict | None = None, 
         filt = "byteplanes" if rows > 1 and len(raw) > rows else "none"
         data = _to_planes(raw, rows) if filt == "byteplanes" else raw
         stored = _compressor(int(level), len(data)).compress(data)
-        entries.append({
-            "name": name, "dtype": dt.str, "shape": [int(s) for s in a.shape],
-            "encoding": "zstd", "filter": filt, "offset": offset,
-            "stored_nbytes": len(stored), "stored_crc32": _crc32(stored),
-            "raw_nbytes": len(raw), "raw_crc32": _crc32(raw),
-        })
+        entries.append(
+            {
+                "name": name,
+                "dtype": dt.str,
+                "shape": [int(s) for s in a.shape],
+                "encoding": "zstd",
+                "filter": filt,
+                "offset": offset,
+                "stored_nbytes": len(stored),
+                "stored_crc32": _crc32(stored),
+                "raw_nbytes": len(raw),
+                "raw_crc32": _crc32(raw),
+            }
+        )
         payloads.append(stored)
         offset += len(stored)
     header = {"sections": entries, "payload_nbytes": offset, "meta": {} if meta is None else meta}
@@ -197,7 +216,8 @@ def _parse_header(data: bytes, src) -> tuple[dict, int]:
         raise UserError(f"unsupported .sdz flags 0x{flags:04x}", src)
     if PREFIX_SIZE + hlen > len(data):
         raise UserError(
-            f"truncated .sdz file: header of {hlen} bytes but only {len(data) - PREFIX_SIZE} bytes follow the prefix", src
+            f"truncated .sdz file: header of {hlen} bytes but only {len(data) - PREFIX_SIZE} bytes follow the prefix",
+            src,
         )
     hbytes = data[PREFIX_SIZE : PREFIX_SIZE + hlen]
     if _crc32(hbytes) != hcrc:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-
 from splatdistill.errors import UserError
 
 MODEL_SUFFIXES = (".ply", ".spz", ".sdz", ".sog", "meta.json")
@@ -37,8 +35,9 @@ def model_format(path: str | os.PathLike) -> str:
         return "compressed_ply" if is_compressed_ply(read_header(p)) else "ply"
     if suffix in (".spz", ".sdz"):
         return suffix[1:]
-    raise UserError(f"unknown model format '{suffix or p.name}' (supported: {', '.join(MODEL_SUFFIXES)}, "
-                    f"or a SOG folder)", p)
+    raise UserError(
+        f"unknown model format '{suffix or p.name}' (supported: {', '.join(MODEL_SUFFIXES)}, or a SOG folder)", p
+    )
 
 
 def load_model(path: str | os.PathLike):

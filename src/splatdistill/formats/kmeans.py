@@ -27,8 +27,15 @@ SAMPLE_PER_K = 32  # sample size: this many points per codeword ...
 SAMPLE_MIN = 1 << 15  # ... but at least this many (when there are)
 
 
-def fit_codebook(x: np.ndarray, k: int, weights: np.ndarray | None = None, iters: int = 8,
-                 sample: int | None = None, seed: int = 0, init: str = "kmeans++") -> np.ndarray:
+def fit_codebook(
+    x: np.ndarray,
+    k: int,
+    weights: np.ndarray | None = None,
+    iters: int = 8,
+    sample: int | None = None,
+    seed: int = 0,
+    init: str = "kmeans++",
+) -> np.ndarray:
     """A k-means codebook for the rows of ``x``, fitted on a (weighted) sample.
 
     Args:
@@ -114,8 +121,16 @@ def assign(x: np.ndarray, codebook: np.ndarray) -> np.ndarray:
 FLAT_MAX_WORK = 2e9
 
 
-def kmeans(x: np.ndarray, k: int, weights: np.ndarray | None = None, iters: int = 8, sample: int | None = None,
-           seed: int = 0, two_level: bool | None = None, probes: int = 3) -> tuple[np.ndarray, np.ndarray]:
+def kmeans(
+    x: np.ndarray,
+    k: int,
+    weights: np.ndarray | None = None,
+    iters: int = 8,
+    sample: int | None = None,
+    seed: int = 0,
+    two_level: bool | None = None,
+    probes: int = 3,
+) -> tuple[np.ndarray, np.ndarray]:
     """k-means codebook and labels: flat for small problems, two-level for large ones.
 
     Flat k-means (fit on a sample, one assignment pass) when N x K x D is small; otherwise (or with
@@ -154,8 +169,13 @@ def kmeans(x: np.ndarray, k: int, weights: np.ndarray | None = None, iters: int 
     kc = max(2, int(round(math.sqrt(k))))
     coarse = fit_codebook(x, kc, weights, iters, sample, seed)
     cl = assign(x, coarse)
-    w = np.ones(n) if weights is None else np.where(np.isfinite(np.asarray(weights, np.float64)),
-                                                     np.maximum(np.asarray(weights, np.float64).reshape(-1), 0), 0)
+    w = (
+        np.ones(n)
+        if weights is None
+        else np.where(
+            np.isfinite(np.asarray(weights, np.float64)), np.maximum(np.asarray(weights, np.float64).reshape(-1), 0), 0
+        )
+    )
     # codewords per cell: proportional to sqrt(count x mass share), at least 1, at most the cell's size
     cnt = np.bincount(cl, minlength=kc).astype(np.float64)
     mass = np.bincount(cl, weights=w, minlength=kc)
@@ -169,7 +189,7 @@ def kmeans(x: np.ndarray, k: int, weights: np.ndarray | None = None, iters: int 
         starts[c] = base
         if alloc[c] == 0:
             continue
-        idx = order[bounds[c]:bounds[c + 1]]
+        idx = order[bounds[c] : bounds[c + 1]]
         wc = None if weights is None else w[idx]
         cb = fit_codebook(x[idx], int(alloc[c]), wc, iters, None, seed + 1 + c)
         books.append(cb)
@@ -188,8 +208,8 @@ def kmeans(x: np.ndarray, k: int, weights: np.ndarray | None = None, iters: int 
         for c in range(kc):
             if cnt_r[c] == 0 or starts[c + 1] == starts[c]:
                 continue
-            idx = order[b[c]:b[c + 1]]
-            cb = book[starts[c]:starts[c + 1]]
+            idx = order[b[c] : b[c + 1]]
+            cb = book[starts[c] : starts[c + 1]]
             lab, d2 = _assign(x[idx], cb, _chunk_rows(len(cb), None))
             better = d2 < best[idx]
             labels[idx[better]] = lab[better] + starts[c]
@@ -203,16 +223,20 @@ def _coarse_rank(x: np.ndarray, coarse: np.ndarray, probes: int) -> np.ndarray:
     ct2 = -2.0 * coarse.T.astype(np.float32)
     cn = np.einsum("ij,ij->i", coarse, coarse).astype(np.float32)
     for s in range(0, x.shape[0], 65536):
-        d = x[s:s + 65536] @ ct2 + cn
-        part = np.argpartition(d, probes - 1, axis=1)[:, :probes] if probes < d.shape[1] else \
-            np.tile(np.arange(d.shape[1]), (len(d), 1))
+        d = x[s : s + 65536] @ ct2 + cn
+        part = (
+            np.argpartition(d, probes - 1, axis=1)[:, :probes]
+            if probes < d.shape[1]
+            else np.tile(np.arange(d.shape[1]), (len(d), 1))
+        )
         o = np.take_along_axis(d, part, axis=1).argsort(axis=1)
-        out[s:s + 65536] = np.take_along_axis(part, o, axis=1)
+        out[s : s + 65536] = np.take_along_axis(part, o, axis=1)
     return out
 
 
-def scalar_codebook(values: np.ndarray, k: int = 256, iters: int = 12, sample: int = 1 << 18,
-                    seed: int = 0) -> np.ndarray:
+def scalar_codebook(
+    values: np.ndarray, k: int = 256, iters: int = 12, sample: int = 1 << 18, seed: int = 0
+) -> np.ndarray:
     """A sorted 1-D codebook of ``k`` levels shared by all entries of ``values``.
 
     Lloyd's algorithm in one dimension, started from the uniform quantiser over [min, max], so its

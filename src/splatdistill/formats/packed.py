@@ -38,10 +38,10 @@ import numpy as np
 import torch
 
 from splatdistill.errors import UserError
-from splatdistill.scene.gaussians import GaussianScene, num_sh_coeffs
 from splatdistill.formats.container import write_container
 from splatdistill.formats.kmeans import kmeans, scalar_assign, scalar_codebook
 from splatdistill.formats.morton import morton_order
+from splatdistill.scene.gaussians import GaussianScene, num_sh_coeffs
 
 FORMAT = "splatdistill.gaussians.packed"
 VERSION = 1
@@ -73,7 +73,7 @@ def _deuniform(codes: np.ndarray, bits: int, lo, hi) -> np.ndarray:
 
 
 def smallest_three(q: np.ndarray, bits: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """"Smallest three" quaternion codes: the index of the largest component and the other three.
+    """ "Smallest three" quaternion codes: the index of the largest component and the other three.
 
     Args:
         q: [N, 4] quaternions (w, x, y, z); normalised here.
@@ -119,10 +119,17 @@ def from_smallest_three(big: np.ndarray, codes: np.ndarray, bits: int = 8) -> np
     return q
 
 
-def encode_packed(scene: GaussianScene, importance: np.ndarray | None = None, vq_size: int = 4096,
-                  position_bits: int = 16, quat_bits: int = 8, opacity_bits: int = 8, seed: int = 0,
-                  extra_meta: dict | None = None, vq_labels: tuple[np.ndarray, np.ndarray] | None = None
-                  ) -> tuple[dict[str, np.ndarray], dict]:
+def encode_packed(
+    scene: GaussianScene,
+    importance: np.ndarray | None = None,
+    vq_size: int = 4096,
+    position_bits: int = 16,
+    quat_bits: int = 8,
+    opacity_bits: int = 8,
+    seed: int = 0,
+    extra_meta: dict | None = None,
+    vq_labels: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[dict[str, np.ndarray], dict]:
     """The sections and metadata of a packed ``.sdz`` for ``container.write_container``.
 
     Args:
@@ -140,8 +147,11 @@ def encode_packed(scene: GaussianScene, importance: np.ndarray | None = None, vq
         ``(sections, meta)``: name -> numpy array, and the metadata (``format`` = ``FORMAT``).
     """
     scene.check_finite("scene")
-    for name, b, lo, hi in (("position_bits", position_bits, 8, 16), ("quat_bits", quat_bits, 4, 16),
-                            ("opacity_bits", opacity_bits, 4, 16)):
+    for name, b, lo, hi in (
+        ("position_bits", position_bits, 8, 16),
+        ("quat_bits", quat_bits, 4, 16),
+        ("opacity_bits", opacity_bits, 4, 16),
+    ):
         if not lo <= int(b) <= hi:
             raise ValueError(f"{name} must be in {lo}..{hi}, got {b}")
     p = {k: v.detach().cpu().to(torch.float32).numpy() for k, v in scene.items()}
@@ -158,8 +168,13 @@ def encode_packed(scene: GaussianScene, importance: np.ndarray | None = None, vq
     codes = codes.astype(np.uint16)
     delta = np.diff(codes.astype(np.int64), axis=0, prepend=np.zeros((1, 3), np.int64)) % (1 << 16)
     sections["means_delta"] = delta.astype(np.uint16)
-    attrs["means"] = {"encoding": "sog_log_uniform_delta", "bits": int(position_bits), "origin": origin.tolist(),
-                      "lo": lo.tolist(), "hi": hi.tolist()}
+    attrs["means"] = {
+        "encoding": "sog_log_uniform_delta",
+        "bits": int(position_bits),
+        "origin": origin.tolist(),
+        "lo": lo.tolist(),
+        "hi": hi.tolist(),
+    }
 
     big, qc = smallest_three(p["quats"], quat_bits)
     sections["quats_index"], sections["quats_rest"] = big, qc
@@ -192,16 +207,24 @@ def encode_packed(scene: GaussianScene, importance: np.ndarray | None = None, vq
             levels = scalar_codebook(palette, 256, seed=seed)
             sections["shN_levels"] = levels.astype(np.float32)
             sections["shN_palette"] = scalar_assign(palette, levels)
-            sections["shN_labels"] = labels.astype(np.uint8 if len(palette) <= 256 else np.uint16 if len(palette) <= 65536
-                                                   else np.uint32)
+            sections["shN_labels"] = labels.astype(
+                np.uint8 if len(palette) <= 256 else np.uint16 if len(palette) <= 65536 else np.uint32
+            )
             attrs["shN"] = {"encoding": "palette", "size": int(len(palette))}
         else:
             levels = scalar_codebook(rest, 256, seed=seed)
             sections["shN_levels"] = levels.astype(np.float32)
             sections["shN"] = scalar_assign(rest, levels)
             attrs["shN"] = {"encoding": "scalar_codebook"}
-    meta = {"format": FORMAT, "version": VERSION, "count": int(n), "sh_degree": int(deg), "order": "morton",
-            "antialiased": bool(scene.antialiased), "attributes": attrs}
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "count": int(n),
+        "sh_degree": int(deg),
+        "order": "morton",
+        "antialiased": bool(scene.antialiased),
+        "attributes": attrs,
+    }
     if extra_meta is not None:
         meta["extra"] = extra_meta
     return sections, meta
@@ -286,8 +309,15 @@ def decode_packed(sections: dict, meta: dict) -> GaussianScene:
     except (KeyError, TypeError, ValueError) as e:
         _fail(f"malformed attribute description ({e})")
     t = lambda x, shape: torch.from_numpy(np.ascontiguousarray(np.asarray(x, np.float32).reshape(shape)))  # noqa: E731
-    return GaussianScene(t(means, (n, 3)), t(quats, (n, 4)), t(scales, (n, 3)), t(opac, (n,)), t(sh0, (n, 1, 3)),
-                         t(shN, (n, k_rest, 3)), antialiased=bool(meta.get("antialiased", False)))
+    return GaussianScene(
+        t(means, (n, 3)),
+        t(quats, (n, 4)),
+        t(scales, (n, 3)),
+        t(opac, (n,)),
+        t(sh0, (n, 1, 3)),
+        t(shN, (n, k_rest, 3)),
+        antialiased=bool(meta.get("antialiased", False)),
+    )
 
 
 def save_packed(scene: GaussianScene, path, level: int = 19, **opts) -> Path:

@@ -48,14 +48,22 @@ from splatdistill.scene.gaussians import GaussianScene
 
 # PLY scalar type names (both the original and the sized spellings) -> numpy type codes.
 _PLY_TYPES = {
-    "char": "i1", "int8": "i1",
-    "uchar": "u1", "uint8": "u1",
-    "short": "i2", "int16": "i2",
-    "ushort": "u2", "uint16": "u2",
-    "int": "i4", "int32": "i4",
-    "uint": "u4", "uint32": "u4",
-    "float": "f4", "float32": "f4",
-    "double": "f8", "float64": "f8",
+    "char": "i1",
+    "int8": "i1",
+    "uchar": "u1",
+    "uint8": "u1",
+    "short": "i2",
+    "int16": "i2",
+    "ushort": "u2",
+    "uint16": "u2",
+    "int": "i4",
+    "int32": "i4",
+    "uint": "u4",
+    "uint32": "u4",
+    "float": "f4",
+    "float32": "f4",
+    "double": "f8",
+    "float64": "f8",
 }
 _FORMATS = {"ascii": None, "binary_little_endian": "<", "binary_big_endian": ">"}
 
@@ -154,7 +162,7 @@ def _read_header(f, path) -> _Header:
         if key == "end_header":
             break
         if key in ("comment", "obj_info"):
-            comments.append(line[len(key):].strip())
+            comments.append(line[len(key) :].strip())
         elif key == "format":
             if len(words) != 3 or words[1] not in _FORMATS:
                 raise UserError(f"unsupported PLY format line '{line}'", path)
@@ -178,9 +186,7 @@ def _read_header(f, path) -> _Header:
             else:
                 raise UserError(f"bad PLY property line '{line}'", path)
             if any(p.name == prop.name for p in el.properties):
-                raise UserError(
-                    f"property '{prop.name}' of element '{el.name}' is declared twice", path
-                )
+                raise UserError(f"property '{prop.name}' of element '{el.name}' is declared twice", path)
             el.properties.append(prop)
         else:
             raise UserError(f"unknown PLY header line '{line}'", path)
@@ -202,11 +208,11 @@ def antialiased_from_comments(comments: list[str]) -> bool:
     for c in comments:
         low = c.strip().lower()
         if low.startswith("splatrendermode:"):
-            mode = low[len("splatrendermode:"):].strip()
+            mode = low[len("splatrendermode:") :].strip()
             if mode in ("mip", "default", "2dgs"):
                 aa = mode == "mip"
         elif low.startswith("antialiased "):
-            value = low[len("antialiased "):].strip()
+            value = low[len("antialiased ") :].strip()
             if value in ("0", "1"):
                 aa = value == "1"
     return aa
@@ -237,8 +243,11 @@ def is_compressed_ply(header: _Header) -> bool:
         True for a ``chunk`` element and a ``packed_position`` vertex property.
     """
     vertex = header.element("vertex")
-    return (header.element("chunk") is not None and vertex is not None
-            and any(p.name == "packed_position" for p in vertex.properties))
+    return (
+        header.element("chunk") is not None
+        and vertex is not None
+        and any(p.name == "packed_position" for p in vertex.properties)
+    )
 
 
 def _open_checked(path: Path):
@@ -261,8 +270,11 @@ def _read_vertex_data(path: Path) -> tuple[np.ndarray, _Header]:
         vertex = header.element("vertex")
         if vertex is None:
             names = ", ".join(f"'{e.name}'" for e in header.elements) or "none"
-            hint = " (a compressed PLY? only the uncompressed Inria layout is read)" if (
-                header.element("chunk") is not None) else ""
+            hint = (
+                " (a compressed PLY? only the uncompressed Inria layout is read)"
+                if (header.element("chunk") is not None)
+                else ""
+            )
             raise UserError(f"PLY has no 'vertex' element (elements: {names}){hint}", path)
         if not vertex.properties:
             raise UserError("the PLY 'vertex' element has no properties", path)
@@ -313,9 +325,7 @@ def _required_names(names: tuple[str, ...], path) -> tuple[list[str], int]:
     """The properties to read, in the order x..z, f_dc, f_rest, opacity, scale, rot; and the degree."""
     n_rest = sum(1 for n in names if _REST_RE.match(n))
     if n_rest not in _REST_COUNTS:
-        raise UserError(
-            f"{n_rest} f_rest_* properties; expected 0, 9, 24 or 45 (SH degree 0, 1, 2 or 3)", path
-        )
+        raise UserError(f"{n_rest} f_rest_* properties; expected 0, 9, 24 or 45 (SH degree 0, 1, 2 or 3)", path)
     degree = _REST_COUNTS[n_rest]
     head, tail = _base_names()
     required = head + [f"f_rest_{i}" for i in range(n_rest)] + tail
@@ -457,8 +467,11 @@ def clamp_infinite_opacity(opacities: torch.Tensor, path) -> torch.Tensor:
     inf = torch.isinf(opacities)
     n_pos, n_neg = int((inf & (opacities > 0)).sum()), int((inf & (opacities < 0)).sum())
     parts = [f"{n_pos} with opacity = +inf" if n_pos else "", f"{n_neg} with opacity = -inf" if n_neg else ""]
-    warn(f"{' and '.join(p for p in parts if p)} of {len(opacities)} Gaussians: clamped to the logit "
-         f"+-{OPACITY_LOGIT_LIMIT:g} (alpha 1 and 0)", path)
+    warn(
+        f"{' and '.join(p for p in parts if p)} of {len(opacities)} Gaussians: clamped to the logit "
+        f"+-{OPACITY_LOGIT_LIMIT:g} (alpha 1 and 0)",
+        path,
+    )
     # only the infinities change: finite logits beyond the limit are kept as they are
     return torch.where(inf, torch.sign(opacities) * OPACITY_LOGIT_LIMIT, opacities)
 

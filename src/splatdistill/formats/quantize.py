@@ -91,9 +91,7 @@ def quantize(
     return codes, lo, hi
 
 
-def dequantize(
-    codes: np.ndarray, lo: np.ndarray, hi: np.ndarray, bits: int, dtype=np.float32
-) -> np.ndarray:
+def dequantize(codes: np.ndarray, lo: np.ndarray, hi: np.ndarray, bits: int, dtype=np.float32) -> np.ndarray:
     """Inverse of ``quantize``: ``lo + codes * (hi - lo) / (2**bits - 1)`` per channel.
 
     Args:

@@ -57,10 +57,10 @@ import numpy as np
 import torch
 
 from splatdistill.errors import UserError
-from splatdistill.scene.gaussians import GaussianScene, num_sh_coeffs
 from splatdistill.formats.container import DEFAULT_LEVEL, read_container, write_container
 from splatdistill.formats.morton import morton_order
 from splatdistill.formats.quantize import dequantize, from_fp16, quantize, to_fp16
+from splatdistill.scene.gaussians import GaussianScene, num_sh_coeffs
 
 CODEC_FORMAT = "splatdistill.gaussians"
 CODEC_VERSION = 1
@@ -259,7 +259,9 @@ def encode_scene(
     for key, value in (bits or {}).items():
         key = _ALIASES.get(key, key)
         if key not in DEFAULT_BITS:
-            raise ValueError(f"bits: unknown attribute {key!r} (known: {sorted(DEFAULT_BITS)}; positions use position=)")
+            raise ValueError(
+                f"bits: unknown attribute {key!r} (known: {sorted(DEFAULT_BITS)}; positions use position=)"
+            )
         specs[key] = value
     parsed = {k: _parse_spec(k, v) for k, v in specs.items()}
     pos_kind, pos_bits = _parse_spec("position", position)
@@ -328,8 +330,13 @@ def encode_scene(
     else:
         n_keep = int(keep.sum())
         if kept_encoding == "fp16":
-            feats = np.concatenate([p["sh0"][:n_keep].reshape(n_keep, 3),
-                                    p["shN"][:n_keep].reshape(n_keep, 3 * (num_sh_coeffs(degree) - 1))], axis=1)
+            feats = np.concatenate(
+                [
+                    p["sh0"][:n_keep].reshape(n_keep, 3),
+                    p["shN"][:n_keep].reshape(n_keep, 3 * (num_sh_coeffs(degree) - 1)),
+                ],
+                axis=1,
+            )
             _encode_array("color_kept", feats, "fp16", None, sections)
         else:  # the kept Gaussians' sh0 / shN encoded as configured in ``bits``
             attrs["sh0"] = _encode_array("sh0", p["sh0"][:n_keep], *parsed["sh0"], sections)
@@ -341,8 +348,11 @@ def encode_scene(
         stored_vq = order[n_keep:]  # input indices of the stored VQ'd Gaussians
         sections["color_index"] = assign_vq[rank[stored_vq]].astype(_index_dtype(cb.shape[0]))
         meta["colors"] = {
-            "encoding": "vq", "kept": n_keep, "codebook_size": int(cb.shape[0]),
-            "kept_encoding": kept_encoding, "codebook_encoding": "fp16",
+            "encoding": "vq",
+            "kept": n_keep,
+            "codebook_size": int(cb.shape[0]),
+            "kept_encoding": kept_encoding,
+            "codebook_encoding": "fp16",
         }
     if extra_meta is not None:
         meta["extra"] = extra_meta
@@ -401,8 +411,10 @@ def _decode_array(sections: dict, name: str, info, shape: tuple) -> np.ndarray:
         if math.prod(chan) == 0:  # no channels (shN at SH degree 0): JSON keeps [] for every empty shape
             lo = lo.reshape(chan) if lo.size == 0 else lo
             hi = hi.reshape(chan) if hi.size == 0 else hi
-        if lo.shape != tuple(shape[1:]) or hi.shape != tuple(shape[1:]) or not (
-            np.isfinite(lo).all() and np.isfinite(hi).all()
+        if (
+            lo.shape != tuple(shape[1:])
+            or hi.shape != tuple(shape[1:])
+            or not (np.isfinite(lo).all() and np.isfinite(hi).all())
         ):
             _fail(f"'{name}' has a quantisation range of the wrong shape or non-finite")
         if int(codes.max(initial=0)) > (1 << b) - 1:

@@ -47,11 +47,11 @@ from pathlib import Path
 
 import numpy as np
 
-from splatdistill.formats.morton import morton_order
 from splatdistill.errors import UserError
 from splatdistill.fileio import atomic_path
-from splatdistill.scene.gaussians import GaussianScene
 from splatdistill.formats._common import alpha_to_logit, build_scene, scene_arrays, sigmoid, unit_quats
+from splatdistill.formats.morton import morton_order
+from splatdistill.scene.gaussians import GaussianScene
 
 SOG_VERSION = 2
 DEFAULT_MAX_SH_PALETTE = 4096
@@ -68,7 +68,8 @@ def _encode_webp(rgba: np.ndarray) -> bytes:
     buf = io.BytesIO()
     # lossless, and exact: keep RGB where alpha is 0 (the opacity channel can be 0)
     Image.fromarray(np.ascontiguousarray(rgba, dtype=np.uint8), "RGBA").save(
-        buf, format="WEBP", lossless=True, exact=True, quality=100, method=4)
+        buf, format="WEBP", lossless=True, exact=True, quality=100, method=4
+    )
     return buf.getvalue()
 
 
@@ -149,8 +150,9 @@ def _log_transform(x):
     return np.sign(x) * np.log1p(np.abs(x))
 
 
-def encode_sog(scene: GaussianScene, *, sh_iterations: int = 10, sh_palette: int | None = None,
-               seed: int = 0, path=None) -> dict[str, bytes]:
+def encode_sog(
+    scene: GaussianScene, *, sh_iterations: int = 10, sh_palette: int | None = None, seed: int = 0, path=None
+) -> dict[str, bytes]:
     """The SOG files for ``scene``: ``meta.json`` and the WebP textures.
 
     Args:
@@ -219,8 +221,7 @@ def encode_sog(scene: GaussianScene, *, sh_iterations: int = 10, sh_palette: int
         if not 1 <= int(sh_palette) <= 65536:
             raise UserError(f"SOG SH palette size must be in 1..65536, got {sh_palette}", path)
         palette = max(1, min(int(sh_palette), n))
-        centroids, labels = weighted_kmeans(rest.astype(np.float32), k=palette, iters=sh_iterations,
-                                            seed=seed)
+        centroids, labels = weighted_kmeans(rest.astype(np.float32), k=palette, iters=sh_iterations, seed=seed)
         centroids = centroids[:palette].astype(np.float64)
         sh_code, sh_idx = kmeans_1d(centroids)
         sh_idx = sh_idx.reshape(palette, 3, k_rest)  # (entry, channel, coefficient)
@@ -232,14 +233,24 @@ def encode_sog(scene: GaussianScene, *, sh_iterations: int = 10, sh_palette: int
         files["shN_centroids.webp"] = _encode_webp(cen.reshape(rows, 64 * k_rest, 4))
         lab = np.stack([labels & 0xFF, labels >> 8, np.zeros_like(labels)], axis=1).astype(np.uint8)
         files["shN_labels.webp"] = _encode_webp(_to_texture(lab, w, h))
-        meta["shN"] = {"count": palette, "bands": bands, "codebook": sh_code.tolist(),
-                       "files": ["shN_centroids.webp", "shN_labels.webp"]}
+        meta["shN"] = {
+            "count": palette,
+            "bands": bands,
+            "codebook": sh_code.tolist(),
+            "files": ["shN_centroids.webp", "shN_labels.webp"],
+        }
     files["meta.json"] = json.dumps(meta).encode()
     return files
 
 
-def write_sog(scene: GaussianScene, path: str | os.PathLike, *, sh_iterations: int = 10,
-              sh_palette: int | None = None, seed: int = 0) -> Path:
+def write_sog(
+    scene: GaussianScene,
+    path: str | os.PathLike,
+    *,
+    sh_iterations: int = 10,
+    sh_palette: int | None = None,
+    seed: int = 0,
+) -> Path:
     """Write ``scene`` as SOG, atomically.
 
     Args:
@@ -304,6 +315,7 @@ def _open_files(path: Path):
 
         raw = load("meta.json")
     else:
+
         def load(name: str) -> bytes:
             f = path.parent / name
             try:
@@ -343,8 +355,7 @@ def read_sog(path: str | os.PathLike) -> GaussianScene:
     meta, load, src = _open_files(Path(path))
     version = meta.get("version")
     if version is None:
-        raise UserError("SOG version 1 (no 'version' in meta.json) is not supported; re-save it as "
-                        "version 2", src)
+        raise UserError("SOG version 1 (no 'version' in meta.json) is not supported; re-save it as version 2", src)
     if version != SOG_VERSION:
         raise UserError(f"unsupported SOG version {version!r} (this reader handles 2)", src)
     n = meta.get("count")
@@ -399,19 +410,21 @@ def read_sog(path: str | os.PathLike) -> GaussianScene:
         cen_name, lab_name = _field(meta, "shN", "files", src)[:2]
         cen_img = _decode_webp(load(cen_name), cen_name, src)
         if cen_img.shape[1] != 64 * k_rest:
-            raise UserError(f"SOG '{cen_name}' is {cen_img.shape[1]} texels wide, expected "
-                            f"{64 * k_rest} for {sh_meta['bands']} bands", src)
+            raise UserError(
+                f"SOG '{cen_name}' is {cen_img.shape[1]} texels wide, expected "
+                f"{64 * k_rest} for {sh_meta['bands']} bands",
+                src,
+            )
         cen = cen_img.reshape(-1, 4)[:, :3].astype(np.int64)  # texel e * k_rest + j
         entries = cen.shape[0] // k_rest
         lab = texels(lab_name)
         label = lab[:, 0] | (lab[:, 1] << 8)
-        valid = (label < min(count, entries))
+        valid = label < min(count, entries)
         safe = np.where(valid, label, 0)
         texel = safe[:, None] * k_rest + np.arange(k_rest)[None, :]  # (N, K-1)
         shN = cb[cen[texel]]  # (N, K-1, 3): coefficient j, channel c
         shN[~valid] = 0.0
-    return build_scene(means, quats, scales, opacities, sh0, shN,
-                       antialiased=meta.get("model") == "antialiased")
+    return build_scene(means, quats, scales, opacities, sh0, shN, antialiased=meta.get("model") == "antialiased")
 
 
 def is_sog_path(path: str | os.PathLike) -> bool:
@@ -424,5 +437,4 @@ def is_sog_path(path: str | os.PathLike) -> bool:
         True for ``.sog`` files, ``meta.json`` files and folders holding a ``meta.json``.
     """
     p = Path(path)
-    return (p.suffix.lower() == ".sog" or p.name.lower() == "meta.json"
-            or (p.is_dir() and (p / "meta.json").is_file()))
+    return p.suffix.lower() == ".sog" or p.name.lower() == "meta.json" or (p.is_dir() and (p / "meta.json").is_file())

@@ -135,9 +135,25 @@ _TOC_ENTRY = struct.Struct("<QQ")
 _EXT_RECORD = struct.Struct("<II")
 EXT_COORDINATE_SYSTEM = 0xADBE0003  # SPZ_ADOBE_coordinate_system
 EXT_SAFE_ORBIT_CAMERA = 0xADBE0002  # SPZ_ADOBE_safe_orbit_camera
-_FRAME_NAMES = {0: "UNSPECIFIED", 1: "LDB", 2: "RDB", 3: "LUB", 4: "RUB", 5: "LDF", 6: "RDF", 7: "LUF",
-                8: "RUF", 9: "LFD", 10: "RFD", 11: "LFU", 12: "RFU", 13: "LBD", 14: "RBD", 15: "LBU",
-                16: "RBU"}
+_FRAME_NAMES = {
+    0: "UNSPECIFIED",
+    1: "LDB",
+    2: "RDB",
+    3: "LUB",
+    4: "RUB",
+    5: "LDF",
+    6: "RDF",
+    7: "LUF",
+    8: "RUF",
+    9: "LFD",
+    10: "RFD",
+    11: "LFU",
+    12: "RFU",
+    13: "LBD",
+    14: "RBD",
+    15: "LBU",
+    16: "RBU",
+}
 _GZIP_MAGIC = b"\x1f\x8b"
 _SQRT1_2 = math.sqrt(0.5)
 _MAG_MAX = (1 << 9) - 1  # 9-bit magnitude of the smallest-three encoding
@@ -148,9 +164,7 @@ _MAG_MAX = (1 << 9) - 1  # 9-bit magnitude of the smallest-three encoding
 #   degree 2: xy, yz, 2z²-x²-y², xz, x²-y²
 #   degree 3: y(3x²-y²), xyz, y(4z²-x²-y²), z(2z²-3x²-3y²), x(4z²-x²-y²), z(x²-y²), x(x²-3y²)
 SH_SIGNS_RDF_RUB = np.array(
-    [-1, -1, 1,
-     -1, 1, 1, -1, 1,
-     -1, 1, -1, -1, 1, -1, 1],
+    [-1, -1, 1, -1, 1, 1, -1, 1, -1, 1, -1, -1, 1, -1, 1],
     dtype=np.float64,
 )
 _POS_SIGNS_RDF_RUB = np.array([1.0, -1.0, -1.0])
@@ -170,6 +184,7 @@ class SpzHeader:
         stored_frame: Axis convention of the stored data, from the coordinate-system extension (RUB,
             the spec's, without one).
     """
+
     version: int
     num_points: int
     sh_degree: int
@@ -196,8 +211,14 @@ class SpzHeader:
     def stream_sizes(self) -> list[int]:
         """Bytes of each attribute array: positions, alphas, colours, scales, rotations, SH."""
         n = self.num_points
-        return [self.position_bytes * n, n, 3 * n, 3 * n, self.rotation_bytes * n,
-                3 * (num_sh_coeffs(self.sh_degree) - 1) * n]
+        return [
+            self.position_bytes * n,
+            n,
+            3 * n,
+            3 * n,
+            self.rotation_bytes * n,
+            3 * (num_sh_coeffs(self.sh_degree) - 1) * n,
+        ]
 
     @property
     def bytes_per_gaussian(self) -> int:
@@ -303,12 +324,12 @@ def _unpack_rotations_v3(b: np.ndarray) -> np.ndarray:
 def _check_write_args(version, fractional_bits, path) -> None:
     if version not in WRITE_VERSIONS:
         raise UserError(
-            f"cannot write SPZ version {version!r}; supported versions are "
-            f"{', '.join(map(str, WRITE_VERSIONS))}", path)
+            f"cannot write SPZ version {version!r}; supported versions are {', '.join(map(str, WRITE_VERSIONS))}", path
+        )
     if not isinstance(fractional_bits, (int, np.integer)) or not 0 <= fractional_bits <= MAX_FRACTIONAL_BITS:
         raise UserError(
-            f"SPZ fractional_bits must be an integer in 0..{MAX_FRACTIONAL_BITS}, got {fractional_bits!r}",
-            path)
+            f"SPZ fractional_bits must be an integer in 0..{MAX_FRACTIONAL_BITS}, got {fractional_bits!r}", path
+        )
 
 
 def encode_spz(
@@ -360,10 +381,15 @@ def encode_spz(
         if not ok:
             raise UserError(
                 f"a Gaussian lies at |coordinate| = {extent:.6g}, outside SPZ's 24-bit fixed-point range "
-                f"even with 0 fractional bits (|x| < 2^23); recentre/rescale the scene", path)
-        warn(f"a Gaussian lies at |coordinate| = {extent:.6g}, beyond SPZ's 24-bit range at "
-             f"{fractional_bits} fractional bits; storing positions with {max(ok)} fractional bits "
-             f"(step {2.0 ** -max(ok):g})", path)
+                f"even with 0 fractional bits (|x| < 2^23); recentre/rescale the scene",
+                path,
+            )
+        warn(
+            f"a Gaussian lies at |coordinate| = {extent:.6g}, beyond SPZ's 24-bit range at "
+            f"{fractional_bits} fractional bits; storing positions with {max(ok)} fractional bits "
+            f"(step {2.0 ** -max(ok):g})",
+            path,
+        )
         fractional_bits = max(ok)
     fixed = _round(means * float(1 << fractional_bits))
     fixed = fixed.astype(np.int64) & 0xFFFFFF
@@ -397,8 +423,9 @@ def encode_spz(
         level = ZSTD_LEVEL if compresslevel is None else compresslevel
         cctx = zstandard.ZstdCompressor(level=level)
         streams = [(cctx.compress(a), len(a)) for a in arrays if len(a)]  # empty arrays are left out
-        header = _HEADER_V4.pack(SPZ_MAGIC, version, n, sh_degree, fractional_bits, flags, len(streams),
-                                 _HEADER_V4.size, bytes(12))
+        header = _HEADER_V4.pack(
+            SPZ_MAGIC, version, n, sh_degree, fractional_bits, flags, len(streams), _HEADER_V4.size, bytes(12)
+        )
         toc = b"".join(_TOC_ENTRY.pack(len(c), u) for c, u in streams)
         return b"".join([header, toc] + [c for c, _ in streams])
     header = _HEADER.pack(SPZ_MAGIC, version, n, sh_degree, fractional_bits, flags, 0)
@@ -418,14 +445,16 @@ def _gunzip(data: bytes, source) -> bytes:
 def _check_header_fields(version, sh_degree, frac_bits, source) -> None:
     if version not in READ_VERSIONS:
         raise UserError(
-            f"unsupported SPZ version {version}; this reader handles versions "
-            f"{', '.join(map(str, READ_VERSIONS))}", source)
+            f"unsupported SPZ version {version}; this reader handles versions {', '.join(map(str, READ_VERSIONS))}",
+            source,
+        )
     if sh_degree > MAX_SH_DEGREE:
         raise UserError(f"unsupported SPZ SH degree {sh_degree} (at most {MAX_SH_DEGREE})", source)
     if frac_bits > MAX_FRACTIONAL_BITS:
         raise UserError(
-            f"corrupt SPZ header: fractionalBits = {frac_bits} (24-bit positions allow at most "
-            f"{MAX_FRACTIONAL_BITS})", source)
+            f"corrupt SPZ header: fractionalBits = {frac_bits} (24-bit positions allow at most {MAX_FRACTIONAL_BITS})",
+            source,
+        )
 
 
 def parse_header(raw: bytes, source=None) -> SpzHeader:
@@ -443,12 +472,10 @@ def parse_header(raw: bytes, source=None) -> SpzHeader:
         raise UserError(f"truncated SPZ file: {len(raw)} bytes, less than a header", source)
     magic, version = struct.unpack_from("<II", raw)
     if magic != SPZ_MAGIC:
-        raise UserError(
-            f"not an SPZ file: bad magic 0x{magic:08x} (expected 0x{SPZ_MAGIC:08x}, 'NGSP')", source)
+        raise UserError(f"not an SPZ file: bad magic 0x{magic:08x} (expected 0x{SPZ_MAGIC:08x}, 'NGSP')", source)
     hdr = _HEADER_V4 if version >= ZSTD_VERSION else _HEADER
     if len(raw) < hdr.size:
-        raise UserError(
-            f"truncated SPZ file: {len(raw)} bytes, less than the {hdr.size}-byte header", source)
+        raise UserError(f"truncated SPZ file: {len(raw)} bytes, less than the {hdr.size}-byte header", source)
     _, version, num_points, sh_degree, frac_bits, flags, *_ = hdr.unpack_from(raw)
     _check_header_fields(version, sh_degree, frac_bits, source)
     return SpzHeader(version, num_points, sh_degree, frac_bits, flags)
@@ -464,9 +491,9 @@ def _read_extensions(blob: bytes, source) -> str:
         off += _EXT_RECORD.size
         if off + length > len(blob):
             raise UserError(
-                f"corrupt SPZ file: extension 0x{etype:08x} declares {length} bytes, "
-                f"{len(blob) - off} remain", source)
-        payload = blob[off:off + length]
+                f"corrupt SPZ file: extension 0x{etype:08x} declares {length} bytes, {len(blob) - off} remain", source
+            )
+        payload = blob[off : off + length]
         off += length
         if etype == EXT_COORDINATE_SYSTEM and length >= 4:
             code = struct.unpack_from("<I", payload)[0]
@@ -474,7 +501,9 @@ def _read_extensions(blob: bytes, source) -> str:
             if name not in ("UNSPECIFIED", "RUB", "RDF"):
                 raise UserError(
                     f"SPZ file stores its Gaussians in the {name} frame (coordinate-system extension); "
-                    f"only RUB and RDF are read", source)
+                    f"only RUB and RDF are read",
+                    source,
+                )
             frame = "RUB" if name == "UNSPECIFIED" else name
         elif etype != EXT_SAFE_ORBIT_CAMERA:
             warn(f"skipping unknown SPZ extension 0x{etype:08x} ({length} bytes)", source)
@@ -489,20 +518,25 @@ def _split_legacy(data: bytes, source) -> tuple[SpzHeader, list[bytes]]:
     if body < need:
         raise UserError(
             f"truncated or inconsistent SPZ file: the header declares {h.num_points} Gaussians "
-            f"({need} bytes of attributes) but only {body} bytes follow it", source)
+            f"({need} bytes of attributes) but only {body} bytes follow it",
+            source,
+        )
     off = _HEADER.size
     arrays = []
     for size in sizes:
-        arrays.append(raw[off:off + size])
+        arrays.append(raw[off : off + size])
         off += size
     if body > need:
         if not h.flags & FLAG_HAS_EXTENSIONS:
             raise UserError(
                 f"inconsistent SPZ file: the header declares {h.num_points} Gaussians ({need} bytes of "
-                f"attributes) but {body} bytes follow it ({body - need} unexpected)", source)
+                f"attributes) but {body} bytes follow it ({body - need} unexpected)",
+                source,
+            )
     if h.flags & FLAG_HAS_EXTENSIONS:
-        h = SpzHeader(h.version, h.num_points, h.sh_degree, h.fractional_bits, h.flags,
-                      _read_extensions(raw[off:], source))
+        h = SpzHeader(
+            h.version, h.num_points, h.sh_degree, h.fractional_bits, h.flags, _read_extensions(raw[off:], source)
+        )
     return h, arrays
 
 
@@ -512,23 +546,28 @@ def _split_v4(data: bytes, source) -> tuple[SpzHeader, list[bytes]]:
     h = parse_header(data, source)
     if h.version < ZSTD_VERSION:
         raise UserError(
-            f"corrupt SPZ file: an uncompressed NGSP header with version {h.version} "
-            f"(versions 1-3 are gzip streams)", source)
+            f"corrupt SPZ file: an uncompressed NGSP header with version {h.version} (versions 1-3 are gzip streams)",
+            source,
+        )
     num_streams, toc_offset = _HEADER_V4.unpack_from(data)[6:8]
     if toc_offset < _HEADER_V4.size or toc_offset + num_streams * _TOC_ENTRY.size > len(data):
         raise UserError(
             f"truncated or corrupt SPZ file: table of contents at byte {toc_offset} "
-            f"({num_streams} entries) does not fit the {len(data)}-byte file", source)
+            f"({num_streams} entries) does not fit the {len(data)}-byte file",
+            source,
+        )
     frame = "RUB"
     if h.flags & FLAG_HAS_EXTENSIONS:
-        frame = _read_extensions(data[_HEADER_V4.size:toc_offset], source)
+        frame = _read_extensions(data[_HEADER_V4.size : toc_offset], source)
     h = SpzHeader(h.version, h.num_points, h.sh_degree, h.fractional_bits, h.flags, frame)
     sizes = h.stream_sizes
     present = [i for i, size in enumerate(sizes) if size]
     if num_streams != len(present):
         raise UserError(
             f"inconsistent SPZ file: {num_streams} streams for {h.num_points} Gaussians of SH degree "
-            f"{h.sh_degree} (expected {len(present)})", source)
+            f"{h.sh_degree} (expected {len(present)})",
+            source,
+        )
     arrays = [b""] * len(sizes)
     off = toc_offset + num_streams * _TOC_ENTRY.size
     dctx = zstandard.ZstdDecompressor()
@@ -537,16 +576,17 @@ def _split_v4(data: bytes, source) -> tuple[SpzHeader, list[bytes]]:
         if usize != sizes[i]:
             raise UserError(
                 f"inconsistent SPZ file: stream {k} holds {usize} bytes, {sizes[i]} expected for "
-                f"{h.num_points} Gaussians", source)
+                f"{h.num_points} Gaussians",
+                source,
+            )
         if off + csize > len(data):
             raise UserError(f"truncated SPZ file: stream {k} ends past the end of the file", source)
         try:
-            arr = dctx.decompress(data[off:off + csize], max_output_size=usize)
+            arr = dctx.decompress(data[off : off + csize], max_output_size=usize)
         except zstandard.ZstdError as e:
             raise UserError(f"corrupt SPZ file: bad zstd stream {k} ({e})", source) from None
         if len(arr) != usize:
-            raise UserError(
-                f"corrupt SPZ file: stream {k} decompresses to {len(arr)} bytes, {usize} declared", source)
+            raise UserError(f"corrupt SPZ file: stream {k} decompresses to {len(arr)} bytes, {usize} declared", source)
         arrays[i] = arr
         off += csize
     if off != len(data):
@@ -611,8 +651,13 @@ def decode_spz(
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
 
     scene = GaussianScene(
-        means=t(means), quats=t(quats), scales=t(scales), opacities=t(opacities),
-        sh0=t(sh0.reshape(n, 1, 3)), shN=t(shN.reshape(n, k_rest, 3)), antialiased=h.antialiased,
+        means=t(means),
+        quats=t(quats),
+        scales=t(scales),
+        opacities=t(opacities),
+        sh0=t(sh0.reshape(n, 1, 3)),
+        shN=t(shN.reshape(n, k_rest, 3)),
+        antialiased=h.antialiased,
     )
     return scene, h
 
@@ -659,8 +704,15 @@ def write_spz(
         ``path`` as a ``Path``.
     """
     path = Path(path)
-    data = encode_spz(scene, fractional_bits, version, antialiased=antialiased,
-                      convert_frame=convert_frame, compresslevel=compresslevel, path=path)
+    data = encode_spz(
+        scene,
+        fractional_bits,
+        version,
+        antialiased=antialiased,
+        convert_frame=convert_frame,
+        compresslevel=compresslevel,
+        path=path,
+    )
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return path

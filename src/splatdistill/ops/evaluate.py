@@ -16,10 +16,10 @@ from tqdm.auto import tqdm
 from splatdistill.cameras.camera import Camera, stack_cameras
 from splatdistill.data.dataset import Dataset
 from splatdistill.errors import UserError
-from splatdistill.render import render
-from splatdistill.scene.gaussians import GaussianScene
 from splatdistill.ops.lpips import LPIPSBank
 from splatdistill.ops.metrics import image_metrics
+from splatdistill.render import render
+from splatdistill.scene.gaussians import GaussianScene
 
 METRIC_KEYS = ("psnr", "ssim", "lpips_vgg", "lpips_alex")
 
@@ -116,21 +116,31 @@ def evaluate_scene(
     device = scene.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    per_view = evaluate_views(scene, [v.camera for v in views], [(lambda v=v: dataset.image(v)) for v in views],
-                              dataset.background, ("vgg", "alex") if lpips else (), lpips_bank, backend,
-                              progress, desc=f"eval {split}")
+    per_view = evaluate_views(
+        scene,
+        [v.camera for v in views],
+        [(lambda v=v: dataset.image(v)) for v in views],
+        dataset.background,
+        ("vgg", "alex") if lpips else (),
+        lpips_bank,
+        backend,
+        progress,
+        desc=f"eval {split}",
+    )
     times = [v.pop("render_s") for v in per_view]
     result = mean_of_views(per_view)
     render_ms = 1000.0 * sum(times) / len(times)
-    result.update({
-        "split": split,
-        "num_views": len(per_view),
-        "num_gaussians": len(scene),
-        "bytes": os.path.getsize(model_path) if model_path else None,
-        "render_ms": render_ms,
-        "fps": 1000.0 / render_ms if render_ms > 0 else None,
-        "device": str(device),
-        "peak_memory_bytes": peak_memory_bytes(device),
-        "per_view": per_view,
-    })
+    result.update(
+        {
+            "split": split,
+            "num_views": len(per_view),
+            "num_gaussians": len(scene),
+            "bytes": os.path.getsize(model_path) if model_path else None,
+            "render_ms": render_ms,
+            "fps": 1000.0 / render_ms if render_ms > 0 else None,
+            "device": str(device),
+            "peak_memory_bytes": peak_memory_bytes(device),
+            "per_view": per_view,
+        }
+    )
     return result

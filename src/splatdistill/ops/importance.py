@@ -62,8 +62,9 @@ def volume_factor(scene: GaussianScene, beta: float = 0.1, percentile: float = 0
     return (vol / ref.clamp_min(1e-30)).clamp(0.0, 1.0) ** beta
 
 
-def importance(scene: GaussianScene, cameras: Sequence[Camera], score: Score = "significance",
-               backend: str = "auto") -> torch.Tensor:
+def importance(
+    scene: GaussianScene, cameras: Sequence[Camera], score: Score = "significance", backend: str = "auto"
+) -> torch.Tensor:
     """Importance score of every Gaussian, for pruning (see the module docstring).
 
     Args:

@@ -149,9 +149,7 @@ def image_metrics(
 
 def _image_names(folder: Path) -> set[str]:
     try:
-        return {
-            p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-        }
+        return {p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()}
     except OSError as e:
         raise UserError(f"cannot list folder: {e.strerror or e}", folder) from None
 
@@ -204,8 +202,7 @@ def compare_paths(
         common = sorted(names_a & names_b)
         if not common:
             raise UserError(
-                f"no images with the same file name in {pa} ({len(names_a)} images) "
-                f"and {pb} ({len(names_b)} images)",
+                f"no images with the same file name in {pa} ({len(names_a)} images) and {pb} ({len(names_b)} images)",
                 pb,
             )
         pairs = [(n, pa / n, pb / n) for n in common]

@@ -54,8 +54,9 @@ def make_params(tensors, device=None) -> torch.nn.ParameterDict:
     return torch.nn.ParameterDict(out)
 
 
-def adam(params: Mapping[str, torch.nn.Parameter], lrs: Mapping[str, float],
-         eps: float = 1e-15) -> dict[str, torch.optim.Optimizer]:
+def adam(
+    params: Mapping[str, torch.nn.Parameter], lrs: Mapping[str, float], eps: float = 1e-15
+) -> dict[str, torch.optim.Optimizer]:
     """One Adam per parameter, gsplat's layout (name -> optimiser with one group called ``name``).
 
     eps 1e-15 as in the Inria code and gsplat; the fused kernel (where torch has it) is several times
@@ -70,8 +71,9 @@ def adam(params: Mapping[str, torch.nn.Parameter], lrs: Mapping[str, float],
         name -> ``torch.optim.Adam``, in ``params``' order.
     """
     fused = {"fused": True} if fused_adam_ok() else {}
-    return {k: torch.optim.Adam([{"params": [p], "lr": lrs[k], "name": k}], eps=eps, **fused)
-            for k, p in params.items()}
+    return {
+        k: torch.optim.Adam([{"params": [p], "lr": lrs[k], "name": k}], eps=eps, **fused) for k, p in params.items()
+    }
 
 
 def scene_of(params: Mapping[str, torch.Tensor], antialiased: bool = False) -> GaussianScene:
@@ -111,11 +113,16 @@ class ExponentialDecay:
         return cls(float(lr_init), gamma)
 
     def __call__(self, step: int) -> float:
-        return self.lr_init * self.gamma ** step
+        return self.lr_init * self.gamma**step
 
 
-def remove(params, optimizers: Mapping[str, torch.optim.Optimizer], mask: torch.Tensor,
-           state: dict | None = None, names: Iterable[str] | None = None) -> None:
+def remove(
+    params,
+    optimizers: Mapping[str, torch.optim.Optimizer],
+    mask: torch.Tensor,
+    state: dict | None = None,
+    names: Iterable[str] | None = None,
+) -> None:
     """Remove the Gaussians of ``mask`` in place, with their optimiser state (as gsplat's
     ``strategy.ops.remove``): each parameter is replaced by its surviving rows, and in every optimiser
     that holds it the per-row moments (``exp_avg``, ``exp_avg_sq``, ...) keep the surviving rows
@@ -225,12 +232,23 @@ def _call(hooks, method: str, *args) -> None:
             f(*args)
 
 
-def fit(params, optimizers: Mapping[str, torch.optim.Optimizer], steps: int,
-        pick_batch: Callable[[int], Any], loss_fn: Callable[[int, Any], tuple[torch.Tensor, dict]],
-        hooks: Iterable[Hook] = (), *, schedules: Mapping[str, Callable[[int], float]] | None = None,
-        start: int = 0, total: int | None = None, desc: str = "fit", progress: bool = True,
-        leave: bool = True, unit: str = "it",
-        on_step: Callable[[int, float, dict], dict | None] | None = None) -> float | None:
+def fit(
+    params,
+    optimizers: Mapping[str, torch.optim.Optimizer],
+    steps: int,
+    pick_batch: Callable[[int], Any],
+    loss_fn: Callable[[int, Any], tuple[torch.Tensor, dict]],
+    hooks: Iterable[Hook] = (),
+    *,
+    schedules: Mapping[str, Callable[[int], float]] | None = None,
+    start: int = 0,
+    total: int | None = None,
+    desc: str = "fit",
+    progress: bool = True,
+    leave: bool = True,
+    unit: str = "it",
+    on_step: Callable[[int, float, dict], dict | None] | None = None,
+) -> float | None:
     """Run the optimisation steps ``start .. steps - 1``. Each step: hooks' ``step_pre_forward``;
     ``batch = pick_batch(step)``; ``loss, info = loss_fn(step, batch)``; ``step_pre_backward``;
     ``loss.backward()``; ``step_pre_optimize``; every optimiser steps and zeroes its gradients; each
@@ -259,8 +277,16 @@ def fit(params, optimizers: Mapping[str, torch.optim.Optimizer], steps: int,
     if steps <= start or not any(p.numel() for p in params.values()):
         return None
     last = None
-    bar = tqdm(range(start, steps), initial=start, total=steps if total is None else total, desc=desc,
-               disable=not progress, dynamic_ncols=True, leave=leave, unit=unit)
+    bar = tqdm(
+        range(start, steps),
+        initial=start,
+        total=steps if total is None else total,
+        desc=desc,
+        disable=not progress,
+        dynamic_ncols=True,
+        leave=leave,
+        unit=unit,
+    )
     try:
         for step in bar:
             _call(hooks, "step_pre_forward", params, optimizers, step)

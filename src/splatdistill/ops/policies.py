@@ -60,8 +60,9 @@ _P_EPS = 1e-7  # opacity clamp when baking (a logit of 0 or 1 is infinite)
 _SCALE_GATE_MIN = 1e-6  # a mask of exactly 0 would give log(0) = -inf
 
 
-def bake_gates(scene: GaussianScene, opacity_gate: torch.Tensor | None = None,
-               scale_gate: torch.Tensor | None = None) -> GaussianScene:
+def bake_gates(
+    scene: GaussianScene, opacity_gate: torch.Tensor | None = None, scale_gate: torch.Tensor | None = None
+) -> GaussianScene:
     """``scene`` with the gates folded into its parameters: it renders like ``scene`` with the gates applied.
 
     The logit is computed in float64, ``logit(p) = log p − log1p(−p)`` with ``p = sigmoid(o)·g``,
@@ -104,8 +105,9 @@ def _topk_with_ties(primary: torch.Tensor, secondary: torch.Tensor | None, k: in
     return mask
 
 
-def _keep_alive_then_rank(alive: torch.Tensor, gate: torch.Tensor, n_keep: int | None,
-                          scores: torch.Tensor | None) -> torch.Tensor:
+def _keep_alive_then_rank(
+    alive: torch.Tensor, gate: torch.Tensor, n_keep: int | None, scores: torch.Tensor | None
+) -> torch.Tensor:
     """The learned policies' pruning: the gated-out Gaussians (``alive`` False) always go; if more
     than ``n_keep`` remain, keep the ``n_keep`` best by ``scores`` (e.g. the significance of the
     gated scene) or, without scores, by the gate value."""
@@ -242,8 +244,9 @@ class MaskPolicy(PrunePolicy):
     name = "mask"
     learnable = True
 
-    def __init__(self, n: int, device="cpu", lam: float = 4e-3, threshold: float = 0.01,
-                 init: float = 1.0, lr: float = 0.01):
+    def __init__(
+        self, n: int, device="cpu", lam: float = 4e-3, threshold: float = 0.01, init: float = 1.0, lr: float = 0.01
+    ):
         self.lam, self.threshold, self.lr = float(lam), float(threshold), float(lr)
         self.logits = torch.nn.Parameter(torch.full((int(n),), float(init), device=device))
         self._opt = torch.optim.Adam([self.logits], lr=self.lr, eps=1e-15)
@@ -287,8 +290,12 @@ class MaskPolicy(PrunePolicy):
     def stats(self):
         """``policy``, ``lambda``, ``masked_out`` and more, for the summary."""
         soft = torch.sigmoid(self.logits.detach())
-        return {"policy": self.name, "lambda": self.lam, "masked_out": int((soft <= self.threshold).sum()),
-                "mean_mask_prob": float(soft.mean()) if soft.numel() else None}
+        return {
+            "policy": self.name,
+            "lambda": self.lam,
+            "masked_out": int((soft <= self.threshold).sum()),
+            "mean_mask_prob": float(soft.mean()) if soft.numel() else None,
+        }
 
 
 def _softplus_inv(y: float) -> float:
@@ -316,10 +323,21 @@ class ConfidencePolicy(PrunePolicy):
     name = "confidence"
     learnable = True
 
-    def __init__(self, n: int, device="cpu", lambda_s: float = 2e-3, lambda_h: float = 2e-3,
-                 rank_every: int = 25, rank_k: int = 2048, margin: float = 0.1, tau: float = 0.1,
-                 init_confidence: float = 0.9, b_init: float = -2.0, lr: float = 0.05,
-                 shape_floor: float = 1.0):
+    def __init__(
+        self,
+        n: int,
+        device="cpu",
+        lambda_s: float = 2e-3,
+        lambda_h: float = 2e-3,
+        rank_every: int = 25,
+        rank_k: int = 2048,
+        margin: float = 0.1,
+        tau: float = 0.1,
+        init_confidence: float = 0.9,
+        b_init: float = -2.0,
+        lr: float = 0.05,
+        shape_floor: float = 1.0,
+    ):
         self.lambda_s, self.lambda_h = float(lambda_s), float(lambda_h)
         self.rank_every, self.rank_k, self.margin, self.tau = int(rank_every), int(rank_k), float(margin), float(tau)
         self.lr = float(lr)
@@ -430,10 +448,15 @@ class ConfidencePolicy(PrunePolicy):
     def stats(self):
         """``policy``, ``mean_confidence``, ``below_tau``, ``last_rank_loss`` and more, for the summary."""
         c = self.confidence().detach()
-        return {"policy": self.name, "lambda_s": self.lambda_s, "lambda_h": self.lambda_h,
-                "mean_confidence": float(c.mean()) if c.numel() else None,
-                "below_tau": int((c < self.tau).sum()), "tau": self.tau,
-                "last_rank_loss": self.last_rank_loss}
+        return {
+            "policy": self.name,
+            "lambda_s": self.lambda_s,
+            "lambda_h": self.lambda_h,
+            "mean_confidence": float(c.mean()) if c.numel() else None,
+            "below_tau": int((c < self.tau).sum()),
+            "tau": self.tau,
+            "last_rank_loss": self.last_rank_loss,
+        }
 
 
 def make_policy(name: str, n: int, device="cpu", **kwargs) -> PrunePolicy:

@@ -160,4 +160,3 @@ def psnr(a: torch.Tensor, b: torch.Tensor, *, data_range: float = 1.0, reduction
     # 10 log10(R^2 / mse); division by zero -> +inf, which is the intended value.
     val = 10.0 * torch.log10(data_range**2 / mse)
     return _reduce(val, reduction)
-

@@ -136,9 +136,7 @@ def shared_bbox(
 # helpers
 
 
-def _cell_coords(
-    means: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, n: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _cell_coords(means: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, 3) coordinates in cell units (integer = cell centre), clamped to [0, n−1] straight-through,
     and the (N, 3) mask of finite ones (non-finite coordinates are set to 0; callers drop them)."""
     lo = lo.to(means.device, means.dtype)
@@ -456,7 +454,7 @@ class _JointLossFn(torch.autograd.Function):
     def forward(ctx, means, weights, lo, hi, sizes, teacher_grids):
         pts = _Points(means, weights, lo, hi)
         loss, levels = 0.0, []
-        for G, s, t in zip(sizes, pts.splat(sizes), teacher_grids):
+        for _G, s, t in zip(sizes, pts.splat(sizes), teacher_grids):
             c, ns, nt = _np_cos(s, t)
             levels.append((s, t, c, ns, nt))
             loss += (1.0 - c) / len(sizes)
@@ -833,9 +831,7 @@ class StructuralLoss:
             self._teacher = [t.to(device) for t in self._teacher]
         return self._teacher
 
-    def __call__(
-        self, student_means: torch.Tensor, student_weights: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def __call__(self, student_means: torch.Tensor, student_weights: torch.Tensor | None = None) -> torch.Tensor:
         """The weighted structural loss of the student.
 
         Args:
@@ -851,9 +847,7 @@ class StructuralLoss:
         student_weights = _check_weights(student_weights, student_means)
         teacher = self._teacher_on(student_means.device)
         if cfg.kind == "joint":
-            loss = _joint_loss_cached(
-                student_means, student_weights, self.lo, self.hi, self.sizes, teacher, self.impl
-            )
+            loss = _joint_loss_cached(student_means, student_weights, self.lo, self.hi, self.sizes, teacher, self.impl)
         else:
             loss = _marginal_loss_cached(
                 student_means, student_weights, self.lo, self.hi, cfg.bins, cfg.sigma, teacher[0], self.impl

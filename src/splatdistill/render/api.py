@@ -14,9 +14,9 @@ import torch
 
 from splatdistill.cameras.camera import Camera, CameraBatch, stack_cameras
 from splatdistill.errors import UserError
-from splatdistill.scene.gaussians import GaussianScene
 from splatdistill.render.colors import camera_centers, view_colors
 from splatdistill.render.projection import Projection, project
+from splatdistill.scene.gaussians import GaussianScene
 
 Backend = Literal["auto", "cpu", "gsplat", "reference"]
 
@@ -33,6 +33,7 @@ class RenderOutput:
             ``radii`` [C, N, 2], ``width``, ``height``, ``n_cameras``, ``gaussian_ids`` and more.
         features: [C, H, W, D] composited features when ``features`` were given instead of SH.
     """
+
     rgb: torch.Tensor  # (C, H, W, 3)
     alpha: torch.Tensor  # (C, H, W)
     depth: torch.Tensor | None  # (C, H, W) expected depth (sum w z / alpha), or None
@@ -72,8 +73,20 @@ def _background(background, n_cams: int, dims: int, device) -> torch.Tensor:
     return bg.contiguous()
 
 
-def project_cpu(means, quats, scales, opacities, viewmats, Ks, width, height, eps2d=0.3,
-                near_plane=0.01, far_plane=1e10, antialiased: bool = False) -> Projection:
+def project_cpu(
+    means,
+    quats,
+    scales,
+    opacities,
+    viewmats,
+    Ks,
+    width,
+    height,
+    eps2d=0.3,
+    near_plane=0.01,
+    far_plane=1e10,
+    antialiased: bool = False,
+) -> Projection:
     """The fused numba projection (same results as :func:`.projection.project`), camera by camera.
 
     Args:
@@ -93,8 +106,23 @@ def project_cpu(means, quats, scales, opacities, viewmats, Ks, width, height, ep
     """
     from splatdistill.render.cpu_projection import ProjectCPU
 
-    outs = [ProjectCPU.apply(means, quats, scales, opacities, viewmats[c], Ks[c], width, height,
-                             eps2d, near_plane, far_plane, bool(antialiased)) for c in range(viewmats.shape[0])]
+    outs = [
+        ProjectCPU.apply(
+            means,
+            quats,
+            scales,
+            opacities,
+            viewmats[c],
+            Ks[c],
+            width,
+            height,
+            eps2d,
+            near_plane,
+            far_plane,
+            bool(antialiased),
+        )
+        for c in range(viewmats.shape[0])
+    ]
     m2d, con, dep, rad, comp = (torch.stack(t) for t in zip(*outs))
     opac = opacities.unsqueeze(0).expand(dep.shape)
     return Projection(m2d, con, dep, rad, opac * comp if antialiased else opac)
@@ -136,8 +164,10 @@ def render(
         ``info`` for the densification strategies, and ``features`` [C, H, W, D] when given.
     """
     device = scene.device
-    cams = cameras if isinstance(cameras, CameraBatch) else stack_cameras(
-        [cameras] if isinstance(cameras, Camera) else list(cameras), device
+    cams = (
+        cameras
+        if isinstance(cameras, CameraBatch)
+        else stack_cameras([cameras] if isinstance(cameras, Camera) else list(cameras), device)
     )
     if sh_degree is None:
         sh_degree = scene.sh_degree
@@ -151,10 +181,22 @@ def render(
     if name == "gsplat" and features is not None:
         from gsplat import rasterization
 
-        feats, alpha, _ = rasterization(scene.means, scene.quats, torch.exp(scene.scales), opacities,
-                                        features, cams.viewmats, cams.Ks, cams.width, cams.height,
-                                        packed=False, eps2d=eps2d, near_plane=near_plane, far_plane=far_plane,
-                                        rasterize_mode="antialiased" if aa else "classic")
+        feats, alpha, _ = rasterization(
+            scene.means,
+            scene.quats,
+            torch.exp(scene.scales),
+            opacities,
+            features,
+            cams.viewmats,
+            cams.Ks,
+            cams.width,
+            cams.height,
+            packed=False,
+            eps2d=eps2d,
+            near_plane=near_plane,
+            far_plane=far_plane,
+            rasterize_mode="antialiased" if aa else "classic",
+        )
         return RenderOutput(feats[..., :3], alpha[..., 0], None, {}, features=feats)
     if name == "gsplat":
         from splatdistill.render.gsplat_backend import rasterize_gsplat
@@ -176,8 +218,18 @@ def render(
     # the fused projection itself is tested against the torch one (tests/test_render.py).
     project_fn = project_cpu if device.type == "cpu" and name in ("cpu", "reference") else project
     proj = project_fn(
-        scene.means, scene.quats, torch.exp(scene.scales), opacities, cams.viewmats, cams.Ks,
-        cams.width, cams.height, eps2d=eps2d, near_plane=near_plane, far_plane=far_plane, antialiased=aa,
+        scene.means,
+        scene.quats,
+        torch.exp(scene.scales),
+        opacities,
+        cams.viewmats,
+        cams.Ks,
+        cams.width,
+        cams.height,
+        eps2d=eps2d,
+        near_plane=near_plane,
+        far_plane=far_plane,
+        antialiased=aa,
     )
     if proj.means2d.requires_grad:
         proj.means2d.retain_grad()
@@ -187,8 +239,9 @@ def render(
         from splatdistill.render.cpu_sh import SHColorsCPU
 
         centers = camera_centers(cams.viewmats)
-        colors = torch.stack([SHColorsCPU.apply(scene.means, scene.sh0, scene.shN, centers[c], sh_degree)
-                              for c in range(len(cams))])
+        colors = torch.stack(
+            [SHColorsCPU.apply(scene.means, scene.sh0, scene.shN, centers[c], sh_degree) for c in range(len(cams))]
+        )
     else:
         colors = view_colors(scene.means, scene.sh_coeffs(), cams.viewmats, sh_degree)
     if render_depth:

@@ -21,9 +21,7 @@ def camera_centers(viewmats: torch.Tensor) -> torch.Tensor:
     return -(R.transpose(-1, -2) @ t.unsqueeze(-1)).squeeze(-1)
 
 
-def view_colors(
-    means: torch.Tensor, coeffs: torch.Tensor, viewmats: torch.Tensor, sh_degree: int
-) -> torch.Tensor:
+def view_colors(means: torch.Tensor, coeffs: torch.Tensor, viewmats: torch.Tensor, sh_degree: int) -> torch.Tensor:
     """View-dependent colours: SH evaluated along camera centre -> mean, plus 0.5, clamped at 0.
 
     Args:

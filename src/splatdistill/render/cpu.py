@@ -27,8 +27,9 @@ class _RasterizeCPU(torch.autograd.Function):
         feat = np.empty((height, width, d), dtype=np.float32)
         t_final = np.empty((height, width), dtype=np.float32)
         last = np.empty((height, width), dtype=np.int64)
-        K.rasterize_forward(m2d, con, col, opa, rad, bg, offsets, ids, width, height, TILE_SIZE, tiles_x,
-                            feat, t_final, last)
+        K.rasterize_forward(
+            m2d, con, col, opa, rad, bg, offsets, ids, width, height, TILE_SIZE, tiles_x, feat, t_final, last
+        )
         ctx.arrays = (m2d, con, col, opa, rad, bg, offsets, ids, t_final, last)
         ctx.dims = (width, height, tiles_x)
         ctx.n = means2d.shape[0]
@@ -46,8 +47,28 @@ class _RasterizeCPU(torch.autograd.Function):
         g_o = np.zeros(n_isect, np.float32)
         vf = _np(v_feat) if v_feat is not None else np.zeros((height, width, d), np.float32)
         va = _np(v_alpha) if v_alpha is not None else np.zeros((height, width), np.float32)
-        K.rasterize_backward(m2d, con, col, opa, rad, bg, offsets, ids, width, height, TILE_SIZE, tiles_x,
-                             t_final, last, vf, va, g_m, g_c, g_col, g_o)
+        K.rasterize_backward(
+            m2d,
+            con,
+            col,
+            opa,
+            rad,
+            bg,
+            offsets,
+            ids,
+            width,
+            height,
+            TILE_SIZE,
+            tiles_x,
+            t_final,
+            last,
+            vf,
+            va,
+            g_m,
+            g_c,
+            g_col,
+            g_o,
+        )
         idx = torch.from_numpy(ids.astype(np.int64))
         n = ctx.n
 
@@ -79,8 +100,15 @@ def rasterize_cpu(
     feats, alphas = [], []
     for c in range(colors.shape[0]):
         f, a = _RasterizeCPU.apply(
-            proj.means2d[c], proj.conics[c], colors[c], proj.opacities[c], background[c],
-            proj.radii[c], proj.depths[c], width, height,
+            proj.means2d[c],
+            proj.conics[c],
+            colors[c],
+            proj.opacities[c],
+            background[c],
+            proj.radii[c],
+            proj.depths[c],
+            width,
+            height,
         )
         feats.append(f)
         alphas.append(a)

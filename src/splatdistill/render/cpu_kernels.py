@@ -78,8 +78,21 @@ def _pixel_range(lo, size, limit, m, r):
 
 @njit(cache=True, parallel=True, fastmath=False)
 def rasterize_forward(
-    means2d, conics, colors, opacities, radii, background, offsets, ids,
-    width, height, tile_size, tiles_x, out_feat, out_t, out_last,
+    means2d,
+    conics,
+    colors,
+    opacities,
+    radii,
+    background,
+    offsets,
+    ids,
+    width,
+    height,
+    tile_size,
+    tiles_x,
+    out_feat,
+    out_t,
+    out_last,
 ):
     """Front-to-back compositing of one camera, into the ``out_*`` arrays.
 
@@ -160,9 +173,26 @@ def rasterize_forward(
 
 @njit(cache=True, parallel=True, fastmath=False)
 def rasterize_backward(
-    means2d, conics, colors, opacities, radii, background, offsets, ids,
-    width, height, tile_size, tiles_x, out_t, out_last, v_feat, v_alpha,
-    g_means2d, g_conics, g_colors, g_opac,
+    means2d,
+    conics,
+    colors,
+    opacities,
+    radii,
+    background,
+    offsets,
+    ids,
+    width,
+    height,
+    tile_size,
+    tiles_x,
+    out_t,
+    out_last,
+    v_feat,
+    v_alpha,
+    g_means2d,
+    g_conics,
+    g_colors,
+    g_opac,
 ):
     """Gradients of one camera per intersection slot j (same indexing as ``ids``).
 

@@ -31,16 +31,42 @@ CHUNK = 256
 @njit(cache=True, inline="always")
 def _rotmat(qw, qx, qy, qz):
     return (
-        1 - 2 * (qy * qy + qz * qz), 2 * (qx * qy - qw * qz), 2 * (qx * qz + qw * qy),
-        2 * (qx * qy + qw * qz), 1 - 2 * (qx * qx + qz * qz), 2 * (qy * qz - qw * qx),
-        2 * (qx * qz - qw * qy), 2 * (qy * qz + qw * qx), 1 - 2 * (qx * qx + qy * qy),
+        1 - 2 * (qy * qy + qz * qz),
+        2 * (qx * qy - qw * qz),
+        2 * (qx * qz + qw * qy),
+        2 * (qx * qy + qw * qz),
+        1 - 2 * (qx * qx + qz * qz),
+        2 * (qy * qz - qw * qx),
+        2 * (qx * qz - qw * qy),
+        2 * (qy * qz + qw * qx),
+        1 - 2 * (qx * qx + qy * qy),
     )
 
 
 @njit(cache=True, parallel=True)
-def project_forward(means, quats, scales, opacities, viewmat, fx, fy, cx, cy, width, height,
-                    eps2d, near, far, out_m2d, out_conics, out_depths, out_radii, out_cov2d, antialiased,
-                    out_comp):
+def project_forward(
+    means,
+    quats,
+    scales,
+    opacities,
+    viewmat,
+    fx,
+    fy,
+    cx,
+    cy,
+    width,
+    height,
+    eps2d,
+    near,
+    far,
+    out_m2d,
+    out_conics,
+    out_depths,
+    out_radii,
+    out_cov2d,
+    antialiased,
+    out_comp,
+):
     """EWA projection of N Gaussians into one camera, into the ``out_*`` arrays (numba, parallel).
 
     Args:
@@ -151,8 +177,29 @@ def _mm(A, B, out, n, k, m):
 
 
 @njit(cache=True, parallel=True)
-def project_backward(means, quats, scales, viewmat, fx, fy, cx, cy, width, height, radii, conics,
-                     v_m2d, v_conics, v_depths, g_means, g_quats, g_scales, eps2d, comps, v_comps):
+def project_backward(
+    means,
+    quats,
+    scales,
+    viewmat,
+    fx,
+    fy,
+    cx,
+    cy,
+    width,
+    height,
+    radii,
+    conics,
+    v_m2d,
+    v_conics,
+    v_depths,
+    g_means,
+    g_quats,
+    g_scales,
+    eps2d,
+    comps,
+    v_comps,
+):
     """Hand-derived backward pass of ``project_forward``, into the ``g_*`` arrays.
 
     Args:
@@ -248,8 +295,12 @@ def project_backward(means, quats, scales, viewmat, fx, fy, cx, cy, width, heigh
             vy = fy * rz * v_m2d[i, 1]
             vz = -fx * x * rz2 * v_m2d[i, 0] - fy * y * rz2 * v_m2d[i, 1] + v_depths[i]
             rz3 = rz2 * rz
-            vz += 2.0 * (-fx * rz2 * vJ[0, 0] - fy * rz2 * vJ[1, 1] + 2.0 * fx * tx * rz3 * vJ[0, 2]
-                         + 2.0 * fy * ty * rz3 * vJ[1, 2])
+            vz += 2.0 * (
+                -fx * rz2 * vJ[0, 0]
+                - fy * rz2 * vJ[1, 1]
+                + 2.0 * fx * tx * rz3 * vJ[0, 2]
+                + 2.0 * fy * ty * rz3 * vJ[1, 2]
+            )
             vtx = -2.0 * fx * rz2 * vJ[0, 2]
             vty = -2.0 * fy * rz2 * vJ[1, 2]
             if clx:
@@ -271,12 +322,36 @@ def project_backward(means, quats, scales, viewmat, fx, fy, cx, cy, width, heigh
                     vR[a * 3 + b] = vm * (s0 if b == 0 else (s1 if b == 1 else s2))
                     g_scales[i, b] += vm * r[a * 3 + b]
             vw = 2.0 * (-qz * vR[1] + qy * vR[2] + qz * vR[3] - qx * vR[5] - qy * vR[6] + qx * vR[7])
-            vqx = 2.0 * (qy * vR[1] + qz * vR[2] + qy * vR[3] - 2 * qx * vR[4] - qw * vR[5] + qz * vR[6]
-                         + qw * vR[7] - 2 * qx * vR[8])
-            vqy = 2.0 * (-2 * qy * vR[0] + qx * vR[1] + qw * vR[2] + qx * vR[3] + qz * vR[5] - qw * vR[6]
-                         + qz * vR[7] - 2 * qy * vR[8])
-            vqz = 2.0 * (-2 * qz * vR[0] - qw * vR[1] + qx * vR[2] + qw * vR[3] - 2 * qz * vR[4]
-                         + qy * vR[5] + qx * vR[6] + qy * vR[7])
+            vqx = 2.0 * (
+                qy * vR[1]
+                + qz * vR[2]
+                + qy * vR[3]
+                - 2 * qx * vR[4]
+                - qw * vR[5]
+                + qz * vR[6]
+                + qw * vR[7]
+                - 2 * qx * vR[8]
+            )
+            vqy = 2.0 * (
+                -2 * qy * vR[0]
+                + qx * vR[1]
+                + qw * vR[2]
+                + qx * vR[3]
+                + qz * vR[5]
+                - qw * vR[6]
+                + qz * vR[7]
+                - 2 * qy * vR[8]
+            )
+            vqz = 2.0 * (
+                -2 * qz * vR[0]
+                - qw * vR[1]
+                + qx * vR[2]
+                + qw * vR[3]
+                - 2 * qz * vR[4]
+                + qy * vR[5]
+                + qx * vR[6]
+                + qy * vR[7]
+            )
             dot = qw * vw + qx * vqx + qy * vqy + qz * vqz
             g_quats[i, 0] = (vw - qw * dot) / qn
             g_quats[i, 1] = (vqx - qx * dot) / qn
@@ -298,8 +373,7 @@ class ProjectCPU(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, means, quats, scales, opacities, viewmat, K, width, height, eps2d, near, far,
-                antialiased=False):
+    def forward(ctx, means, quats, scales, opacities, viewmat, K, width, height, eps2d, near, far, antialiased=False):
         """Run ``project_forward`` and save what the backward pass needs."""
         n = means.shape[0]
         mu, q, s, o = _np(means), _np(quats), _np(scales), _np(opacities)
@@ -312,8 +386,29 @@ class ProjectCPU(torch.autograd.Function):
         rad = np.empty((n, 2), np.int32)
         cov = np.zeros((n, 3), np.float32)
         comp = np.empty(n, np.float32)
-        project_forward(mu, q, s, o, V, fx, fy, cx, cy, width, height, eps2d, near, far,
-                        m2d, con, dep, rad, cov, bool(antialiased), comp)
+        project_forward(
+            mu,
+            q,
+            s,
+            o,
+            V,
+            fx,
+            fy,
+            cx,
+            cy,
+            width,
+            height,
+            eps2d,
+            near,
+            far,
+            m2d,
+            con,
+            dep,
+            rad,
+            cov,
+            bool(antialiased),
+            comp,
+        )
         ctx.saved = (mu, q, s, V, fx, fy, cx, cy, width, height, rad, con, float(eps2d), comp)
         radii = torch.from_numpy(rad)
         ctx.mark_non_differentiable(radii)
@@ -330,7 +425,20 @@ class ProjectCPU(torch.autograd.Function):
         vd = _np(v_dep) if v_dep is not None else np.zeros(n, np.float32)
         vcomp = _np(v_comp) if v_comp is not None else np.zeros(n, np.float32)
         gm, gq, gs = np.empty((n, 3), np.float32), np.empty((n, 4), np.float32), np.empty((n, 3), np.float32)
-        project_backward(mu, q, s, V, fx, fy, cx, cy, width, height, rad, con, vm, vc, vd, gm, gq, gs,
-                         eps2d, comp, vcomp)
-        return (torch.from_numpy(gm), torch.from_numpy(gq), torch.from_numpy(gs),
-                None, None, None, None, None, None, None, None, None)
+        project_backward(
+            mu, q, s, V, fx, fy, cx, cy, width, height, rad, con, vm, vc, vd, gm, gq, gs, eps2d, comp, vcomp
+        )
+        return (
+            torch.from_numpy(gm),
+            torch.from_numpy(gq),
+            torch.from_numpy(gs),
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )

@@ -38,9 +38,15 @@ def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
     w, x, y, z = q.unbind(-1)
     return torch.stack(
         [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+            1 - 2 * (y * y + z * z),
+            2 * (x * y - w * z),
+            2 * (x * z + w * y),
+            2 * (x * y + w * z),
+            1 - 2 * (x * x + z * z),
+            2 * (y * z - w * x),
+            2 * (x * z - w * y),
+            2 * (y * z + w * x),
+            1 - 2 * (x * x + y * y),
         ],
         dim=-1,
     ).reshape(q.shape[:-1] + (3, 3))
@@ -71,6 +77,7 @@ class Projection:
         radii: [C, N, 2] int32 bounding-box half sizes; 0 = culled.
         opacities: [C, N] activated opacities (times the compensation in antialiased mode).
     """
+
     means2d: torch.Tensor  # (C, N, 2) pixel coordinates
     conics: torch.Tensor  # (C, N, 3) inverse 2D covariance (a, b, c): [[a, b], [b, c]]
     depths: torch.Tensor  # (C, N) camera-space z
@@ -127,9 +134,9 @@ def project(
     tx = z * torch.clamp(x * rz, -lim_x_neg, lim_x_pos)
     ty = z * torch.clamp(y * rz, -lim_y_neg, lim_y_pos)
     zero = torch.zeros_like(z)
-    J = torch.stack(
-        [fx * rz, zero, -fx * tx * rz * rz, zero, fy * rz, -fy * ty * rz * rz], dim=-1
-    ).reshape(z.shape + (2, 3))
+    J = torch.stack([fx * rz, zero, -fx * tx * rz * rz, zero, fy * rz, -fy * ty * rz * rz], dim=-1).reshape(
+        z.shape + (2, 3)
+    )
     cov2d = J @ cov_c @ J.transpose(-1, -2)  # (C, N, 2, 2)
     a = cov2d[..., 0, 0] + eps2d
     b = 0.5 * (cov2d[..., 0, 1] + cov2d[..., 1, 0])

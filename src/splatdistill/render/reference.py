@@ -60,9 +60,7 @@ def rasterize_dense(
             next_t = torch.cumprod(1.0 - alpha, dim=-1)
             alpha = torch.where(next_t > 1e-4, alpha, torch.zeros_like(alpha))
             one_minus = 1.0 - alpha
-            trans = torch.cumprod(
-                torch.cat([torch.ones_like(one_minus[:, :1]), one_minus[:, :-1]], dim=-1), dim=-1
-            )
+            trans = torch.cumprod(torch.cat([torch.ones_like(one_minus[:, :1]), one_minus[:, :-1]], dim=-1), dim=-1)
             w = alpha * trans  # (p, n)
             t_final = torch.prod(one_minus, dim=-1) if n else torch.ones(d.shape[0])
             feats.append(w @ col + t_final.unsqueeze(-1) * background[ci])

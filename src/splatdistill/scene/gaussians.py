@@ -74,11 +74,19 @@ class GaussianScene:
         self.antialiased = bool(antialiased)
         n = means.shape[0]
         shapes = {
-            "means": (n, 3), "quats": (n, 4), "scales": (n, 3), "opacities": (n,), "sh0": (n, 1, 3),
+            "means": (n, 3),
+            "quats": (n, 4),
+            "scales": (n, 3),
+            "opacities": (n,),
+            "sh0": (n, 1, 3),
         }
         self.params: dict[str, torch.Tensor] = {
-            "means": means, "quats": quats, "scales": scales, "opacities": opacities,
-            "sh0": sh0, "shN": shN,
+            "means": means,
+            "quats": quats,
+            "scales": scales,
+            "opacities": opacities,
+            "sh0": sh0,
+            "shN": shN,
         }
         for name, shape in shapes.items():
             if tuple(self.params[name].shape) != shape:
@@ -199,8 +207,7 @@ class GaussianScene:
         aa = {s.antialiased for s in scenes}
         if len(aa) > 1:
             raise ValueError("cannot concatenate antialiased and non-antialiased scenes")
-        return GaussianScene(**{k: torch.cat([s.params[k] for s in scenes]) for k in PARAM_NAMES},
-                             antialiased=aa.pop())
+        return GaussianScene(**{k: torch.cat([s.params[k] for s in scenes]) for k in PARAM_NAMES}, antialiased=aa.pop())
 
     def numpy(self) -> dict[str, np.ndarray]:
         """The parameters as numpy arrays (detached, on the CPU), keyed by ``PARAM_NAMES``."""
@@ -279,9 +286,7 @@ class GaussianScene:
         return GaussianScene(pts.clone(), quats, log_scale, opac, sh0, shN)
 
     @staticmethod
-    def random_in_box(
-        n: int, lo, hi, sh_degree: int = 3, seed: int = 0, init_opacity: float = 0.1
-    ) -> "GaussianScene":
+    def random_in_box(n: int, lo, hi, sh_degree: int = 3, seed: int = 0, init_opacity: float = 0.1) -> "GaussianScene":
         """N Gaussians at uniform random points in the box ``[lo, hi]`` with random colours.
 
         Args:

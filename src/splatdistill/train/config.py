@@ -6,8 +6,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
-from splatdistill.errors import UserError
-
 # Inria defaults for 30,000 iterations, expressed as fractions of the run.
 REF_ITERS = 30_000
 
@@ -124,8 +122,21 @@ class TrainConfig:
         check("checkpoint_every", self.checkpoint_every, RULES["checkpoint_every"])
         check("downscale", self.downscale, RULES["downscale"])
         check("seed", self.seed, RULES["seed"])
-        for name in ("lr_means", "lr_means_final", "lr_scales", "lr_quats", "lr_opacities", "lr_sh0", "lr_shN",
-                     "ssim_lambda", "grow_grad2d", "grow_scale3d", "prune_opa", "prune_scale3d", "init_box"):
+        for name in (
+            "lr_means",
+            "lr_means_final",
+            "lr_scales",
+            "lr_quats",
+            "lr_opacities",
+            "lr_sh0",
+            "lr_shN",
+            "ssim_lambda",
+            "grow_grad2d",
+            "grow_scale3d",
+            "prune_opa",
+            "prune_scale3d",
+            "init_box",
+        ):
             check(name, getattr(self, name), Rule(minimum=0))
         if self.train_views is not None:
             check("train_views", self.train_views, RULES["train_views"])

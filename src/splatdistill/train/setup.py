@@ -8,8 +8,8 @@ import torch
 
 from splatdistill.data.dataset import Dataset
 from splatdistill.errors import UserError
-from splatdistill.scene.gaussians import GaussianScene
 from splatdistill.ops.optim import ExponentialDecay, Hook, adam, make_params  # noqa: F401 (re-exported)
+from splatdistill.scene.gaussians import GaussianScene
 from splatdistill.train.config import TrainConfig
 
 
@@ -18,19 +18,23 @@ def initial_scene(dataset: Dataset, cfg: TrainConfig) -> GaussianScene:
     (the Inria code's NeRF-synthetic init: 100k random points; here ``cfg.init_points``)."""
     if dataset.points is not None and len(dataset.points) > 0:
         colors = dataset.point_colors if dataset.point_colors is not None else None
-        return GaussianScene.from_points(dataset.points, colors, sh_degree=cfg.sh_degree,
-                                         init_opacity=cfg.init_opacity)
+        return GaussianScene.from_points(dataset.points, colors, sh_degree=cfg.sh_degree, init_opacity=cfg.init_opacity)
     half = cfg.init_box * dataset.extent
-    return GaussianScene.random_in_box(cfg.init_points, [-half] * 3, [half] * 3, sh_degree=cfg.sh_degree,
-                                       seed=cfg.seed, init_opacity=cfg.init_opacity)
+    return GaussianScene.random_in_box(
+        cfg.init_points, [-half] * 3, [half] * 3, sh_degree=cfg.sh_degree, seed=cfg.seed, init_opacity=cfg.init_opacity
+    )
 
 
 def make_optimizers(params, cfg: TrainConfig, extent: float) -> dict[str, torch.optim.Optimizer]:
     """The training optimisers (``ops.optim.adam``) with ``cfg``'s learning rates, positions scaled by
     the scene extent."""
     lrs = {
-        "means": cfg.lr_means * extent, "scales": cfg.lr_scales, "quats": cfg.lr_quats,
-        "opacities": cfg.lr_opacities, "sh0": cfg.lr_sh0, "shN": cfg.lr_shN,
+        "means": cfg.lr_means * extent,
+        "scales": cfg.lr_scales,
+        "quats": cfg.lr_quats,
+        "opacities": cfg.lr_opacities,
+        "sh0": cfg.lr_sh0,
+        "shN": cfg.lr_shN,
     }
     return adam(params, lrs)
 
@@ -38,8 +42,9 @@ def make_optimizers(params, cfg: TrainConfig, extent: float) -> dict[str, torch.
 def means_schedule(cfg: TrainConfig, extent: float) -> ExponentialDecay:
     """The position learning rate: ``lr_means * extent`` decaying exponentially to
     ``lr_means_final * extent`` over the run (its factor in log space, as the teacher always had)."""
-    return ExponentialDecay.over(cfg.lr_means * extent, cfg.lr_means_final / cfg.lr_means, cfg.iterations,
-                                 log_space=True)
+    return ExponentialDecay.over(
+        cfg.lr_means * extent, cfg.lr_means_final / cfg.lr_means, cfg.iterations, log_space=True
+    )
 
 
 class DensifyHook(Hook):
@@ -58,8 +63,9 @@ class DensifyHook(Hook):
 
     def step_post_backward(self, params, optimizers, step, info):
         if self.mcmc:
-            self.strategy.step_post_backward(params, optimizers, self.state, step, info,
-                                             lr=optimizers["means"].param_groups[0]["lr"])
+            self.strategy.step_post_backward(
+                params, optimizers, self.state, step, info, lr=optimizers["means"].param_groups[0]["lr"]
+            )
         else:
             self.strategy.step_post_backward(params, optimizers, self.state, step, info, packed=False)
 
@@ -74,16 +80,23 @@ def make_strategy(cfg: TrainConfig, device: torch.device):
         from gsplat.strategy import MCMCStrategy
 
         return MCMCStrategy(
-            cap_max=cfg.cap_max, refine_start_iter=cfg.at(cfg.refine_start, 1),
-            refine_stop_iter=cfg.at(cfg.refine_stop * 25 / 15), refine_every=cfg.at(cfg.refine_every, 1),
+            cap_max=cfg.cap_max,
+            refine_start_iter=cfg.at(cfg.refine_start, 1),
+            refine_stop_iter=cfg.at(cfg.refine_stop * 25 / 15),
+            refine_every=cfg.at(cfg.refine_every, 1),
         )
     from gsplat.strategy import DefaultStrategy
 
     return DefaultStrategy(
-        prune_opa=cfg.prune_opa, grow_grad2d=cfg.grow_grad2d, grow_scale3d=cfg.grow_scale3d,
-        prune_scale3d=cfg.prune_scale3d, refine_start_iter=cfg.at(cfg.refine_start, 1),
-        refine_stop_iter=cfg.at(cfg.refine_stop), reset_every=cfg.at(cfg.reset_every, 1),
-        refine_every=cfg.at(cfg.refine_every, cfg.refine_every_min), verbose=False,
+        prune_opa=cfg.prune_opa,
+        grow_grad2d=cfg.grow_grad2d,
+        grow_scale3d=cfg.grow_scale3d,
+        prune_scale3d=cfg.prune_scale3d,
+        refine_start_iter=cfg.at(cfg.refine_start, 1),
+        refine_stop_iter=cfg.at(cfg.refine_stop),
+        reset_every=cfg.at(cfg.reset_every, 1),
+        refine_every=cfg.at(cfg.refine_every, cfg.refine_every_min),
+        verbose=False,
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,19 +11,27 @@ import torch
 
 from splatdistill.cameras.camera import stack_cameras
 from splatdistill.data.dataset import Dataset, load_dataset, with_train_views
+from splatdistill.device import pick_device
 from splatdistill.errors import UserError
 from splatdistill.fileio import dumps_json, write_json_atomic
+from splatdistill.formats.ply import write_ply
+from splatdistill.ops.background import fixed_background, resolve_background
+from splatdistill.ops.losses import photometric_loss, psnr_from_mse
+from splatdistill.ops.optim import Hook, fit, make_params
 from splatdistill.render import render
 from splatdistill.scene.gaussians import GaussianScene
-from splatdistill.formats.ply import write_ply
 from splatdistill.train import checkpoint as ck
-from splatdistill.ops.background import fixed_background, resolve_background
 from splatdistill.train.config import TrainConfig
-from splatdistill.ops.losses import photometric_loss, psnr_from_mse
-from splatdistill.device import pick_device
-from splatdistill.ops.optim import Hook, fit, make_params
-from splatdistill.train.setup import (DensifyHook, global_rng_state, initial_scene, make_optimizers, make_strategy,
-                                      means_schedule, seed_global_rng, set_global_rng_state)
+from splatdistill.train.setup import (
+    DensifyHook,
+    global_rng_state,
+    initial_scene,
+    make_optimizers,
+    make_strategy,
+    means_schedule,
+    seed_global_rng,
+    set_global_rng_state,
+)
 from splatdistill.train.variants import GradientAccumulator, dropout_probability, dropout_scale, perturb_candidates
 
 
@@ -49,8 +56,7 @@ def background_for(dataset: Dataset, cfg: TrainConfig) -> tuple[float, float, fl
 class Trainer:
     """Trains one 3DGS model. ``run()`` resumes from the newest checkpoint when ``resume`` is set."""
 
-    def __init__(self, data, out_dir, cfg: TrainConfig, resume: bool = False, branch_from=None,
-                 progress: bool = True):
+    def __init__(self, data, out_dir, cfg: TrainConfig, resume: bool = False, branch_from=None, progress: bool = True):
         self.cfg = cfg.validate()
         self.out = Path(out_dir)
         self.device = pick_device(cfg.device)
@@ -99,8 +105,12 @@ class Trainer:
             "params": {k: v.detach().cpu() for k, v in self.params.items()},
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "strategy_state": {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in self.strategy_state.items()},
-            "rng": {"torch": self.torch_gen.get_state(), "numpy": self.rng.bit_generator.state,
-                    "order": list(self.order), "global": global_rng_state(self.device)},
+            "rng": {
+                "torch": self.torch_gen.get_state(),
+                "numpy": self.rng.bit_generator.state,
+                "order": list(self.order),
+                "global": global_rng_state(self.device),
+            },
             "config": self.cfg.to_dict(),
             "extent": self.extent,
             "antialiased": self.antialiased,
@@ -113,8 +123,9 @@ class Trainer:
         self.optimizers = make_optimizers(self.params, self.cfg, self.extent)
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
-        self.strategy_state = {k: (v.to(self.device) if torch.is_tensor(v) else v)
-                               for k, v in state["strategy_state"].items()}
+        self.strategy_state = {
+            k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in state["strategy_state"].items()
+        }
         self.torch_gen.set_state(state["rng"]["torch"])
         self.rng.bit_generator.state = state["rng"]["numpy"]
         self.order = list(state["rng"]["order"])
@@ -155,8 +166,10 @@ class Trainer:
 
     def _images_of(self, view):
         if self.bg_mode == "random":
-            return (self.dataset.image_on(view, (0.0, 0.0, 0.0)).to(self.device),
-                    self.dataset.image_on(view, (1.0, 1.0, 1.0)).to(self.device))
+            return (
+                self.dataset.image_on(view, (0.0, 0.0, 0.0)).to(self.device),
+                self.dataset.image_on(view, (1.0, 1.0, 1.0)).to(self.device),
+            )
         return self.dataset.image_on(view, self.background).to(self.device)  # composited on the render background
 
     def pick(self, image_cache: dict):
@@ -181,16 +194,22 @@ class Trainer:
             gt = images.unsqueeze(0)
         cams = stack_cameras([view.camera], self.device)
         sh_now = min(cfg.sh_degree, step // max(1, cfg.at(cfg.sh_degree_every, 1)))
-        out = render(self.scene(), cams, sh_degree=sh_now, background=background,
-                     opacity_scale=self._opacity_scale(step))
+        out = render(
+            self.scene(), cams, sh_degree=sh_now, background=background, opacity_scale=self._opacity_scale(step)
+        )
         loss = photometric_loss(out.rgb, gt, cfg.ssim_lambda)
         if cfg.strategy == "mcmc":  # gsplat simple_trainer's MCMC regularisers
-            loss = loss + 0.01 * torch.sigmoid(self.params["opacities"]).mean() \
+            loss = (
+                loss
+                + 0.01 * torch.sigmoid(self.params["opacities"]).mean()
                 + 0.01 * torch.exp(self.params["scales"]).mean()
+            )
         if not torch.isfinite(loss):
-            raise TrainingDiverged(f"loss became {loss.item()} at iteration {step}; the last good "
-                                   "checkpoint is kept (lower the learning rates or check the data)",
-                                   self.out)
+            raise TrainingDiverged(
+                f"loss became {loss.item()} at iteration {step}; the last good "
+                "checkpoint is kept (lower the learning rates or check the data)",
+                self.out,
+            )
         with torch.no_grad():
             self._last_mse = float(((out.rgb.detach() - gt) ** 2).mean())
         return loss, out.info
@@ -202,9 +221,15 @@ class Trainer:
         cfg = self.cfg
         end = cfg.iterations if stop_at is None else min(int(stop_at), cfg.iterations)
         self.out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.out / "config.json", {"data": str(self.dataset.root), **cfg.to_dict(),
-                                                      # world = model point * scale + center
-                                                      "normalization": self.dataset.normalization.to_dict()})
+        write_json_atomic(
+            self.out / "config.json",
+            {
+                "data": str(self.dataset.root),
+                **cfg.to_dict(),
+                # world = model point * scale + center
+                "normalization": self.dataset.normalization.to_dict(),
+            },
+        )
         log_path = self.out / "train_log.jsonl"
         ck.truncate_log(log_path, self.start)
         t0 = time.perf_counter()
@@ -212,14 +237,20 @@ class Trainer:
         hooks = [_NoiseHook(self), DensifyHook(self.strategy, self.strategy_state)]
 
         with open(log_path, "a") as log:
+
             def on_step(it: int, loss: float, info: dict) -> dict:
                 done = it + 1
                 post = {}
                 if done % cfg.log_every == 0 or done == cfg.iterations:
                     n = len(self.params["means"])
                     psnr = psnr_from_mse(self._last_mse)
-                    rec = {"iteration": done, "loss": round(loss, 6), "psnr": round(psnr, 3),
-                           "num_gaussians": n, "elapsed_s": round(time.perf_counter() - t0, 2)}
+                    rec = {
+                        "iteration": done,
+                        "loss": round(loss, 6),
+                        "psnr": round(psnr, 3),
+                        "num_gaussians": n,
+                        "elapsed_s": round(time.perf_counter() - t0, 2),
+                    }
                     log.write(dumps_json(rec, indent=None) + "\n")
                     log.flush()
                     post = dict(loss=f"{loss:.4f}", psnr=f"{psnr:.2f}", n=n)
@@ -229,10 +260,20 @@ class Trainer:
                     ck.save_branch_point(self.out, done, self._payload(done))
                 return post
 
-            fit(self.params, self.optimizers, end, lambda it: self.pick(cache),
-                lambda it, batch: self.step(it, batch), hooks,
-                schedules={"means": means_schedule(cfg, self.extent)}, start=self.start, total=cfg.iterations,
-                desc=f"train {cfg.variant}", progress=self.progress, on_step=on_step)
+            fit(
+                self.params,
+                self.optimizers,
+                end,
+                lambda it: self.pick(cache),
+                lambda it, batch: self.step(it, batch),
+                hooks,
+                schedules={"means": means_schedule(cfg, self.extent)},
+                start=self.start,
+                total=cfg.iterations,
+                desc=f"train {cfg.variant}",
+                progress=self.progress,
+                on_step=on_step,
+            )
         scene = self.scene().detach().to("cpu")
         if end < cfg.iterations:
             return TrainResult(self.out, scene, end, time.perf_counter() - t0, self.resumed_from)

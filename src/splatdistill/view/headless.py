@@ -22,11 +22,26 @@ from pathlib import Path
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
-    "--use-gl=angle", "--ignore-gpu-blocklist", "--disable-quic", "--no-first-run", "--no-default-browser-check",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-extensions",
-    "--disable-default-apps", "--mute-audio", "--hide-scrollbars", "--disable-dev-shm-usage",
-    "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+    "--use-gl=angle",
+    "--ignore-gpu-blocklist",
+    "--disable-quic",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--disable-default-apps",
+    "--mute-audio",
+    "--hide-scrollbars",
+    "--disable-dev-shm-usage",
+    "--disable-background-timer-throttling",
+    "--disable-renderer-backgrounding",
     "--disable-backgrounding-occluded-windows",
 )
 
@@ -73,11 +88,23 @@ class Chromium:
             os.dup2(a, 3)
             os.dup2(b, 4)
 
-        args = [self.executable, *FLAGS, f"--user-data-dir={self._profile.name}", "--remote-debugging-pipe",
-                f"--window-size={self.width},{self.height}", "about:blank"]
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, preexec_fn=put_on_3_and_4, pass_fds=(3, 4),
-                                     start_new_session=True)
+        args = [
+            self.executable,
+            *FLAGS,
+            f"--user-data-dir={self._profile.name}",
+            "--remote-debugging-pipe",
+            f"--window-size={self.width},{self.height}",
+            "about:blank",
+        ]
+        self.proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=put_on_3_and_4,
+            pass_fds=(3, 4),
+            start_new_session=True,
+        )
         os.close(to_child_r)
         os.close(from_child_w)
         self._next_id = 0
@@ -95,8 +122,10 @@ class Chromium:
         self.send("Page.enable")
         self.send("Runtime.enable")
         self.send("Network.enable")
-        self.send("Emulation.setDeviceMetricsOverride",
-                  {"width": self.width, "height": self.height, "deviceScaleFactor": 1, "mobile": False})
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": self.width, "height": self.height, "deviceScaleFactor": 1, "mobile": False},
+        )
 
     # -- protocol ---------------------------------------------------------------------------
     def _drain_stderr(self):
@@ -180,8 +209,9 @@ class Chromium:
         Returns:
             Its value, as JSON decodes it. An exception in the page raises ``BrowserError``.
         """
-        r = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True},
-                      timeout=timeout)
+        r = self.send(
+            "Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True}, timeout=timeout
+        )
         if "exceptionDetails" in r:
             d = r["exceptionDetails"]
             raise BrowserError(f"page error: {d.get('exception', {}).get('description', d.get('text'))}")
@@ -210,19 +240,31 @@ class Chromium:
     def key(self, key: str) -> None:
         """Press and release one printable key (e.g. ``"t"``) in the page."""
         for kind in ("keyDown", "keyUp"):
-            self.send("Input.dispatchKeyEvent", {"type": kind, "key": key, "text": key if kind == "keyDown" else "",
-                                                 "code": f"Key{key.upper()}" if key.isalpha() else ""})
+            self.send(
+                "Input.dispatchKeyEvent",
+                {
+                    "type": kind,
+                    "key": key,
+                    "text": key if kind == "keyDown" else "",
+                    "code": f"Key{key.upper()}" if key.isalpha() else "",
+                },
+            )
 
     def drag(self, x0: float, y0: float, x1: float, y1: float, steps: int = 5, button: str = "left") -> None:
         """Press the mouse at (x0, y0), move to (x1, y1) in ``steps`` moves, release (CSS pixels)."""
-        self.send("Input.dispatchMouseEvent", {"type": "mousePressed", "x": x0, "y": y0, "button": button,
-                                               "buttons": 1, "clickCount": 1})
+        self.send(
+            "Input.dispatchMouseEvent",
+            {"type": "mousePressed", "x": x0, "y": y0, "button": button, "buttons": 1, "clickCount": 1},
+        )
         for i in range(1, steps + 1):
             x, y = x0 + (x1 - x0) * i / steps, y0 + (y1 - y0) * i / steps
-            self.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y, "button": button,
-                                                   "buttons": 1})
-        self.send("Input.dispatchMouseEvent", {"type": "mouseReleased", "x": x1, "y": y1, "button": button,
-                                               "buttons": 0, "clickCount": 1})
+            self.send(
+                "Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y, "button": button, "buttons": 1}
+            )
+        self.send(
+            "Input.dispatchMouseEvent",
+            {"type": "mouseReleased", "x": x1, "y": y1, "button": button, "buttons": 0, "clickCount": 1},
+        )
 
     def screenshot(self, clip: dict | None = None) -> bytes:
         """PNG bytes of the page, or of a part of it.

@@ -32,9 +32,13 @@ from splatdistill.errors import UserError
 LOOPBACK = "127.0.0.1"
 DEFAULT_PORT = 8765
 _CONTENT_TYPES = {
-    ".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8", ".md": "text/plain; charset=utf-8",
-    ".txt": "text/plain; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml",
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".md": "text/plain; charset=utf-8",
+    ".txt": "text/plain; charset=utf-8",
+    ".png": "image/png",
+    ".svg": "image/svg+xml",
 }
 
 
@@ -48,6 +52,7 @@ class ModelEntry:
         format: Its format (as ``model_format``).
         file_bytes: Its size on disk.
     """
+
     path: Path
     scene: object  # GaussianScene on the CPU
     format: str
@@ -66,9 +71,13 @@ class ModelEntry:
             ``bytes``, ``antialiased`` and the ``url`` of its PLY.
         """
         return {
-            "index": index, "name": str(self.path), "format": self.format,
-            "num_gaussians": len(self.scene), "sh_degree": int(self.scene.sh_degree),
-            "bytes": int(self.file_bytes), "antialiased": bool(getattr(self.scene, "antialiased", False)),
+            "index": index,
+            "name": str(self.path),
+            "format": self.format,
+            "num_gaussians": len(self.scene),
+            "sh_degree": int(self.scene.sh_degree),
+            "bytes": int(self.file_bytes),
+            "antialiased": bool(getattr(self.scene, "antialiased", False)),
             "url": f"/model/{index}.ply",
         }
 
@@ -101,9 +110,9 @@ def scene_to_ply_bytes(scene) -> bytes:
     r = 9 + 3 * k1
     mat[:, 9:r] = p["shN"].transpose(0, 2, 1).reshape(n, 3 * k1)
     mat[:, r] = p["opacities"].reshape(n)
-    mat[:, r + 1:r + 4] = p["scales"]
-    mat[:, r + 4:r + 8] = p["quats"]
-    header = "ply\nformat binary_little_endian 1.0\n" f"element vertex {n}\n"
+    mat[:, r + 1 : r + 4] = p["scales"]
+    mat[:, r + 4 : r + 8] = p["quats"]
+    header = f"ply\nformat binary_little_endian 1.0\nelement vertex {n}\n"
     header += "".join(f"property float {name}\n" for name in names) + "end_header\n"
     return header.encode("ascii") + mat.tobytes()
 
@@ -148,8 +157,13 @@ def load_models(paths: list[Path]) -> list[ModelEntry]:
 
 def _camera_json(cam, name: str = "") -> dict:
     return {
-        "name": name or cam.image_name, "fx": float(cam.fx), "fy": float(cam.fy), "cx": float(cam.cx),
-        "cy": float(cam.cy), "width": int(cam.width), "height": int(cam.height),
+        "name": name or cam.image_name,
+        "fx": float(cam.fx),
+        "fy": float(cam.fy),
+        "cx": float(cam.cx),
+        "cy": float(cam.cy),
+        "width": int(cam.width),
+        "height": int(cam.height),
         "world_to_camera": np.asarray(cam.world_to_camera, dtype=float).tolist(),
     }
 
@@ -220,11 +234,15 @@ class ViewerState:
         return {
             "title": self.title,
             "models": [m.info(i) for i, m in enumerate(self.models)],
-            "center": [float(v) for v in self.center], "radius": float(self.radius),
-            "up": [float(v) for v in self.up], "background": list(self.background),
+            "center": [float(v) for v in self.center],
+            "radius": float(self.radius),
+            "up": [float(v) for v in self.up],
+            "background": list(self.background),
             "initial_camera": self.initial,
-            "cameras": {split: [dict(_camera_json(v.camera), index=i, split=split)
-                                for i, v in enumerate(views)] for split, views in self.cameras.items()},
+            "cameras": {
+                split: [dict(_camera_json(v.camera), index=i, split=split) for i, v in enumerate(views)]
+                for split, views in self.cameras.items()
+            },
         }
 
     def photo_png(self, split: str, index: int) -> bytes:
@@ -285,17 +303,17 @@ class _Handler(BaseHTTPRequestHandler):
             if path in ("/", "/index.html"):
                 return self._static("index.html")
             if path.startswith("/static/"):
-                return self._static(path[len("/static/"):])
+                return self._static(path[len("/static/") :])
             if path == "/api/scene.json":
                 body = json.dumps(self.state.scene_json()).encode()
                 return self._send(body, "application/json")
             if path.startswith("/model/") and path.endswith(".ply"):
-                i = int(path[len("/model/"):-len(".ply")])
+                i = int(path[len("/model/") : -len(".ply")])
                 if not 0 <= i < len(self.state.models):
                     return self._not_found()
                 return self._send(self.state.models[i].ply_bytes(), "application/octet-stream")
             if path.startswith("/photo/") and path.endswith(".png"):
-                split, _, idx = path[len("/photo/"):-len(".png")].partition("/")
+                split, _, idx = path[len("/photo/") : -len(".png")].partition("/")
                 try:
                     return self._send(self.state.photo_png(split, int(idx)), "image/png")
                 except (KeyError, ValueError):
@@ -323,6 +341,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class ViewerServer(ThreadingHTTPServer):
     """The viewer's threaded HTTP server."""
+
     daemon_threads = True
     allow_reuse_address = True
 
@@ -356,8 +375,11 @@ def bind_server(host: str = LOOPBACK, port: int = DEFAULT_PORT) -> ViewerServer:
     try:
         server = Server((host, int(port)), handler, bind_and_activate=True)
     except OSError as e:
-        reason = "in use (pick another with --port, or --port 0 for any free port)" \
-            if e.errno in (98, 48, 10048) else (e.strerror or str(e))
+        reason = (
+            "in use (pick another with --port, or --port 0 for any free port)"
+            if e.errno in (98, 48, 10048)
+            else (e.strerror or str(e))
+        )
         raise UserError(f"cannot listen on {host}:{port}: {reason}") from None
     return server
 
@@ -376,8 +398,9 @@ def attach_state(server: ViewerServer, state: ViewerState) -> ViewerServer:
     return server
 
 
-def make_server(models: list[Path], data: Path | None = None, host: str = LOOPBACK,
-                port: int = DEFAULT_PORT, downscale: int = 1) -> ViewerServer:
+def make_server(
+    models: list[Path], data: Path | None = None, host: str = LOOPBACK, port: int = DEFAULT_PORT, downscale: int = 1
+) -> ViewerServer:
     """Bind, then load the models (and dataset) and return a server ready for ``serve_forever``.
 
     Args:
@@ -446,5 +469,14 @@ def is_loopback(host: str) -> bool:
     return all(ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback for i in infos)
 
 
-__all__ = ["make_server", "bind_server", "ViewerState", "load_models", "scene_to_ply_bytes", "view_command",
-           "is_loopback", "DEFAULT_PORT", "LOOPBACK"]
+__all__ = [
+    "make_server",
+    "bind_server",
+    "ViewerState",
+    "load_models",
+    "scene_to_ply_bytes",
+    "view_command",
+    "is_loopback",
+    "DEFAULT_PORT",
+    "LOOPBACK",
+]
