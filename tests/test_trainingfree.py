@@ -244,6 +244,28 @@ def test_packed_rejects_corrupt_sections():
         decode_packed(bad, meta)
 
 
+def test_packed_codebook_levels():
+    from splatdistill.formats.morton import morton_order
+
+    s = jittered(700, degree=1)
+    x = s[torch.as_tensor(morton_order(s.means.numpy()))]  # the stored order
+    err = {}
+    for levels in (16, 256, 1024):
+        sections, meta = encode_packed(s, vq_size=64, codebook_levels=levels)
+        d = decode_packed(sections, meta)
+        for name in ("scales", "sh0", "shN_levels"):
+            table = sections[name if name == "shN_levels" else f"{name}_codebook"]
+            assert 1 < len(table) <= levels, name
+        for name in ("scales", "sh0"):
+            assert sections[name].dtype == (np.uint8 if levels <= 256 else np.uint16), name
+            assert np.isin(d.params[name].numpy().reshape(-1), sections[f"{name}_codebook"]).all(), name
+        err[levels] = float((d.scales - x.scales).square().mean())
+    assert err[1024] < err[256] < err[16]  # finer tables, finer values
+    for bad in (1, 65537):
+        with pytest.raises(ValueError, match="codebook_levels"):
+            encode_packed(s, codebook_levels=bad)
+
+
 # ---- end to end ------------------------------------------------------------------------------------------
 FAST_TF = dict(importance_views=3, importance_resolution=32, eval_views=2, resolution=32, lpips=False, progress=False)
 
@@ -296,6 +318,50 @@ def test_lod_ladder(small_ply, tmp_path):
     assert s["num_gaussians"] == 2000
     sizes = [lv["sdz_bytes"] for lv in meta["levels"]]
     assert sizes == sorted(sizes, reverse=True)
+
+
+def test_codec_flags_coarsen_the_sdz_of_the_same_gaussians(small_ply, tmp_path, capsys):
+    from conftest import run_cli
+    from splatdistill.formats.container import read_container_header
+
+    args = ["compress", small_ply, "--importance-views", "2", "--resolution", "24", "--no-lpips", "--eval-views", "2"]
+    code, _, err = run_cli(capsys, *args, "--out", tmp_path / "d")
+    assert code == 0, err
+    coarse = ["--position-bits", "10", "--rotation-bits", "5", "--opacity-bits", "6", "--codebook-levels", "16"]
+    code, _, err = run_cli(capsys, *args, "--out", tmp_path / "c", *coarse)
+    assert code == 0, err
+    attrs = read_container_header(tmp_path / "c" / "model.sdz")["meta"]["attributes"]
+    assert (attrs["means"]["bits"], attrs["quats"]["bits"], attrs["opacities"]["bits"]) == (10, 5, 6)
+    d, c = load_sdz(tmp_path / "d" / "model.sdz"), load_sdz(tmp_path / "c" / "model.sdz")
+    assert len(c) == len(d) and c.sh_degree == d.sh_degree
+    assert len(np.unique(c.scales.numpy())) <= 16 < len(np.unique(d.scales.numpy()))
+    assert len(np.unique(torch.sigmoid(c.opacities).numpy().round(6))) <= 64
+    # the codec settings change only the .sdz: the reduced Gaussians (their .spz) are the same
+    assert (tmp_path / "c" / "model.spz").read_bytes() == (tmp_path / "d" / "model.spz").read_bytes()
+    sc = json.loads((tmp_path / "c" / "summary.json").read_text())
+    sd = json.loads((tmp_path / "d" / "summary.json").read_text())
+    assert sc["output_bytes"] < sd["output_bytes"] and sc["psnr"] < sd["psnr"]
+    # the preset's opacity bits are the default, an explicit --opacity-bits wins
+    assert read_container_header(tmp_path / "d" / "model.sdz")["meta"]["attributes"]["opacities"]["bits"] == 10
+
+
+@pytest.mark.parametrize(
+    "flag,value",
+    [
+        ("--position-bits", "7"),
+        ("--position-bits", "17"),
+        ("--rotation-bits", "3"),
+        ("--opacity-bits", "17"),
+        ("--codebook-levels", "1"),
+        ("--codebook-levels", "65537"),
+    ],
+)
+def test_codec_flag_ranges(small_ply, tmp_path, capsys, flag, value):
+    from conftest import assert_one_line_error, run_cli
+
+    code, _, err = run_cli(capsys, "compress", small_ply, "--out", tmp_path / "e", flag, value)
+    assert_one_line_error(code, err, flag)
+    assert not (tmp_path / "e").exists()
 
 
 def test_lod_and_flag_errors(small_ply, tmp_path, capsys):

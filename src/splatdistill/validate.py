@@ -62,6 +62,10 @@ RULES: dict[str, Rule] = {
     "lambda_gt": WEIGHT,
     "refine": COUNT,
     "importance_views": COUNT,
+    "position_bits": Rule(minimum=8, maximum=16),
+    "rotation_bits": Rule(minimum=4, maximum=16),
+    "opacity_bits": Rule(minimum=4, maximum=16),
+    "codebook_levels": Rule(minimum=2, maximum=65536),
 }
 
 

@@ -105,6 +105,14 @@ class CompressConfig:
     """training-free: moment-matched pairwise merges where they beat pruning (--no-merge: prune only)."""
     palette_size: int | None = None
     """training-free: SH-rest k-means palette size (default: 16384 / 8192 / 4096 by --quality)."""
+    position_bits: int = 16
+    """training-free: bits per position code of the packed .sdz, 8..16."""
+    rotation_bits: int = 8
+    """training-free: bits per "smallest three" rotation component of the packed .sdz, 4..16."""
+    opacity_bits: int | None = None
+    """training-free: bits per opacity code of the packed .sdz, 4..16 (default: 12 / 10 / 10 by --quality)."""
+    codebook_levels: int = 256
+    """training-free: levels of the packed .sdz's scalar codebooks (scales, SH DC, SH palette), 2..65536."""
     zstd_level: int = 19
     """zstd level of the packed .sdz."""
     lod: str | None = None

@@ -306,7 +306,13 @@ def _preflight_codec(scene: GaussianScene, s: dict, cfg, target: Path) -> None:
     probe = scene[torch.as_tensor(sorted(pick))].with_sh_degree(s["sh_degree"])
     try:
         sections, meta = encode_packed(
-            probe, vq_size=palette_size(64, len(probe)), opacity_bits=int(s["bits"]["opacities"]), seed=cfg.seed
+            probe,
+            vq_size=palette_size(64, len(probe)),
+            opacity_bits=int(s["bits"]["opacities"] if cfg.opacity_bits is None else cfg.opacity_bits),
+            position_bits=int(cfg.position_bits),
+            quat_bits=int(cfg.rotation_bits),
+            codebook_levels=int(cfg.codebook_levels),
+            seed=cfg.seed,
         )
         back = decode_packed(sections, meta)
     except UserError as e:
@@ -407,7 +413,9 @@ def compress_training_free(model_path, out_dir, cfg, *, scene: GaussianScene | N
             work = GaussianScene(**dict(scene_of(params).detach().to("cpu").items()), antialiased=aa)
             st.n_out = len(work)
 
-    opacity_bits = int(s["bits"]["opacities"])
+    opacity_bits = int(s["bits"]["opacities"] if cfg.opacity_bits is None else cfg.opacity_bits)
+    codec = {"position_bits": int(cfg.position_bits), "quat_bits": int(cfg.rotation_bits)}
+    codec["opacity_bits"], codec["codebook_levels"] = opacity_bits, int(cfg.codebook_levels)
     extra = {
         "source": model_path.name,
         "mode": "training-free",
@@ -417,9 +425,7 @@ def compress_training_free(model_path, out_dir, cfg, *, scene: GaussianScene | N
     def encode_level(scn: GaussianScene, w: np.ndarray, stem: Path, name: str, write_spz_too: bool) -> dict:
         with meter.stage(f"encode{name}", len(scn)) as st:
             k = palette_size(cfg.palette_size or PALETTE[s["quality"]], len(scn))
-            sections, meta = encode_packed(
-                scn, importance=w, vq_size=k, opacity_bits=opacity_bits, seed=cfg.seed, extra_meta=extra
-            )
+            sections, meta = encode_packed(scn, importance=w, vq_size=k, seed=cfg.seed, extra_meta=extra, **codec)
             write_container(stem.with_suffix(".sdz"), sections, meta, level=cfg.zstd_level)
             decoded = load_sdz(stem.with_suffix(".sdz"))
             write_ply(decoded, stem.with_suffix(".ply"))

@@ -22,6 +22,8 @@ codebooks; splat-transform's ``write-sog``), adapted to a byte-oriented entropy 
   uint16 label per Gaussian (SOG: a 64k-entry palette); the palette's entries share one
   256-level scalar codebook (8-bit codes), as SOG's ``shN`` centroids do. ``vq_size = 0`` stores
   the rest coefficients directly as 8-bit codes of one scalar codebook instead.
+  ``codebook_levels`` (default 256) sets the size of these scalar codebooks: fewer levels for
+  smaller files, more (up to 65536, 16-bit codes) for finer values.
 
 Every section is then zstd-compressed with the container's byte-plane filter. Decoding is exact
 given the codes: ``decode_packed(encode_packed(s))`` is deterministic, and a file's decoded scene
@@ -47,6 +49,7 @@ FORMAT = "splatdistill.gaussians.packed"
 VERSION = 1
 _SQRT1_2 = 1.0 / math.sqrt(2.0)
 _OPACITY_EPS = 1e-7
+_CODES = [np.uint8, np.uint16]  # scalar-codebook codes: uint8 up to 256 levels, uint16 above
 
 
 def _sog_t(x):
@@ -129,6 +132,7 @@ def encode_packed(
     seed: int = 0,
     extra_meta: dict | None = None,
     vq_labels: tuple[np.ndarray, np.ndarray] | None = None,
+    codebook_levels: int = 256,
 ) -> tuple[dict[str, np.ndarray], dict]:
     """The sections and metadata of a packed ``.sdz`` for ``container.write_container``.
 
@@ -142,6 +146,8 @@ def encode_packed(
         seed: Seed of the k-means (deterministic).
         extra_meta: More metadata to store.
         vq_labels: ``(palette [P, (K-1)*3], labels [N])`` to reuse a fitted palette instead of fitting one.
+        codebook_levels: Most levels of each scalar codebook (scales, SH DC, SH rest), 2..65536;
+            the codes are uint8 up to 256 levels, uint16 above.
 
     Returns:
         ``(sections, meta)``: name -> numpy array, and the metadata (``format`` = ``FORMAT``).
@@ -151,6 +157,7 @@ def encode_packed(
         ("position_bits", position_bits, 8, 16),
         ("quat_bits", quat_bits, 4, 16),
         ("opacity_bits", opacity_bits, 4, 16),
+        ("codebook_levels", codebook_levels, 2, 65536),
     ):
         if not lo <= int(b) <= hi:
             raise ValueError(f"{name} must be in {lo}..{hi}, got {b}")
@@ -181,7 +188,7 @@ def encode_packed(
     attrs["quats"] = {"encoding": "smallest_three", "bits": int(quat_bits)}
 
     for name, x in (("scales", p["scales"]), ("sh0", p["sh0"].reshape(n, 3))):
-        levels = scalar_codebook(x, 256, seed=seed)
+        levels = scalar_codebook(x, int(codebook_levels), seed=seed)
         sections[f"{name}_codebook"] = levels.astype(np.float32)
         sections[name] = scalar_assign(x, levels)
     attrs["scales"] = {"encoding": "scalar_codebook"}
@@ -204,7 +211,7 @@ def encode_packed(
         else:
             palette, labels = None, None
         if palette is not None:
-            levels = scalar_codebook(palette, 256, seed=seed)
+            levels = scalar_codebook(palette, int(codebook_levels), seed=seed)
             sections["shN_levels"] = levels.astype(np.float32)
             sections["shN_palette"] = scalar_assign(palette, levels)
             sections["shN_labels"] = labels.astype(
@@ -212,7 +219,7 @@ def encode_packed(
             )
             attrs["shN"] = {"encoding": "palette", "size": int(len(palette))}
         else:
-            levels = scalar_codebook(rest, 256, seed=seed)
+            levels = scalar_codebook(rest, int(codebook_levels), seed=seed)
             sections["shN_levels"] = levels.astype(np.float32)
             sections["shN"] = scalar_assign(rest, levels)
             attrs["shN"] = {"encoding": "scalar_codebook"}
@@ -286,8 +293,8 @@ def decode_packed(sections: dict, meta: dict) -> GaussianScene:
         if big.size and int(big.max()) > 3:
             _fail("quaternion index beyond 3")
         quats = from_smallest_three(big, _get(sections, "quats_rest", (n, 3), [np.uint8, np.uint16]), qb)
-        scales = _lookup(_levels(sections, "scales_codebook"), _get(sections, "scales", (n, 3), [np.uint8]), "scales")
-        sh0 = _lookup(_levels(sections, "sh0_codebook"), _get(sections, "sh0", (n, 3), [np.uint8]), "sh0")
+        scales = _lookup(_levels(sections, "scales_codebook"), _get(sections, "scales", (n, 3), _CODES), "scales")
+        sh0 = _lookup(_levels(sections, "sh0_codebook"), _get(sections, "sh0", (n, 3), _CODES), "sh0")
         ob = int(attrs["opacities"]["bits"])
         al = _deuniform(_get(sections, "opacities", (n,), [np.uint8, np.uint16]), ob, 0.0, 1.0)
         al = np.clip(al, _OPACITY_EPS, 1 - _OPACITY_EPS)
@@ -297,13 +304,13 @@ def decode_packed(sections: dict, meta: dict) -> GaussianScene:
             lv = _levels(sections, "shN_levels")
             if attrs["shN"]["encoding"] == "palette":
                 size = int(attrs["shN"]["size"])
-                pal = _lookup(lv, _get(sections, "shN_palette", (size, k_rest * 3), [np.uint8]), "shN palette")
+                pal = _lookup(lv, _get(sections, "shN_palette", (size, k_rest * 3), _CODES), "shN palette")
                 lab = _get(sections, "shN_labels", (n,), [np.uint8, np.uint16, np.uint32])
                 if lab.size and int(lab.max()) >= size:
                     _fail("'shN' label beyond the palette")
                 shN = pal[lab.astype(np.int64)]
             else:
-                shN = _lookup(lv, _get(sections, "shN", (n, k_rest * 3), [np.uint8]), "shN")
+                shN = _lookup(lv, _get(sections, "shN", (n, k_rest * 3), _CODES), "shN")
         else:
             shN = np.zeros((n, 0))
     except (KeyError, TypeError, ValueError) as e:
