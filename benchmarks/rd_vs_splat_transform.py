@@ -2,6 +2,7 @@
 
     PYTHONPATH=src python benchmarks/rd_vs_splat_transform.py MODEL.ply [MODEL.ply ...]
         [--out benchmarks/out/rd_vs_st] [--sh-variants] [--views 8] [--resolution 192]
+        [--point LABEL:KEY=VALUE,...] [--equal-quality] [--no-sog | --sog-timeout S]
 
 For every model: splat-transform (installed from npm into ``benchmarks/out/node_cache`` on first
 use; skipped with a message when node / npm are missing) writes SPZ, SOG (``-g cpu``),
@@ -13,8 +14,18 @@ original model and compared with the original's renders (PSNR, SSIM, LPIPS-VGG).
 Markdown table and writes ``rd.json``, ``rd.md`` and ``rd.png`` (bytes against PSNR, log scale).
 ``--sh-variants`` adds the model truncated to SH 1 and 2 (``with_sh_degree``) as further models.
 
+``--point LABEL:KEY=VALUE,...`` (repeatable) adds a training-free run with those ``CompressConfig``
+fields (``sh_degree=input`` keeps the input's degree), e.g. the top of the curve:
+``--point p0:quality=high,prune=0,sh_degree=input,rotation_bits=10``.
+
 The goal line checks, per model and per splat-transform output, whether one of our outputs of no
 more bytes is at least 1 dB better, and our time against 5x splat-transform's.
+
+``--equal-quality`` measures ``.sdz`` against ``.spz`` at the same quality: for each run of ours, the
+same reduced Gaussians are encoded again with coarser packed-codec settings (``KNOBS``: SH-palette
+share, position / rotation / opacity bits, scalar-codebook levels; searched by ``equal_quality``);
+the smallest ``.sdz`` whose PSNR is at least that run's ``.spz``'s is reported with its byte ratio.
+``--sog-timeout`` bounds splat-transform's SOG runs, ``--sog-models`` limits them to some models.
 """
 
 from __future__ import annotations
@@ -70,10 +81,14 @@ def main(argv=None) -> int:
     ap.add_argument("--sh-variants", action="store_true")
     ap.add_argument("--presets", default="high,balanced,small")
     ap.add_argument("--no-sog", action="store_true")
+    ap.add_argument("--sog-timeout", type=float, default=1800, help="seconds before a SOG run is given up")
+    ap.add_argument("--sog-models", default=None, help="comma-separated model names to run SOG on (default: all)")
+    ap.add_argument("--point", action="append", default=[], help="LABEL:KEY=VALUE,... an extra training-free run")
+    ap.add_argument("--equal-quality", action="store_true", help="smallest .sdz at the .spz's PSNR, per preset")
     a = ap.parse_args(argv)
 
     from splatdistill.cameras.camera import stack_cameras
-    from splatdistill.compress.pipeline import CompressConfig, compress_model, sample_cameras
+    from splatdistill.compress.pipeline import CompressConfig, sample_cameras
     from splatdistill.formats.io import load_model
     from splatdistill.formats.ply import write_ply
     from splatdistill.ops.lpips import LPIPSBank
@@ -93,7 +108,7 @@ def main(argv=None) -> int:
                 write_ply(scene.with_sh_degree(d), p)
                 models.append((p.stem, p, scene.with_sh_degree(d)))
 
-    all_rows = []
+    all_rows, eq_rows = [], []
     for name, path, scene in models:
         work = a.out / name
         work.mkdir(exist_ok=True)
@@ -115,46 +130,17 @@ def main(argv=None) -> int:
 
         rows = []
         ours = {}
-        for preset in a.presets.split(","):
-            od = work / f"ours_{preset}"
-            t0 = time.perf_counter()
-            summ = compress_model(
-                path, od, None, CompressConfig(quality=preset, eval_views=0, progress=False, write_spz=True)
-            )
-            sec = time.perf_counter() - t0
-            from splatdistill.formats.sdz import load_sdz
-
-            dec = load_sdz(od / "model.sdz")
-            ours[preset] = (len(dec), dec.sh_degree)
-            rows.append(
-                {
-                    "model": name,
-                    "tool": "ours",
-                    "output": f"sdz {preset}",
-                    "bytes": summ["output_bytes"],
-                    "gaussians": len(dec),
-                    "sh": dec.sh_degree,
-                    "seconds": sec,
-                    **score(dec),
-                }
-            )
-            spz = read_spz_scene(od / "model.spz")
-            if spz is not None:
-                rows.append(
-                    {
-                        "model": name,
-                        "tool": "ours",
-                        "output": f"spz {preset}",
-                        "bytes": summ["spz_bytes"],
-                        "gaussians": len(spz),
-                        "sh": spz.sh_degree,
-                        "seconds": sec,
-                        **score(spz),
-                    }
-                )
+        runs = [(p, {"quality": p}) for p in a.presets.split(",")] + [parse_point(p, scene) for p in a.point]
+        for preset, kw in runs:
+            r_sdz, r_spz, dec = run_ours(path, work / f"ours_{preset}", name, preset, kw, score)
+            if preset in a.presets.split(","):
+                ours[preset] = (len(dec), dec.sh_degree)
+            rows += [r for r in (r_sdz, r_spz) if r is not None]
+            if a.equal_quality and r_spz is not None:
+                eq_rows.append(equal_quality(path, work, name, preset, kw, r_sdz, r_spz, score))
         if cli is not None:
             outs = [("spz", "st.spz", []), ("compressed ply", "st.compressed.ply", [])]
-            if not a.no_sog:
+            if not a.no_sog and (a.sog_models is None or name in a.sog_models.split(",")):
                 outs.append(("sog", "st.sog", ["-g", "cpu"]))
             for preset, (n_g, deg) in ours.items():
                 outs.append((f"spz -H {deg} -F {n_g} ({preset})", f"st_{preset}.spz", ["-H", deg, "-F", n_g]))
@@ -165,7 +151,8 @@ def main(argv=None) -> int:
                         a_ for a_ in acts if a_ in ("-g",) or (acts.index(a_) > 0 and acts[acts.index(a_) - 1] == "-g")
                     ]
                     post = [a_ for a_ in acts if a_ not in pre]
-                    sec = run_st(cli, pre + [path] + post + [dst])
+                    tmo = a.sog_timeout if label == "sog" else 1800
+                    sec = run_st(cli, pre + [path] + post + [dst], timeout=tmo)
                     back = work / (fname + ".back.ply")
                     run_st(cli, [dst, back])
                     dec = read_back_ply(back)
@@ -200,13 +187,198 @@ def main(argv=None) -> int:
         "resolution": a.resolution,
         "rows": all_rows,
         "goal": goal,
+        "equal_quality": eq_rows,
     }
     (a.out / "rd.json").write_text(json.dumps(result, indent=1))
-    md = markdown(all_rows, goal)
+    md = markdown(all_rows, goal) + (equal_markdown(eq_rows) if eq_rows else "")
     (a.out / "rd.md").write_text(md)
     plot(all_rows, a.out / "rd.png")
     print(md)
     return 0
+
+
+# Coarser packed-codec settings tried one at a time from the preset's (--equal-quality): CompressConfig
+# field -> values, finest first; "palette" is a share of the SH palette size the preset's run used.
+KNOBS = {
+    "palette": [1 / 2, 1 / 4, 1 / 8, 1 / 16, 1 / 32, 1 / 64],
+    "position_bits": [15, 14, 13, 12, 11, 10, 9, 8],
+    "codebook_levels": [128, 64, 32, 16, 8],
+    "rotation_bits": [7, 6, 5, 4],
+    "opacity_bits": [11, 10, 9, 8, 7, 6, 5],
+}
+
+
+def parse_point(spec: str, scene):
+    """``LABEL:KEY=VALUE,...`` -> (label, CompressConfig keyword arguments)."""
+    label, _, body = spec.partition(":")
+    kw = {}
+    for item in filter(None, body.split(",")):
+        k, _, v = item.partition("=")
+        if k == "sh_degree" and v == "input":
+            kw[k] = scene.sh_degree
+        elif k == "quality":
+            kw[k] = v
+        else:
+            kw[k] = float(v) if "." in v else int(v)
+    return label, kw
+
+
+def run_ours(path, od, name, label, kw, score, spz=True):
+    """One training-free ``compress`` run: its ``.sdz`` row, ``.spz`` row (or None) and decoded scene."""
+    from splatdistill.compress.pipeline import CompressConfig, compress_model
+    from splatdistill.formats.sdz import load_sdz
+
+    t0 = time.perf_counter()
+    summ = compress_model(path, od, None, CompressConfig(eval_views=0, progress=False, write_spz=spz, **kw))
+    sec = time.perf_counter() - t0
+    dec = load_sdz(od / "model.sdz")
+    base = {"model": name, "tool": "ours", "seconds": sec}
+    r_sdz = {
+        **base,
+        "output": f"sdz {label}",
+        "bytes": summ["output_bytes"],
+        "gaussians": len(dec),
+        "sh": dec.sh_degree,
+        **score(dec),
+    }
+    spz = read_spz_scene(od / "model.spz") if spz else None
+    r_spz = None
+    if spz is not None:
+        r_spz = {
+            **base,
+            "output": f"spz {label}",
+            "bytes": summ["spz_bytes"],
+            "gaussians": len(spz),
+            "sh": spz.sh_degree,
+            **score(spz),
+        }
+    return r_sdz, r_spz, dec
+
+
+def codec_kw(choice: dict, base_palette: int) -> dict:
+    """CompressConfig fields of a knob choice (``KNOBS`` names; "palette" as a share)."""
+    kw = {k: v for k, v in choice.items() if k != "palette"}
+    if "palette" in choice:
+        kw["palette_size"] = max(1, int(round(base_palette * choice["palette"])))
+    return kw
+
+
+def equal_quality(path, work, name, label, kw, r_sdz, r_spz, score) -> dict:
+    """The smallest ``.sdz`` of the same reduced Gaussians (same prune / SH / importance, coarser
+    packed codec) whose PSNR is at least the ``.spz``'s.
+
+    Each knob of ``KNOBS`` is first coarsened alone (one run per value), giving its added squared
+    error and bytes saved; the combination saving the most bytes whose added errors sum within the
+    budget (the ``.spz``'s MSE less the default ``.sdz``'s) is then encoded for real, with the budget
+    shrunk and the search repeated while the measured PSNR falls short; from the first combination
+    that holds the PSNR, one knob at a time is coarsened further (the smallest file that still holds
+    it, each round) until no step does."""
+    import itertools
+
+    from splatdistill.compress.config import PRESETS
+    from splatdistill.compress.trainingfree import PALETTE, palette_size
+
+    quality = kw.get("quality", "balanced")
+    base_pal = palette_size(kw.get("palette_size") or PALETTE[quality], r_sdz["gaussians"])
+    mse = lambda p: 10 ** (-p / 10)  # noqa: E731 - images in [0, 1]
+    budget = mse(r_spz["psnr"]) - mse(r_sdz["psnr"])  # squared error the codec may add
+    tried, effect = [], {k: [(None, 0.0, 0)] for k in KNOBS}
+    run_no = 0
+
+    def trial(choice, spz=False):
+        nonlocal run_no
+        run_no += 1
+        od = work / f"eq_{label}_{run_no}"
+        r, _, _ = run_ours(path, od, name, label, {**kw, **codec_kw(choice, base_pal)}, score, spz=spz)
+        lab = " ".join(f"{k}={v:g}" for k, v in choice.items()) or "default"
+        tried.append({"codec": lab, "bytes": r["bytes"], "psnr": r["psnr"], "od": od})
+        print(
+            f"{name:>16} equal-quality {label:>9} {lab:>70} {r['bytes']:>9,} B {r['psnr']:6.2f} dB "
+            f"(spz {r_spz['psnr']:.2f})",
+            flush=True,
+        )
+        return tried[-1]
+
+    op_default = kw.get("opacity_bits") or PRESETS[quality].bits["opacities"]
+    if budget > 0:
+        for k, values in KNOBS.items():
+            for v in values:
+                if k == "opacity_bits" and v >= op_default:
+                    continue
+                t = trial({k: v})
+                effect[k].append((v, mse(t["psnr"]) - mse(r_sdz["psnr"]), r_sdz["bytes"] - t["bytes"]))
+                if t["psnr"] < r_spz["psnr"]:
+                    break  # coarser values of this knob alone already miss the target
+    best = None
+    if r_sdz["psnr"] >= r_spz["psnr"]:
+        best = {"codec": "default", "bytes": r_sdz["bytes"], "psnr": r_sdz["psnr"], "od": work / f"ours_{label}"}
+    for shrink in (1.0, 0.7, 0.5, 0.3) if budget > 0 else ():
+        combos = []
+        for combo in itertools.product(*effect.values()):
+            err, saved = sum(c[1] for c in combo), sum(c[2] for c in combo)
+            if err <= shrink * budget:
+                combos.append((saved, combo))
+        saved, combo = max(combos, key=lambda c: c[0])
+        choice = {k: c[0] for k, c in zip(effect, combo) if c[0] is not None}
+        if not choice:
+            break
+        t = trial(choice, spz=True)
+        if t["psnr"] >= r_spz["psnr"]:
+            if best is None or t["bytes"] < best["bytes"]:
+                best = t
+            # then coarsen one knob at a time from there while the PSNR holds
+            while True:
+                steps = []
+                for k, values in KNOBS.items():
+                    cur = choice.get(k)
+                    nxt = [
+                        v for v in values if (cur is None or v < cur) and not (k == "opacity_bits" and v >= op_default)
+                    ]
+                    if nxt:
+                        steps.append({**choice, k: nxt[0]})
+                found = [(c, trial(c, spz=True)) for c in steps]
+                found = [(c, t) for c, t in found if t["psnr"] >= r_spz["psnr"] and t["bytes"] < best["bytes"]]
+                if not found:
+                    break
+                choice, best = min(found, key=lambda ct: ct[1]["bytes"])
+            best["same_gaussians"] = (best["od"] / "model.spz").read_bytes() == (
+                work / f"ours_{label}" / "model.spz"
+            ).read_bytes()
+            break
+    for t in [*tried, *([best] if best else [])]:
+        t["od"] = str(t["od"])
+    if best is not None:
+        best.setdefault("same_gaussians", True)
+    return {
+        "model": name,
+        "preset": label,
+        "spz_bytes": r_spz["bytes"],
+        "spz_psnr": r_spz["psnr"],
+        "sdz_default_bytes": r_sdz["bytes"],
+        "sdz_default_psnr": r_sdz["psnr"],
+        "tried": tried,
+        "best": best,
+        "ratio": None if best is None else best["bytes"] / r_spz["bytes"],
+    }
+
+
+def equal_markdown(eq) -> str:
+    f = lambda v, s: "n/a" if v is None else format(v, s)  # noqa: E731
+    lines = [
+        "",
+        "| model | preset | .spz bytes | .spz PSNR | .sdz default bytes / PSNR | smallest .sdz with PSNR ≥ .spz | "
+        "its bytes | its PSNR | .sdz / .spz | same Gaussians |",
+        "|---|---|---:|---:|---:|---|---:|---:|---:|---|",
+    ]
+    for e in eq:
+        b = e["best"] or {}
+        lines.append(
+            f"| {e['model']} | {e['preset']} | {e['spz_bytes']:,} | {e['spz_psnr']:.2f} | "
+            f"{e['sdz_default_bytes']:,} / {e['sdz_default_psnr']:.2f} | {b.get('codec', 'none')} | "
+            f"{f(b.get('bytes'), ',')} | {f(b.get('psnr'), '.2f')} | {f(e['ratio'], '.2f')} | "
+            f"{'yes' if b.get('same_gaussians') else 'n/a' if not b else 'no'} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def read_back_ply(path: Path):

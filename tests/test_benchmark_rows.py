@@ -34,3 +34,37 @@ def test_row_is_a_distinct_valid_student(row):
         assert cfg.lambda_kd == TEACHER_WEIGHT, f"row {row} trains without the teacher term"
     others = [name for name in ROWS if name != row and replace(StudentConfig(), **ROWS[name]) == cfg]
     assert not others, f"rows {row} and {others} train the same student"
+
+
+def _rd_module():
+    path = SCRIPT.parent / "rd_vs_splat_transform.py"
+    spec = importlib.util.spec_from_file_location("rd_vs_splat_transform", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rd_benchmark_codec_knobs_are_valid_compress_settings():
+    """Every coarser codec setting the equal-quality search tries is one ``compress`` accepts, and
+    coarser than the default; ``--point`` specs parse into settings too."""
+    from helpers import random_scene
+    from splatdistill.compress.config import CompressConfig
+    from splatdistill.validate import check_config
+
+    rd = _rd_module()
+    default = CompressConfig()
+    for knob, values in rd.KNOBS.items():
+        assert values == sorted(values, reverse=True), knob
+        for v in values:
+            kw = rd.codec_kw({knob: v}, 1000)
+            cfg = replace(default, **kw)
+            check_config(cfg)
+            if knob == "palette":
+                assert 1 <= kw["palette_size"] < 1000
+            else:
+                assert v < getattr(default, knob) if getattr(default, knob) is not None else v < 16
+    scene = random_scene(50, degree=2)
+    label, kw = rd.parse_point("p0:quality=high,prune=0,sh_degree=input,rotation_bits=10", scene)
+    assert label == "p0" and kw == {"quality": "high", "prune": 0, "sh_degree": 2, "rotation_bits": 10}
+    check_config(replace(default, **kw))
+    assert replace(default, **kw).settings(scene.sh_degree)["prune"] == 0.0
