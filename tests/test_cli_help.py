@@ -381,3 +381,24 @@ def test_every_teacher_training_setting_is_a_distill_flag():
     ):
         assert f"--teacher.{hidden}" not in flags
     assert "--teacher.strategy" in flags and "--teacher-iterations" in flags
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--data", "d", "--position-bits", "12"], "--position-bits"),
+        (["--data", "d", "--lod", "1,0.5"], "--lod"),
+        (["--no-training-free", "--palette-size", "64"], "--palette-size"),
+        (["--no-training-free", "--refine", "5"], "--refine"),
+    ],
+)
+def test_training_free_settings_on_the_fine_tuning_path_are_refused(capsys, tmp_path, monkeypatch, extra, needle):
+    """A training-free-only setting would be ignored with --data or --no-training-free: refused before any work."""
+    from helpers import write_model
+
+    monkeypatch.chdir(tmp_path)
+    write_model(tmp_path / "m.ply")
+    (tmp_path / "d").mkdir()
+    code, _, err = run_cli(capsys, "compress", "m.ply", "--out", "o", *extra)
+    assert_one_line_error(code, err, needle, "training-free")
+    assert not (tmp_path / "o").exists()

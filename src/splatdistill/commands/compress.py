@@ -10,7 +10,8 @@ import tyro
 
 from splatdistill.commands.common import STAGING, Pos, abs_path, run_staged
 from splatdistill.compress.config import CompressConfig
-from splatdistill.validate import COUNT, Rule, check_config
+from splatdistill.errors import UserError
+from splatdistill.validate import COUNT, Rule, check_config, flag
 
 OWNED = (
     "model.sdz",
@@ -31,6 +32,22 @@ OWNED = (
 """The files of a compression in its folder (removed by --overwrite)."""
 RULES = {"iterations": COUNT, "resolution": Rule(minimum=8)}
 """This command's ranges where they differ from the shared ones (``validate.RULES``)."""
+
+
+TRAINING_FREE_ONLY = (
+    "refine",
+    "importance_views",
+    "importance_resolution",
+    "merge",
+    "palette_size",
+    "position_bits",
+    "rotation_bits",
+    "opacity_bits",
+    "codebook_levels",
+    "zstd_level",
+    "lod",
+)
+"""Settings only the training-free path reads (compress/trainingfree.py)."""
 
 
 @dataclass
@@ -73,12 +90,24 @@ class CompressCommand:
         from splatdistill.commands.runs import run_folder
 
         check_config(self, RULES)
+        self.check_path_flags()
         cfg = self.config()
         config = {"model": abs_path(self.model), "data": abs_path(self.data), "sweep": self.sweep, **asdict(cfg)}
         config.pop("device", None)
         config.pop("progress", None)
         with run_folder(self.out, "compress", config, owned=OWNED, overwrite=self.overwrite, can_resume=False):
             run_staged(self.out, lambda staging: self.compress(staging, cfg))
+
+    def check_path_flags(self) -> None:
+        """Refuse a training-free setting given to the fine-tuning path (--data or --no-training-free),
+        where it would be ignored, before any work."""
+        if self.data is None and self.training_free:
+            return
+        default = CompressConfig()
+        for name in TRAINING_FREE_ONLY:
+            if getattr(self.cfg, name) != getattr(default, name):
+                why = "--data" if self.data is not None else "--no-training-free"
+                raise UserError(f"applies to the training-free path only, not with {why}", flag(name))
 
     def compress(self, staging: Path, cfg: CompressConfig) -> None:
         """Compress into ``staging`` and print what OUT will hold."""
