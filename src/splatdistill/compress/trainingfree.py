@@ -292,6 +292,17 @@ def palette_size(preset_k: int, n: int) -> int:
 
 
 # ---- the whole job ------------------------------------------------------------------------------------
+def codec_settings(s: dict, cfg) -> dict:
+    """The packed codec's precision for this run (``encode_packed`` keyword arguments): the flags,
+    the opacity bits of the preset where --opacity-bits is not given."""
+    return {
+        "position_bits": int(cfg.position_bits),
+        "quat_bits": int(cfg.rotation_bits),
+        "opacity_bits": int(s["bits"]["opacities"] if cfg.opacity_bits is None else cfg.opacity_bits),
+        "codebook_levels": int(cfg.codebook_levels),
+    }
+
+
 def _preflight_codec(scene: GaussianScene, s: dict, cfg, target: Path) -> None:
     """Before any work: the packed codec stores (and gives back) a probe of the model with the run's
     SH degree: the Gaussians at the extremes of every coordinate, scale and opacity, and a sample."""
@@ -308,11 +319,8 @@ def _preflight_codec(scene: GaussianScene, s: dict, cfg, target: Path) -> None:
         sections, meta = encode_packed(
             probe,
             vq_size=palette_size(64, len(probe)),
-            opacity_bits=int(s["bits"]["opacities"] if cfg.opacity_bits is None else cfg.opacity_bits),
-            position_bits=int(cfg.position_bits),
-            quat_bits=int(cfg.rotation_bits),
-            codebook_levels=int(cfg.codebook_levels),
             seed=cfg.seed,
+            **codec_settings(s, cfg),
         )
         back = decode_packed(sections, meta)
     except UserError as e:
@@ -413,9 +421,7 @@ def compress_training_free(model_path, out_dir, cfg, *, scene: GaussianScene | N
             work = GaussianScene(**dict(scene_of(params).detach().to("cpu").items()), antialiased=aa)
             st.n_out = len(work)
 
-    opacity_bits = int(s["bits"]["opacities"] if cfg.opacity_bits is None else cfg.opacity_bits)
-    codec = {"position_bits": int(cfg.position_bits), "quat_bits": int(cfg.rotation_bits)}
-    codec["opacity_bits"], codec["codebook_levels"] = opacity_bits, int(cfg.codebook_levels)
+    codec = codec_settings(s, cfg)
     extra = {
         "source": model_path.name,
         "mode": "training-free",
