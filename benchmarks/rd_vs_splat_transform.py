@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -65,10 +67,19 @@ def splat_transform_cli() -> list[str] | None:
 
 
 def run_st(cli, args, timeout=1800) -> float:
+    # -F (decimation) runs on a WebGPU adapter; without a GPU, Mesa's software Vulkan driver (lavapipe,
+    # Mesa >= 23) serves as one. Its loader wants XDG_RUNTIME_DIR, which a bare shell may not set.
+    env = dict(os.environ)
+    env.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
     t0 = time.perf_counter()
-    r = subprocess.run(cli + ["-q", "-w"] + [str(a) for a in args], capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run(
+        cli + ["-q", "-w"] + [str(a) for a in args], capture_output=True, text=True, timeout=timeout, env=env
+    )
     if r.returncode != 0:
-        raise RuntimeError(f"splat-transform {' '.join(map(str, args))} failed: {r.stderr[-800:]}")
+        hint = ""
+        if "-F" in map(str, args) and "adapter" in (r.stderr + r.stdout).lower():
+            hint = " (-F needs a WebGPU adapter: a GPU, or Mesa's lavapipe >= 23 on a CPU-only machine)"
+        raise RuntimeError(f"splat-transform {' '.join(map(str, args))} failed{hint}: {r.stderr[-800:]}")
     return time.perf_counter() - t0
 
 
@@ -275,11 +286,22 @@ def equal_quality(path, work, name, label, kw, r_sdz, r_spz, score) -> dict:
     it, each round) until no step does."""
     import itertools
 
-    from splatdistill.compress.config import PRESETS
-    from splatdistill.compress.trainingfree import PALETTE, palette_size
+    from splatdistill.compress.trainingfree import CODEC, PALETTE, POINTS_PER_CODEWORD, palette_size
 
     quality = kw.get("quality", "balanced")
-    base_pal = palette_size(kw.get("palette_size") or PALETTE[quality], r_sdz["gaussians"])
+    if kw.get("palette_size"):
+        base_pal = palette_size(kw["palette_size"], r_sdz["gaussians"])
+    else:
+        base_pal = palette_size(PALETTE[quality], r_sdz["gaussians"], POINTS_PER_CODEWORD[quality])
+    # the run's own codec (the preset's, or the point's flags): only coarser values are tried
+    run_codec = {
+        "position_bits": CODEC[quality]["position_bits"],
+        "rotation_bits": CODEC[quality]["quat_bits"],
+        "codebook_levels": CODEC[quality]["codebook_levels"],
+        "opacity_bits": CODEC[quality]["opacity_bits"],
+    }
+    run_codec.update({k: v for k, v in kw.items() if k in run_codec})
+    finer = lambda k, v: k in run_codec and v >= run_codec[k]  # noqa: E731 - not a coarsening
     mse = lambda p: 10 ** (-p / 10)  # noqa: E731 - images in [0, 1]
     budget = mse(r_spz["psnr"]) - mse(r_sdz["psnr"])  # squared error the codec may add
     tried, effect = [], {k: [(None, 0.0, 0)] for k in KNOBS}
@@ -299,11 +321,10 @@ def equal_quality(path, work, name, label, kw, r_sdz, r_spz, score) -> dict:
         )
         return tried[-1]
 
-    op_default = kw.get("opacity_bits") or PRESETS[quality].bits["opacities"]
     if budget > 0:
         for k, values in KNOBS.items():
             for v in values:
-                if k == "opacity_bits" and v >= op_default:
+                if finer(k, v):
                     continue
                 t = trial({k: v})
                 effect[k].append((v, mse(t["psnr"]) - mse(r_sdz["psnr"]), r_sdz["bytes"] - t["bytes"]))
@@ -331,9 +352,7 @@ def equal_quality(path, work, name, label, kw, r_sdz, r_spz, score) -> dict:
                 steps = []
                 for k, values in KNOBS.items():
                     cur = choice.get(k)
-                    nxt = [
-                        v for v in values if (cur is None or v < cur) and not (k == "opacity_bits" and v >= op_default)
-                    ]
+                    nxt = [v for v in values if (cur is None or v < cur) and not finer(k, v)]
                     if nxt:
                         steps.append({**choice, k: nxt[0]})
                 found = [(c, trial(c, spz=True)) for c in steps]

@@ -3,7 +3,11 @@ evaluated on the test split by PSNR and SSIM (no LPIPS: it dominates the time of
 Prints one JSON line.
 
     python benchmarks/student_rows.py DATA --teachers T1 [T2 ...] --row gt|kd|pseudo|far|anneal|alpha|agreement
-        [--train-views N] [--downscale F] [--iterations N] [--keep 0.12] [--seed S] --out DIR
+        [--train-views N] [--downscale F] [--iterations N] [--keep 0.12] [--seed S] [--set KEY=VALUE ...]
+        --out DIR
+
+``--set`` overrides any ``StudentConfig`` field on top of the row (e.g. ``--set kd_anneal=0.75``), for
+variants of a row without a new entry in ``ROWS``.
 """
 
 from __future__ import annotations
@@ -46,10 +50,12 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", type=float, default=0.12)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a StudentConfig field")
     a = ap.parse_args(argv)
+    overrides = dict(parse_set(item) for item in a.set)
     ds = with_train_views(load_dataset(a.data, downscale=a.downscale), a.train_views)
     plys = [t / "point_cloud.ply" if t.is_dir() else t for t in a.teachers]
-    cfg = replace(StudentConfig(iterations=a.iterations, keep=a.keep, seed=a.seed), **ROWS[a.row])
+    cfg = replace(StudentConfig(iterations=a.iterations, keep=a.keep, seed=a.seed), **{**ROWS[a.row], **overrides})
     t0 = time.perf_counter()
     n_pseudo = len(ds.split("train"))
     scene, _ = train_student(ds, plys if cfg.lambda_kd > 0 else [], plys[0], cfg, a.out, "cpu", n_pseudo, False)
@@ -59,6 +65,7 @@ def main(argv=None) -> int:
         json.dumps(
             {
                 "row": a.row,
+                "set": overrides,
                 "seed": a.seed,
                 "train_views": len(ds.split("train")),
                 "psnr": m["psnr"],
@@ -69,6 +76,22 @@ def main(argv=None) -> int:
         )
     )
     return 0
+
+
+def parse_set(item: str) -> tuple[str, object]:
+    """``KEY=VALUE`` -> (a StudentConfig field, the value typed as the field's default)."""
+    key, sep, value = item.partition("=")
+    fields = StudentConfig.__dataclass_fields__
+    if not sep or key not in fields:
+        raise SystemExit(f"student_rows: --set {item!r}: expected KEY=VALUE with KEY a StudentConfig field")
+    default = getattr(StudentConfig(), key)
+    if isinstance(default, bool):
+        return key, value.lower() in ("1", "true", "yes")
+    if isinstance(default, int):
+        return key, int(value)
+    if isinstance(default, float) or default is None:  # None: an optional number (teacher_margin_db)
+        return key, float(value)
+    return key, value
 
 
 if __name__ == "__main__":

@@ -46,9 +46,10 @@ def _rd_module():
 
 def test_rd_benchmark_codec_knobs_are_valid_compress_settings():
     """Every coarser codec setting the equal-quality search tries is one ``compress`` accepts, and
-    coarser than the default; ``--point`` specs parse into settings too."""
+    coarser than the finest preset codec (high's); ``--point`` specs parse into settings too."""
     from helpers import random_scene
     from splatdistill.compress.config import CompressConfig
+    from splatdistill.compress.trainingfree import CODEC
     from splatdistill.validate import check_config
 
     rd = _rd_module()
@@ -62,9 +63,22 @@ def test_rd_benchmark_codec_knobs_are_valid_compress_settings():
             if knob == "palette":
                 assert 1 <= kw["palette_size"] < 1000
             else:
-                assert v < getattr(default, knob) if getattr(default, knob) is not None else v < 16
+                finest = {**CODEC["high"], "rotation_bits": CODEC["high"]["quat_bits"]}[knob]
+                assert v < finest, knob  # coarser than the finest preset codec
     scene = random_scene(50, degree=2)
     label, kw = rd.parse_point("p0:quality=high,prune=0,sh_degree=input,rotation_bits=10", scene)
     assert label == "p0" and kw == {"quality": "high", "prune": 0, "sh_degree": 2, "rotation_bits": 10}
     check_config(replace(default, **kw))
     assert replace(default, **kw).settings(scene.sh_degree)["prune"] == 0.0
+
+
+def test_set_overrides_are_typed_like_the_field():
+    spec = importlib.util.spec_from_file_location("student_rows", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.parse_set("kd_anneal=0.75") == ("kd_anneal", 0.75)
+    assert module.parse_set("iterations=500") == ("iterations", 500)
+    assert module.parse_set("teacher_margin_db=0.5") == ("teacher_margin_db", 0.5)
+    assert module.parse_set("kd_views=pseudo") == ("kd_views", "pseudo")
+    with pytest.raises(SystemExit):
+        module.parse_set("no_such_field=1")

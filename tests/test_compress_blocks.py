@@ -12,12 +12,20 @@ import zlib
 import numpy as np
 import pytest
 import torch
+import zstandard
 
 from helpers import clustered_scene
 from splatdistill.errors import UserError
 from splatdistill.formats import container as C
 from splatdistill.formats.container import read_container, read_container_header, write_container
-from splatdistill.formats.morton import morton_codes, morton_order, spread_bits
+from splatdistill.formats.morton import (
+    compact_bits,
+    deinterleave,
+    interleave,
+    morton_codes,
+    morton_order,
+    spread_bits,
+)
 from splatdistill.formats.quantize import (
     dequantize,
     fp16_error_bound,
@@ -52,6 +60,19 @@ def test_spread_bits_matches_bitwise_reference():
         for i in range(21):
             ref |= ((a >> i) & 1) << (3 * i)
         assert b == ref
+
+
+def test_interleave_round_trips_and_matches_the_bitwise_layout():
+    rng = np.random.default_rng(2)
+    c = rng.integers(0, 1 << 21, (500, 3), dtype=np.uint64)
+    keys = interleave(c)
+    np.testing.assert_array_equal(deinterleave(keys), c)
+    np.testing.assert_array_equal(compact_bits(spread_bits(c[:, 0])), c[:, 0])
+    for (x, y, z), k in zip(c[:20].tolist(), keys[:20].tolist()):
+        ref = 0
+        for i in range(21):
+            ref |= ((x >> i) & 1) << (3 * i) | ((y >> i) & 1) << (3 * i + 1) | ((z >> i) & 1) << (3 * i + 2)
+        assert k == ref
 
 
 def test_morton_grid_order_is_z_order():
@@ -294,7 +315,11 @@ def test_container_corruption_is_a_user_error(tmp_path):
     _expect_error(tmp_path, flip(data, 13), "header checksum")  # the stored CRC itself
     _expect_error(tmp_path, b"PK\x03\x04" + data[4:], "magic")
     _expect_error(tmp_path, data[:4] + struct.pack("<H", 2) + data[6:], "version 2")
-    _expect_error(tmp_path, data[:6] + struct.pack("<H", 1) + data[8:], "flags")
+    _expect_error(tmp_path, data[:6] + struct.pack("<H", 2) + data[8:], "flags")
+    # the compressed header read as plain JSON (its flag cleared), and a header frame that is not zstd
+    _expect_error(tmp_path, data[:6] + struct.pack("<H", 0) + data[8:], "not valid JSON")
+    junk = b"\x28\xb5\x2f\xfd" + b"\x00" * 12
+    _expect_error(tmp_path, data[:8] + struct.pack("<II", len(junk), zlib.crc32(junk)) + junk, "does not decompress")
     for cut in (2, 10, 16 + hlen // 2, payload + 1, len(data) - 1):
         _expect_error(tmp_path, data[:cut], "truncated|magic")
     _expect_error(tmp_path, b"", "magic")
@@ -313,14 +338,32 @@ def test_container_every_single_byte_flip_is_caught(tmp_path):
             C.decode_container(bad, "x.sdz")
 
 
+def _header_json(data: bytes) -> dict:
+    hlen = struct.unpack_from("<I", data, 8)[0]
+    assert struct.unpack_from("<H", data, 6)[0] == C.FLAG_ZSTD_HEADER  # writers compress the header
+    return json.loads(zstandard.ZstdDecompressor().decompress(data[16 : 16 + hlen]))
+
+
 def _rewrite_header(data: bytes, edit) -> bytes:
     """A file whose header is edited and whose header CRC is recomputed (a consistent-looking
-    header with wrong contents, as a buggy writer would produce)."""
+    header with wrong contents, as a buggy writer would produce), stored as plain JSON (flags 0,
+    the layout of files written before the header was compressed)."""
     hlen = struct.unpack_from("<I", data, 8)[0]
-    header = json.loads(data[16 : 16 + hlen])
+    header = _header_json(data)
     hb = edit(header)
     hb = hb if isinstance(hb, bytes) else json.dumps(header).encode()
-    return data[:8] + struct.pack("<II", len(hb), zlib.crc32(hb)) + hb + data[16 + hlen :]
+    return data[:6] + struct.pack("<HII", 0, len(hb), zlib.crc32(hb)) + hb + data[16 + hlen :]
+
+
+def test_container_reads_a_plain_json_header_as_well(tmp_path):
+    """Files written with an uncompressed header (flags 0) decode to the same arrays and metadata."""
+    path, data = _small_container(tmp_path)
+    plain = _rewrite_header(data, lambda h: None)
+    assert len(plain) > len(data)  # compressing the header saved bytes even on this tiny file
+    a, meta_a = C.decode_container(data, "a.sdz")
+    b, meta_b = C.decode_container(plain, "b.sdz")
+    assert meta_a == meta_b == {"k": 1}
+    assert list(a) == list(b) and all(a[k].tobytes() == b[k].tobytes() for k in a)
 
 
 def test_container_inconsistent_header_is_a_user_error(tmp_path):

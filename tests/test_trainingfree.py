@@ -198,6 +198,14 @@ def test_smallest_three_round_trip():
     assert np.all(dots > 1 - 1e-5)
 
 
+def _sources(decoded, scene):
+    """``scene`` in the decoded file's order (a permutation along the Morton curve): each decoded
+    Gaussian matched to its nearest source, which must be a bijection."""
+    idx = torch.cdist(decoded.means.double(), scene.means.double()).argmin(1)
+    assert len(set(idx.tolist())) == len(scene)
+    return scene[idx]
+
+
 @pytest.mark.parametrize("degree", [0, 1, 2, 3])
 def test_packed_codec_every_degree_and_empty(degree, tmp_path):
     from splatdistill.formats.container import write_container
@@ -206,9 +214,7 @@ def test_packed_codec_every_degree_and_empty(degree, tmp_path):
     sections, meta = encode_packed(s, vq_size=64, opacity_bits=10)
     d = decode_packed(sections, meta)
     assert len(d) == 700 and d.sh_degree == degree
-    from splatdistill.formats.morton import morton_order
-
-    ref = s[torch.as_tensor(morton_order(s.means.numpy()))]  # the stored order
+    ref = _sources(d, s)
     assert torch.allclose(d.means, ref.means, atol=1e-4)  # 16-bit log-uniform codes on a unit box
     assert torch.allclose(torch.sigmoid(d.opacities), torch.sigmoid(ref.opacities), atol=0.5 / 1023 + 1e-6)
     qr = ref.quats / ref.quats.norm(dim=1, keepdim=True)
@@ -244,15 +250,49 @@ def test_packed_rejects_corrupt_sections():
         decode_packed(bad, meta)
 
 
-def test_packed_codebook_levels():
-    from splatdistill.formats.morton import morton_order
+def test_packed_positions_as_sorted_morton_gaps(tmp_path):
+    """Positions are stored as gaps between sorted Morton codes: smaller than the per-axis differences
+    along the curve on a clustered scene, files with those differences (written before) still decode to
+    the same scene, and a corrupt gap is a user error."""
+    from helpers import clustered_scene
+    from splatdistill.formats.container import encode_container
+    from splatdistill.formats.morton import deinterleave
 
+    s = clustered_scene(3000, degree=1)
+    sections, meta = encode_packed(s, vq_size=64, position_bits=12)
+    assert meta["attributes"]["means"]["encoding"] == "sog_log_uniform_morton_gaps"
+    keys = np.cumsum(sections["means_gaps"], dtype=np.uint64)
+    assert (np.diff(keys.astype(np.float64)) >= 0).all()  # the file is sorted along the curve
+    codes = deinterleave(keys).astype(np.int64)
+    legacy = {k: v for k, v in sections.items() if k != "means_gaps"}
+    legacy["means_delta"] = (np.diff(codes, axis=0, prepend=np.zeros((1, 3), np.int64)) % (1 << 16)).astype(np.uint16)
+    old_meta = json.loads(json.dumps(meta))
+    old_meta["attributes"]["means"]["encoding"] = "sog_log_uniform_delta"
+    new, old = decode_packed(sections, meta), decode_packed(legacy, old_meta)
+    for k, v in new.items():
+        assert torch.equal(v, old.params[k]), k
+    size = lambda name, sec: len(encode_container({name: sec[name]}))  # noqa: E731
+    assert size("means_gaps", sections) < 0.9 * size("means_delta", legacy)
+    bad = dict(sections, means_gaps=sections["means_gaps"].copy())
+    bad["means_gaps"][5] = np.uint64(1 << 40)
+    with pytest.raises(UserError, match="beyond"):
+        decode_packed(bad, meta)
+    wrap = dict(sections, means_gaps=np.full(len(s), (1 << 36) - 1, np.uint64))  # each valid, the sum too big
+    with pytest.raises(UserError, match="beyond their bit count"):
+        decode_packed(wrap, meta)
+    unknown = json.loads(json.dumps(meta))
+    unknown["attributes"]["means"]["encoding"] = "nope"
+    with pytest.raises(UserError, match="unknown position encoding"):
+        decode_packed(sections, unknown)
+
+
+def test_packed_codebook_levels():
     s = jittered(700, degree=1)
-    x = s[torch.as_tensor(morton_order(s.means.numpy()))]  # the stored order
     err = {}
     for levels in (16, 256, 1024):
         sections, meta = encode_packed(s, vq_size=64, codebook_levels=levels)
         d = decode_packed(sections, meta)
+        x = _sources(d, s)
         for name in ("scales", "sh0", "shN_levels"):
             table = sections[name if name == "shN_levels" else f"{name}_codebook"]
             assert 1 < len(table) <= levels, name
@@ -341,8 +381,13 @@ def test_codec_flags_coarsen_the_sdz_of_the_same_gaussians(small_ply, tmp_path, 
     sc = json.loads((tmp_path / "c" / "summary.json").read_text())
     sd = json.loads((tmp_path / "d" / "summary.json").read_text())
     assert sc["output_bytes"] < sd["output_bytes"] and sc["psnr"] < sd["psnr"]
-    # the preset's opacity bits are the default, an explicit --opacity-bits wins
-    assert read_container_header(tmp_path / "d" / "model.sdz")["meta"]["attributes"]["opacities"]["bits"] == 10
+    # the preset's codec is the default (balanced: 14-bit positions, 7-bit rotations, 9-bit opacity), a flag wins
+    from splatdistill.compress.trainingfree import CODEC
+
+    dattrs = read_container_header(tmp_path / "d" / "model.sdz")["meta"]["attributes"]
+    assert (dattrs["means"]["bits"], dattrs["quats"]["bits"], dattrs["opacities"]["bits"]) == (14, 7, 9)
+    assert CODEC["balanced"] == {"position_bits": 14, "quat_bits": 7, "codebook_levels": 128, "opacity_bits": 9}
+    assert len(np.unique(d.scales.numpy())) <= 128
 
 
 @pytest.mark.parametrize(
@@ -504,3 +549,27 @@ def test_cli_training_free_default_and_opt_out(small_ply, tmp_path, capsys):
     )
     assert code == 0, err
     assert json.loads((tmp_path / "b" / "summary.json").read_text())["mode"] == "data-free"
+
+
+def test_cli_compress_without_evaluation_writes_its_outputs(small_ply, tmp_path, capsys):
+    """``--eval-views 0`` renders nothing to score: the command still finishes and says so."""
+    from conftest import run_cli
+
+    out = tmp_path / "o"
+    code, stdout, err = run_cli(
+        capsys,
+        "compress",
+        small_ply,
+        "--importance-views",
+        "2",
+        "--resolution",
+        "24",
+        "--eval-views",
+        "0",
+        "--out",
+        out,
+    )
+    assert code == 0, err
+    assert "not evaluated (--eval-views 0)" in stdout
+    s = json.loads((out / "summary.json").read_text())
+    assert s["psnr"] is None and s["num_gaussians"] == len(load_sdz(out / "model.sdz"))

@@ -120,10 +120,13 @@ class CompressCommand:
             return
         s = compress_model(model, staging, data, cfg)
         lp = "n/a" if s["lpips_vgg"] is None else f"{s['lpips_vgg']:.4f}"
+        if s["psnr"] is None:  # --eval-views 0: nothing was rendered to score
+            quality = "not evaluated (--eval-views 0)"
+        else:
+            quality = f"PSNR {s['psnr']:.2f} dB, LPIPS-VGG {lp} on {s['evaluated_on']}"
         print(
             f"{s['num_gaussians_input']} -> {s['num_gaussians']} Gaussians, {s['input_bytes'] / 1e6:.2f} MB -> "
-            f"{s['output_bytes'] / 1e6:.3f} MB ({s['ratio']:.1f}x); PSNR {s['psnr']:.2f} dB, LPIPS-VGG {lp} "
-            f"on {s['evaluated_on']}"
+            f"{s['output_bytes'] / 1e6:.3f} MB ({s['ratio']:.1f}x); {quality}"
         )
         conf = s["stages"].get("prune", {}).get("policy_stats", {}).get("mean_confidence")
         if conf is not None:

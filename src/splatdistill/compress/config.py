@@ -104,15 +104,18 @@ class CompressConfig:
     merge: bool = True
     """training-free: moment-matched pairwise merges where they beat pruning (--no-merge: prune only)."""
     palette_size: int | None = None
-    """training-free: SH-rest k-means palette size (default: 16384 / 8192 / 4096 by --quality)."""
-    position_bits: int = 16
-    """training-free: bits per position code of the packed .sdz, 8..16."""
-    rotation_bits: int = 8
-    """training-free: bits per "smallest three" rotation component of the packed .sdz, 4..16."""
+    """training-free: SH-rest k-means palette size (default by --quality: 16384 / 8192 / 4096, at most one
+    per 8 / 8 / 32 Gaussians)."""
+    position_bits: int | None = None
+    """training-free: bits per position code of the packed .sdz, 8..16 (default: 16 / 14 / 12 by --quality)."""
+    rotation_bits: int | None = None
+    """training-free: bits per "smallest three" rotation component of the packed .sdz, 4..16 (default:
+    8 / 7 / 6 by --quality)."""
     opacity_bits: int | None = None
-    """training-free: bits per opacity code of the packed .sdz, 4..16 (default: 12 / 10 / 10 by --quality)."""
-    codebook_levels: int = 256
-    """training-free: levels of the packed .sdz's scalar codebooks (scales, SH DC, SH palette), 2..65536."""
+    """training-free: bits per opacity code of the packed .sdz, 4..16 (default: 12 / 9 / 8 by --quality)."""
+    codebook_levels: int | None = None
+    """training-free: levels of the packed .sdz's scalar codebooks (scales, SH DC, SH palette), 2..65536
+    (default: 256 / 128 / 64 by --quality)."""
     zstd_level: int = 19
     """zstd level of the packed .sdz."""
     lod: str | None = None

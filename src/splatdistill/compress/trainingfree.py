@@ -50,9 +50,20 @@ from splatdistill.fileio import write_json_atomic
 from splatdistill.render.cpu_kernels import ALPHA_MAX, ALPHA_MIN, T_MIN, _pixel_range
 from splatdistill.scene.gaussians import GaussianScene
 
-# Training-free settings per preset: the SH palette size (k-means codewords for the SH rest).
+# Training-free settings per preset: the SH palette size (k-means codewords for the SH rest), at
+# most one codeword per POINTS_PER_CODEWORD Gaussians (an explicit --palette-size: per 8).
 PALETTE = {"high": 16384, "balanced": 8192, "small": 4096}
-_POINTS_PER_CODEWORD = 8  # at most one palette entry per this many Gaussians
+POINTS_PER_CODEWORD = {"high": 8, "balanced": 8, "small": 32}
+_MIN_POINTS_PER_CODEWORD = 8
+# The packed codec's precision per preset where no flag sets it (``encode_packed`` keywords). high is
+# the finest (16-bit positions, 8-bit rotations, 256-level tables, 12-bit opacity); balanced and small
+# spend fewer bits where their reduction's own error dominates, so that their .sdz is no larger than
+# the .spz of the same Gaussians and still above it in quality (docs/benchmarks.md, "Preset codecs").
+CODEC = {
+    "high": {"position_bits": 16, "quat_bits": 8, "codebook_levels": 256, "opacity_bits": 12},
+    "balanced": {"position_bits": 14, "quat_bits": 7, "codebook_levels": 128, "opacity_bits": 9},
+    "small": {"position_bits": 12, "quat_bits": 6, "codebook_levels": 64, "opacity_bits": 8},
+}
 
 
 # ---- memory / time meter -----------------------------------------------------------------------------
@@ -287,20 +298,30 @@ class _Null:
         return False
 
 
-def palette_size(preset_k: int, n: int) -> int:
-    return int(max(1, min(preset_k, n // _POINTS_PER_CODEWORD)))
+def palette_size(preset_k: int, n: int, per: int = _MIN_POINTS_PER_CODEWORD) -> int:
+    """Codewords of the SH palette: ``preset_k``, at most one per ``per`` Gaussians, at least one."""
+    return int(max(1, min(preset_k, n // per)))
 
 
 # ---- the whole job ------------------------------------------------------------------------------------
 def codec_settings(s: dict, cfg) -> dict:
     """The packed codec's precision for this run (``encode_packed`` keyword arguments): the flags,
-    the opacity bits of the preset where --opacity-bits is not given."""
-    return {
-        "position_bits": int(cfg.position_bits),
-        "quat_bits": int(cfg.rotation_bits),
-        "opacity_bits": int(s["bits"]["opacities"] if cfg.opacity_bits is None else cfg.opacity_bits),
-        "codebook_levels": int(cfg.codebook_levels),
+    the preset's ``CODEC`` where a flag is not given."""
+    base = CODEC[s["quality"]]
+    given = {
+        "position_bits": cfg.position_bits,
+        "quat_bits": cfg.rotation_bits,
+        "codebook_levels": cfg.codebook_levels,
+        "opacity_bits": cfg.opacity_bits,
     }
+    return {k: int(base[k] if v is None else v) for k, v in given.items()}
+
+
+def run_palette_size(s: dict, cfg, n: int) -> int:
+    """The SH palette size of a run over ``n`` Gaussians: --palette-size or the preset's."""
+    if cfg.palette_size:
+        return palette_size(cfg.palette_size, n)
+    return palette_size(PALETTE[s["quality"]], n, POINTS_PER_CODEWORD[s["quality"]])
 
 
 def _preflight_codec(scene: GaussianScene, s: dict, cfg, target: Path) -> None:
@@ -430,7 +451,7 @@ def compress_training_free(model_path, out_dir, cfg, *, scene: GaussianScene | N
 
     def encode_level(scn: GaussianScene, w: np.ndarray, stem: Path, name: str, write_spz_too: bool) -> dict:
         with meter.stage(f"encode{name}", len(scn)) as st:
-            k = palette_size(cfg.palette_size or PALETTE[s["quality"]], len(scn))
+            k = run_palette_size(s, cfg, len(scn))
             sections, meta = encode_packed(scn, importance=w, vq_size=k, seed=cfg.seed, extra_meta=extra, **codec)
             write_container(stem.with_suffix(".sdz"), sections, meta, level=cfg.zstd_level)
             decoded = load_sdz(stem.with_suffix(".sdz"))

@@ -44,6 +44,57 @@ def spread_bits(v: np.ndarray) -> np.ndarray:
     return v
 
 
+# the inverse steps: gather every third bit back into the low 21 bits ("Compact1By2")
+_COMPACT_STEPS = (
+    (2, 0x10C30C30C30C30C3),
+    (4, 0x100F00F00F00F00F),
+    (8, 0x001F0000FF0000FF),
+    (16, 0x001F00000000FFFF),
+    (32, 0x00000000001FFFFF),
+)
+
+
+def compact_bits(v: np.ndarray) -> np.ndarray:
+    """The inverse of ``spread_bits``: bit ``3 * i`` of each uint64 in ``v`` moved to bit ``i``.
+
+    Args:
+        v: [...] uint64 values (one axis of a Morton code in bits 0, 3, 6, ...; other bits ignored).
+
+    Returns:
+        [...] uint64 values below 2**21.
+    """
+    v = np.asarray(v, np.uint64) & np.uint64(0x1249249249249249)
+    for shift, mask in _COMPACT_STEPS:
+        v = (v | (v >> np.uint64(shift))) & np.uint64(mask)
+    return v
+
+
+def interleave(codes: np.ndarray) -> np.ndarray:
+    """Morton codes of integer coordinates: bit ``b`` of x to bit ``3b``, of y to ``3b+1``, of z to ``3b+2``.
+
+    Args:
+        codes: [N, 3] non-negative integer coordinates below 2**21.
+
+    Returns:
+        [N] uint64 codes; ``deinterleave`` inverts them.
+    """
+    c = np.asarray(codes).astype(np.uint64)
+    return spread_bits(c[:, 0]) | (spread_bits(c[:, 1]) << np.uint64(1)) | (spread_bits(c[:, 2]) << np.uint64(2))
+
+
+def deinterleave(keys: np.ndarray) -> np.ndarray:
+    """The integer coordinates of Morton codes (the inverse of ``interleave``).
+
+    Args:
+        keys: [N] uint64 Morton codes.
+
+    Returns:
+        [N, 3] uint64 coordinates.
+    """
+    k = np.asarray(keys, np.uint64)
+    return np.stack([compact_bits(k >> np.uint64(a)) for a in range(3)], axis=1)
+
+
 def morton_codes(means: np.ndarray, bits: int = MAX_BITS) -> np.ndarray:
     """Morton codes of points quantised to ``bits`` bits per axis.
 
