@@ -286,21 +286,15 @@ def equal_quality(path, work, name, label, kw, r_sdz, r_spz, score) -> dict:
     it, each round) until no step does."""
     import itertools
 
-    from splatdistill.compress.trainingfree import CODEC, PALETTE, POINTS_PER_CODEWORD, palette_size
+    from splatdistill.compress.config import CompressConfig
+    from splatdistill.compress.trainingfree import codec_settings, run_palette_size
 
-    quality = kw.get("quality", "balanced")
-    if kw.get("palette_size"):
-        base_pal = palette_size(kw["palette_size"], r_sdz["gaussians"])
-    else:
-        base_pal = palette_size(PALETTE[quality], r_sdz["gaussians"], POINTS_PER_CODEWORD[quality])
-    # the run's own codec (the preset's, or the point's flags): only coarser values are tried
-    run_codec = {
-        "position_bits": CODEC[quality]["position_bits"],
-        "rotation_bits": CODEC[quality]["quat_bits"],
-        "codebook_levels": CODEC[quality]["codebook_levels"],
-        "opacity_bits": CODEC[quality]["opacity_bits"],
-    }
-    run_codec.update({k: v for k, v in kw.items() if k in run_codec})
+    # the run's own palette and codec (the preset's, or the point's flags), resolved as compress does;
+    # only coarser values are tried
+    run_cfg, run_s = CompressConfig(**kw), {"quality": kw.get("quality", "balanced")}
+    base_pal = run_palette_size(run_s, run_cfg, r_sdz["gaussians"])
+    run_codec = codec_settings(run_s, run_cfg)
+    run_codec["rotation_bits"] = run_codec.pop("quat_bits")  # encode_packed's name -> the flag's
     finer = lambda k, v: k in run_codec and v >= run_codec[k]  # noqa: E731 - not a coarsening
     mse = lambda p: 10 ** (-p / 10)  # noqa: E731 - images in [0, 1]
     budget = mse(r_spz["psnr"]) - mse(r_sdz["psnr"])  # squared error the codec may add

@@ -132,9 +132,7 @@ def morton_codes(means: np.ndarray, bits: int = MAX_BITS) -> np.ndarray:
     span = hi - lo
     scale = np.divide(top, span, out=np.zeros(3), where=span > 0)
     q = np.clip((m - lo) * scale, 0.0, top).astype(np.uint64)  # truncation = floor (values >= 0)
-    code = spread_bits(q[:, 0])
-    code |= spread_bits(q[:, 1]) << np.uint64(1)
-    code |= spread_bits(q[:, 2]) << np.uint64(2)
+    code = interleave(q)
     if not all_finite:
         code[~finite] = np.iinfo(np.uint64).max
     return code
