@@ -3,7 +3,8 @@ evaluated on the test split by PSNR and SSIM (no LPIPS: it dominates the time of
 Prints one JSON line.
 
     python benchmarks/student_rows.py DATA --teachers T1 [T2 ...] --row gt|kd|pseudo|far|anneal|alpha|agreement
-        [--train-views N] [--downscale F] [--iterations N] [--keep 0.12] [--seed S] [--set KEY=VALUE ...]
+        [--train-views N] [--downscale F] [--iterations N] [--keep 0.12] [--seed S] [--pseudo-views N]
+        [--set KEY=VALUE ...]
         --out DIR
 
 ``--set`` overrides any ``StudentConfig`` field on top of the row (e.g. ``--set kd_anneal=0.75``), for
@@ -49,6 +50,7 @@ def main(argv=None) -> int:
     ap.add_argument("--iterations", type=int, default=3000)
     ap.add_argument("--keep", type=float, default=0.12)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pseudo-views", type=int, default=None, help="pseudo views (default: one per training view)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a StudentConfig field")
     a = ap.parse_args(argv)
@@ -57,7 +59,7 @@ def main(argv=None) -> int:
     plys = [t / "point_cloud.ply" if t.is_dir() else t for t in a.teachers]
     cfg = replace(StudentConfig(iterations=a.iterations, keep=a.keep, seed=a.seed), **{**ROWS[a.row], **overrides})
     t0 = time.perf_counter()
-    n_pseudo = len(ds.split("train"))
+    n_pseudo = a.pseudo_views if a.pseudo_views is not None else len(ds.split("train"))
     scene, _ = train_student(ds, plys if cfg.lambda_kd > 0 else [], plys[0], cfg, a.out, "cpu", n_pseudo, False)
     wall = time.perf_counter() - t0
     m = evaluate_scene(scene, ds, "test", lpips=False, progress=False)
@@ -68,6 +70,7 @@ def main(argv=None) -> int:
                 "set": overrides,
                 "seed": a.seed,
                 "train_views": len(ds.split("train")),
+                "pseudo_views": n_pseudo,
                 "psnr": m["psnr"],
                 "ssim": m["ssim"],
                 "num_gaussians": m["num_gaussians"],

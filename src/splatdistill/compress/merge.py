@@ -20,7 +20,8 @@ nearest neighbours can be merged at cost ``(importance_i + importance_j) * d_ij`
 dissimilarity ``d_ij = 1 - BC_ij * exp(-|rgb_i - rgb_j|^2 / (2 sigma_c^2))``, ``BC`` the
 Bhattacharyya coefficient of the two (unit-mass) Gaussians: two coincident Gaussians of one colour
 merge for free, two far apart cost as much as deleting both. The cheapest operations are taken
-greedily (each Gaussian in at most one) until exactly ``R`` Gaussians are gone. Nearest neighbours
+greedily (each Gaussian in at most one; a merged Gaussian may be pruned afterwards at its marginal
+cost, see ``_greedy``) until exactly ``R`` Gaussians are gone. Nearest neighbours
 come from a k-d tree (scipy ``cKDTree``): O(N log N) time, O(N) memory.
 """
 
@@ -243,25 +244,67 @@ def pair_dissimilarity(means, quats, log_scales, rgb, pa, pb, color_sigma, out):
 
 
 @njit(cache=True)
-def _greedy(order, op_a, op_b, n, n_remove):
+def _greedy(order, cost, op_a, op_b, importance, n, n_remove):
     """Walk the operations cheapest first; op k removes ``op_a[k]`` (a prune when ``op_b[k] < 0``)
-    or merges ``op_a[k]`` into ``op_b[k]``. Each Gaussian takes part in at most one operation."""
+    or merges ``op_a[k]`` with ``op_b[k]``. Each input Gaussian takes part in at most one operation,
+    but a merged Gaussian can itself be pruned later, at its marginal cost ``importance_a +
+    importance_b - cost(merge)`` (so a merge followed by its prune costs what pruning both costs).
+    Without that, cheap merges of unimportant pairs use their Gaussians up while removing only one
+    per pair, and a large reduction runs out of them and deletes the important Gaussians instead.
+    Returns (chosen ops, merges whose result was pruned afterwards)."""
+    m = order.shape[0]
     used = np.zeros(n, dtype=np.bool_)
-    chosen = np.zeros(order.shape[0], dtype=np.bool_)
+    chosen = np.zeros(m, dtype=np.bool_)
+    merged_pruned = np.zeros(m, dtype=np.bool_)
+    # a binary min-heap of the merged Gaussians' prune ops: (marginal cost, merge op index)
+    hc = np.empty(n, dtype=np.float64)
+    hk = np.empty(n, dtype=np.int64)
+    size = 0
     removed = 0
-    for t in range(order.shape[0]):
-        if removed >= n_remove:
+    t = 0
+    while removed < n_remove:
+        if size > 0 and (t >= m or hc[0] < cost[order[t]]):
+            merged_pruned[hk[0]] = True
+            removed += 1
+            size -= 1
+            c, k = hc[size], hk[size]  # sift the last element down from the root
+            i = 0
+            while True:
+                l = 2 * i + 1
+                if l >= size:
+                    break
+                r = l + 1
+                s = r if r < size and hc[r] < hc[l] else l
+                if hc[s] >= c:
+                    break
+                hc[i], hk[i] = hc[s], hk[s]
+                i = s
+            if size > 0:
+                hc[i], hk[i] = c, k
+            continue
+        if t >= m:
             break
         k = order[t]
+        t += 1
         a, b = op_a[k], op_b[k]
         if used[a] or (b >= 0 and used[b]):
             continue
         used[a] = True
-        if b >= 0:
-            used[b] = True
         chosen[k] = True
         removed += 1
-    return chosen
+        if b >= 0:
+            used[b] = True
+            c = max(importance[a] + importance[b] - cost[k], 0.0)
+            i = size  # sift up
+            size += 1
+            while i > 0:
+                par = (i - 1) // 2
+                if hc[par] <= c:
+                    break
+                hc[i], hk[i] = hc[par], hk[par]
+                i = par
+            hc[i], hk[i] = c, k
+    return chosen, merged_pruned
 
 
 def plan_reduction(
@@ -310,13 +353,14 @@ def plan_reduction(
     op_a = np.concatenate([a, pa]).astype(np.int64)
     op_b = np.concatenate([np.full(n, -1, np.int64), pb]).astype(np.int64)
     # ties (e.g. many zero costs): prunes first (listed first, stable sort)
-    chosen = _greedy(np.argsort(cost, kind="stable"), op_a, op_b, n, n_remove)
-    is_merge = chosen & (op_b >= 0)
+    chosen, merged_pruned = _greedy(np.argsort(cost, kind="stable"), cost, op_a, op_b, imp, n, n_remove)
     gone = np.zeros(n, bool)
     gone[op_a[chosen]] = True
-    gone[op_b[is_merge]] = True
+    gone[op_b[chosen & (op_b >= 0)]] = True
+    is_merge = chosen & (op_b >= 0) & ~merged_pruned
     info["merged"] = int(is_merge.sum())
-    info["pruned"] = int((chosen & (op_b < 0)).sum())
+    # input Gaussians deleted outright (both of a merged pair that was pruned afterwards)
+    info["pruned"] = int((chosen & (op_b < 0)).sum() + 2 * merged_pruned.sum())
     return np.flatnonzero(~gone), op_a[is_merge], op_b[is_merge], info
 
 
