@@ -274,14 +274,30 @@ def codec_kw(choice: dict, base_palette: int) -> dict:
     return kw
 
 
+def finer_values(codec: dict) -> dict:
+    """Per knob, up to two values finer than the run's ``codec`` (``rotation_bits`` named as the flag;
+    "palette" as a share of the run's palette): bits +1 and +2, scalar levels and palette x2 and x4,
+    within the codec's maxima."""
+    cap = {"position_bits": 16, "rotation_bits": 16, "opacity_bits": 16, "codebook_levels": 65536}
+    out = {"palette": [4.0, 2.0]}
+    for k, top in cap.items():
+        base = codec[k]
+        steps = [base * 2, base * 4] if k == "codebook_levels" else [base + 1, base + 2]
+        out[k] = sorted({min(top, v) for v in steps} - {base}, reverse=True)  # none at the maximum
+    return out
+
+
 def equal_quality(path, work, name, label, kw, r_sdz, r_spz, score) -> dict:
-    """The smallest ``.sdz`` of the same reduced Gaussians (same prune / SH / importance, coarser
+    """The smallest ``.sdz`` of the same reduced Gaussians (same prune / SH / importance, another
     packed codec) whose PSNR is at least the ``.spz``'s.
 
-    Each knob of ``KNOBS`` is first coarsened alone (one run per value), giving its added squared
-    error and bytes saved; the combination saving the most bytes whose added errors sum within the
-    budget (the ``.spz``'s MSE less the default ``.sdz``'s) is then encoded for real, with the budget
-    shrunk and the search repeated while the measured PSNR falls short; from the first combination
+    Each knob of ``KNOBS`` is first coarsened alone (one run per value, down to where it alone costs
+    more squared error than any refinement could give back), and refined alone by up to two steps
+    (``finer_values``), giving each value's added squared error (negative for a refinement) and
+    bytes saved (negative too). The combination saving the most bytes whose added errors sum within
+    the budget (the ``.spz``'s MSE less the default ``.sdz``'s; negative when the default starts
+    below the ``.spz``, so that some knob must be refined) is then encoded for real; while the measured PSNR
+    falls short, the budget is tightened by what the additive model missed and the search repeated; from the first combination
     that holds the PSNR, one knob at a time is coarsened further (the smallest file that still holds
     it, each round) until no step does."""
     import itertools
@@ -289,15 +305,15 @@ def equal_quality(path, work, name, label, kw, r_sdz, r_spz, score) -> dict:
     from splatdistill.compress.config import CompressConfig
     from splatdistill.compress.trainingfree import codec_settings, run_palette_size
 
-    # the run's own palette and codec (the preset's, or the point's flags), resolved as compress does;
-    # only coarser values are tried
+    # the run's own palette and codec (the preset's, or the point's flags), resolved as compress does
     run_cfg, run_s = CompressConfig(**kw), {"quality": kw.get("quality", "balanced")}
     base_pal = run_palette_size(run_s, run_cfg, r_sdz["gaussians"])
     run_codec = codec_settings(run_s, run_cfg)
     run_codec["rotation_bits"] = run_codec.pop("quat_bits")  # encode_packed's name -> the flag's
-    finer = lambda k, v: k in run_codec and v >= run_codec[k]  # noqa: E731 - not a coarsening
+    run_value = {**run_codec, "palette": 1.0}
+    refine = finer_values(run_codec)
     mse = lambda p: 10 ** (-p / 10)  # noqa: E731 - images in [0, 1]
-    budget = mse(r_spz["psnr"]) - mse(r_sdz["psnr"])  # squared error the codec may add
+    budget = mse(r_spz["psnr"]) - mse(r_sdz["psnr"])  # squared error the codec may add (< 0: must remove)
     tried, effect = [], {k: [(None, 0.0, 0)] for k in KNOBS}
     run_no = 0
 
@@ -315,28 +331,39 @@ def equal_quality(path, work, name, label, kw, r_sdz, r_spz, score) -> dict:
         )
         return tried[-1]
 
-    if budget > 0:
-        for k, values in KNOBS.items():
-            for v in values:
-                if finer(k, v):
-                    continue
-                t = trial({k: v})
-                effect[k].append((v, mse(t["psnr"]) - mse(r_sdz["psnr"]), r_sdz["bytes"] - t["bytes"]))
-                if t["psnr"] < r_spz["psnr"]:
-                    break  # coarser values of this knob alone already miss the target
+    for k, values in refine.items():
+        for v in values:
+            t = trial({k: v})
+            effect[k].append((v, mse(t["psnr"]) - mse(r_sdz["psnr"]), r_sdz["bytes"] - t["bytes"]))
+    gain = sum(max(0.0, -min(e[1] for e in eff)) for eff in effect.values())  # most error refinement removes
+    for k, values in KNOBS.items():
+        for v in values:
+            if v >= run_value[k]:
+                continue  # not a coarsening
+            t = trial({k: v})
+            err = mse(t["psnr"]) - mse(r_sdz["psnr"])
+            effect[k].append((v, err, r_sdz["bytes"] - t["bytes"]))
+            if err > budget + gain:
+                break  # coarser values of this knob alone already miss the target
     best = None
     if r_sdz["psnr"] >= r_spz["psnr"]:
         best = {"codec": "default", "bytes": r_sdz["bytes"], "psnr": r_sdz["psnr"], "od": work / f"ours_{label}"}
-    for shrink in (1.0, 0.7, 0.5, 0.3) if budget > 0 else ():
+    ladder = {k: sorted({*KNOBS[k], *refine[k], run_value[k]}, reverse=True) for k in KNOBS}
+    limit, seen = budget, set()
+    for _ in range(5):
         combos = []
         for combo in itertools.product(*effect.values()):
             err, saved = sum(c[1] for c in combo), sum(c[2] for c in combo)
-            if err <= shrink * budget:
-                combos.append((saved, combo))
-        saved, combo = max(combos, key=lambda c: c[0])
-        choice = {k: c[0] for k, c in zip(effect, combo) if c[0] is not None}
-        if not choice:
+            if err <= limit:
+                combos.append((saved, err, combo))
+        if not combos:
             break
+        saved, predicted, combo = max(combos, key=lambda c: c[0])
+        choice = {k: c[0] for k, c in zip(effect, combo) if c[0] is not None}
+        key = tuple(sorted(choice.items()))
+        if not choice or key in seen or (best is not None and saved <= 0):
+            break
+        seen.add(key)
         t = trial(choice, spz=True)
         if t["psnr"] >= r_spz["psnr"]:
             if best is None or t["bytes"] < best["bytes"]:
@@ -344,9 +371,9 @@ def equal_quality(path, work, name, label, kw, r_sdz, r_spz, score) -> dict:
             # then coarsen one knob at a time from there while the PSNR holds
             while True:
                 steps = []
-                for k, values in KNOBS.items():
-                    cur = choice.get(k)
-                    nxt = [v for v in values if (cur is None or v < cur) and not finer(k, v)]
+                for k in KNOBS:
+                    cur = choice.get(k, run_value[k])
+                    nxt = [v for v in ladder[k] if v < cur]
                     if nxt:
                         steps.append({**choice, k: nxt[0]})
                 found = [(c, trial(c, spz=True)) for c in steps]
@@ -358,6 +385,9 @@ def equal_quality(path, work, name, label, kw, r_sdz, r_spz, score) -> dict:
                 work / f"ours_{label}" / "model.spz"
             ).read_bytes()
             break
+        # the errors did not add up: tighten the limit by what the model missed (and a little more)
+        miss = mse(t["psnr"]) - mse(r_sdz["psnr"]) - predicted
+        limit -= max(miss, 0.0) + 0.1 * max(abs(budget), abs(miss))
     for t in [*tried, *([best] if best else [])]:
         t["od"] = str(t["od"])
     if best is not None:

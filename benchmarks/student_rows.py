@@ -2,7 +2,7 @@
 evaluated on the test split by PSNR and SSIM (no LPIPS: it dominates the time of small CPU runs).
 Prints one JSON line.
 
-    python benchmarks/student_rows.py DATA --teachers T1 [T2 ...] --row gt|kd|pseudo|far|anneal|alpha|agreement
+    python benchmarks/student_rows.py DATA --teachers T1 [T2 ...] --row gt|kd|pseudo|far|anneal|alpha|agreement|margin|depth
         [--train-views N] [--downscale F] [--iterations N] [--keep 0.12] [--seed S] [--pseudo-views N]
         [--set KEY=VALUE ...]
         --out DIR
@@ -37,6 +37,7 @@ ROWS = {
     "alpha": dict(_KD, struct="none", kd_weight="alpha"),
     "agreement": dict(_KD, struct="none", kd_weight="agreement"),
     "margin": dict(_KD, struct="none", teacher_margin_db=0.5),
+    "depth": dict(_KD, struct="none", lambda_depth=0.1),
 }
 
 

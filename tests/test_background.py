@@ -239,3 +239,59 @@ def test_teacher_selection_drops_teachers_below_the_margin(rgba, tmp_path):
     assert len(kept) < 3
     assert select_teachers(plys, rgba, None, "cpu")[0] == plys
     assert select_teachers(plys, rgba, 100.0, "cpu", progress=False)[0] == plys
+
+
+def test_depth_targets_are_the_teachers_alpha_weighted_mean_depth_where_opaque(rgba):
+    t1, t2 = teacher(5, n=400), teacher(6, n=400)
+    for t in (t1, t2):
+        t.params["opacities"] = torch.full_like(t.opacities, 3.0)  # mostly opaque renders
+    cams = [v.camera for v in rgba.split("train")][:3]
+    targets = build_soft_targets([t1, t2], cams, 3, rgba.background, "cpu", progress=False, with_depth=True)
+    from splatdistill.cameras.camera import stack_cameras
+
+    num, den = 0.0, 0.0
+    for t in (t1, t2):
+        out = render(t, stack_cameras(cams, "cpu"), background=rgba.background, render_depth=True)
+        num, den = num + 0.5 * out.alpha * out.depth, den + 0.5 * out.alpha
+    den = den.numpy()
+    ref = np.where(den > 0.5, num.numpy() / np.maximum(den, 1e-12), 0.0)
+    assert (den > 0.5).mean() > 0.05 and (den <= 0.5).mean() > 0.05  # both kinds of pixel occur
+    np.testing.assert_allclose(targets.depth, ref, rtol=1e-5, atol=1e-6)
+    assert build_soft_targets([t1], cams, 3, rgba.background, "cpu", progress=False).depth is None
+
+
+def test_depth_term_is_zero_for_the_teacher_itself_and_pulls_a_shifted_student_back(rgba, tmp_path):
+    from splatdistill.distill.student import depth_loss
+    from splatdistill.errors import UserError
+
+    tch = teacher(5, n=400)
+    tch.params["opacities"] = torch.full_like(tch.opacities, 3.0)
+    train = [v.camera for v in rgba.split("train")]
+    cams = train + make_pseudo_cameras(train, 4, rgba.extent, seed=0)
+    targets = build_soft_targets([tch], cams, len(train), rgba.background, "cpu", progress=False, with_depth=True)
+    cfg = StudentConfig(iterations=5, lambda_kd=0.4, lambda_depth=0.1, background="white")
+    st = StudentTrainer(rgba, targets, tch, cfg, tmp_path / "s", "cpu", progress=False)
+    pseudo = len(train)
+    terms = st.losses(pseudo, False, 0, {})
+    assert float(terms["depth"].detach()) < 1e-5  # the student starts as the teacher: same depth
+    assert "depth" not in st.losses(0, True, 0, {})  # no depth term on training views
+    # move the student away from the camera: its depth grows, the term is positive and its gradient
+    # on the means has a positive component towards the camera
+    cam = targets.cameras[pseudo]
+    toward = torch.as_tensor(cam.center, dtype=torch.float32) - st.params["means"].detach()
+    toward = toward / toward.norm(dim=1, keepdim=True)
+    with torch.no_grad():
+        st.params["means"] -= 0.1 * toward
+    for p in st.params.values():
+        p.grad = None
+    terms = st.losses(pseudo, False, 0, {})
+    assert float(terms["depth"]) > 1e-3
+    terms["depth"].backward()
+    g = st.params["means"].grad
+    assert float((-g * toward).sum()) > 0  # descending the gradient moves the means toward the camera
+    # the loss itself: masked mean, 0 without target pixels
+    d, tgt = torch.tensor([[1.0, 3.0]]), torch.tensor([[2.0, 0.0]])
+    assert float(depth_loss(d, tgt, 2.0)) == pytest.approx(0.5)
+    assert float(depth_loss(d, torch.zeros_like(tgt), 2.0)) == 0.0
+    with pytest.raises(UserError, match="--lambda-depth"):
+        StudentConfig(lambda_depth=0.1).validate()

@@ -65,6 +65,21 @@ def test_rd_benchmark_codec_knobs_are_valid_compress_settings():
             else:
                 finest = {**CODEC["high"], "rotation_bits": CODEC["high"]["quat_bits"]}[knob]
                 assert v < finest, knob  # coarser than the finest preset codec
+    # the refinements, tried alone and in combinations: valid settings, finer than the run's codec
+    for preset, codec in CODEC.items():
+        codec = {**{k: v for k, v in codec.items() if k != "quat_bits"}, "rotation_bits": codec["quat_bits"]}
+        for knob, values in rd.finer_values(codec).items():
+            assert values == sorted(values, reverse=True), (preset, knob)
+            for v in values:
+                check_config(replace(default, **rd.codec_kw({knob: v}, 64)))
+                assert v > (1.0 if knob == "palette" else codec[knob]), (preset, knob)
+    assert rd.finer_values({"position_bits": 16, "rotation_bits": 15, "opacity_bits": 9, "codebook_levels": 128}) == {
+        "palette": [4.0, 2.0],
+        "position_bits": [],
+        "rotation_bits": [16],
+        "opacity_bits": [11, 10],
+        "codebook_levels": [512, 256],
+    }
     scene = random_scene(50, degree=2)
     label, kw = rd.parse_point("p0:quality=high,prune=0,sh_degree=input,rotation_bits=10", scene)
     assert label == "p0" and kw == {"quality": "high", "prune": 0, "sh_degree": 2, "rotation_bits": 10}

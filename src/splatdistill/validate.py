@@ -58,6 +58,7 @@ RULES: dict[str, Rule] = {
     "prune": Rule(minimum=0, below=1),
     "vq_ratio": Rule(minimum=0, maximum=1),
     "lambda_struct": WEIGHT,
+    "lambda_depth": WEIGHT,
     "lambda_kd": WEIGHT,
     "lambda_gt": WEIGHT,
     "refine": COUNT,

@@ -60,6 +60,8 @@ class StudentConfig:
     """> 0: --lambda-kd falls linearly to 0 at this fraction of the run."""
     kd_far: float = 1.0
     """use only this share of the pseudo views, the farthest from every training camera."""
+    lambda_depth: float = 0.0
+    """weight of a depth term on pseudo views: L1 of the student's expected depth against the teachers', over the scene extent, where they are opaque."""
     teacher_margin_db: float | None = None
     """leave out teachers more than this many dB below the best on the training views (default: keep all)."""
     # random: a random colour each iteration, the soft targets rendered with alpha and recomposited
@@ -97,6 +99,7 @@ class StudentConfig:
             "lambda_gt",
             "lambda_kd",
             "lambda_struct",
+            "lambda_depth",
             "seed",
             "init_points",
             "checkpoint_every",
@@ -112,6 +115,10 @@ class StudentConfig:
             (
                 self.lambda_gt > 0 or self.kd_views == "all",
                 "--kd-views pseudo with --lambda-gt 0 leaves the training views without a loss",
+            ),
+            (
+                self.lambda_depth == 0 or self.lambda_kd > 0,
+                "--lambda-depth needs the teacher term (--lambda-kd > 0): its pseudo views come with it",
             ),
             (self.kd_spread_scale > 0, f"--kd-spread-scale must be > 0, got {self.kd_spread_scale}"),
             (0.0 <= self.kd_anneal <= 1.0, f"--kd-anneal must be in [0, 1], got {self.kd_anneal}"),

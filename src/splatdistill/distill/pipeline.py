@@ -241,6 +241,7 @@ def train_student(
             progress=progress,
             with_alpha=random_bg,
             with_spread=cfg.kd_weight == "agreement",
+            with_depth=cfg.lambda_depth > 0,
         )
     st = StudentTrainer(dataset, targets, teacher0, cfg, out, device, progress=progress)
     st.done_record = {"teachers": [str(Path(p).resolve()) for p in teacher_plys]}

@@ -3,6 +3,8 @@
 Loss = lambda_gt (0.8 L1 + 0.2 D-SSIM)(student, ground truth)           on training views
      + lambda_kd (0.8 L1 + 0.2 D-SSIM)(student, teacher mean)           on training and pseudo views
                                                                         (``kd_views="pseudo"``: pseudo views only)
+     + lambda_depth |D_student - D_teacher| / extent                    on pseudo views, where the
+                                                                        teachers are opaque
      + lambda_struct L_struct(student means, teacher means).
 
 Initialisation: from the vanilla teacher, pruned by an importance score to the target count in a few
@@ -68,6 +70,14 @@ def weighted_photometric_loss(
         return l1
     s = ssim(pred.permute(0, 3, 1, 2), target.permute(0, 3, 1, 2))
     return (1.0 - ssim_lambda) * l1 + ssim_lambda * weight.mean() * (1.0 - s)
+
+
+def depth_loss(depth: torch.Tensor, target: torch.Tensor, extent: float) -> torch.Tensor:
+    """mean over the target's pixels (target > 0) of |depth - target| / extent; 0 with no target pixel."""
+    mask = target > 0
+    if not bool(mask.any()):
+        return depth.sum() * 0.0
+    return (depth[mask] - target[mask]).abs().mean() / max(extent, 1e-12)
 
 
 def prune_schedule(cfg: StudentConfig) -> dict[int, int]:
@@ -263,8 +273,16 @@ class StudentTrainer:
         bg = self.background
         if self.bg_mode == "random":  # one colour for the render, the ground truth and the soft target
             bg = torch.rand(3, generator=self.gen).to(self.device)
+        depth_tgt = None
+        if cfg.lambda_depth > 0 and not is_train and self.targets is not None and cfg.kd_at(step) > 0:
+            depth_tgt = self.targets.depth_of(idx, self.device)
         out = render(
-            scene, stack_cameras([cam], self.device), sh_degree=sh_deg, background=bg, opacity_scale=opacity_scale
+            scene,
+            stack_cameras([cam], self.device),
+            sh_degree=sh_deg,
+            background=bg,
+            opacity_scale=opacity_scale,
+            render_depth=depth_tgt is not None,
         )
         self._last_info = out.info
         self._last_background = bg
@@ -280,6 +298,8 @@ class StudentTrainer:
                 terms["kd"] = lam_kd * photometric_loss(out.rgb, tgt, cfg.ssim_lambda)
             else:
                 terms["kd"] = lam_kd * weighted_photometric_loss(out.rgb, tgt, w.unsqueeze(0), cfg.ssim_lambda)
+        if depth_tgt is not None:
+            terms["depth"] = cfg.lambda_depth * depth_loss(out.depth[0], depth_tgt, self.extent)
         if self.struct is not None:
             terms["struct"] = self.struct(self.params["means"])
         if self.policy is not None:

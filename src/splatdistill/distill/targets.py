@@ -43,13 +43,16 @@ class SoftTargets:
     their premultiplied colours (the renders on black) and ``alpha`` their mean opacity, so the target
     on any background ``bg`` is ``store + (1 - alpha) * bg``: the mean of the teachers' renders on
     ``bg`` (compositing is linear). ``spread``: the per-pixel standard deviation across the teachers
-    (RMS over the channels, and alpha when stored), for agreement weights."""
+    (RMS over the channels, and alpha when stored), for agreement weights. ``depth``: the teachers'
+    mean expected depth, weighted by their alpha, and 0 where their mean alpha is at most 0.5 (no
+    surface to agree on), for a depth term on pseudo views."""
 
     cameras: list[Camera]
     store: np.ndarray  # (V, H, W, 3) float16, in memory or memory-mapped
     num_train: int  # the first num_train cameras are the training views, in dataset order
     alpha: np.ndarray | None = None  # (V, H, W) float16: mean teacher alpha (store is premultiplied)
     spread: np.ndarray | None = None  # (V, H, W) float16: std across teachers
+    depth: np.ndarray | None = None  # (V, H, W) float32: mean teacher depth, 0 where not opaque
 
     def __len__(self) -> int:
         return len(self.cameras)
@@ -71,6 +74,12 @@ class SoftTargets:
             return None
         return torch.from_numpy(np.asarray(self.spread[i], dtype=np.float32)).to(device)
 
+    def depth_of(self, i: int, device="cpu") -> torch.Tensor | None:
+        """(H, W) float32 teacher depth of view ``i`` (0: no target), or None."""
+        if self.depth is None:
+            return None
+        return torch.from_numpy(np.asarray(self.depth[i], dtype=np.float32)).to(device)
+
 
 def build_soft_targets(
     teachers: Sequence[GaussianScene | Path],
@@ -85,10 +94,12 @@ def build_soft_targets(
     progress: bool = True,
     with_alpha: bool = False,
     with_spread: bool = False,
+    with_depth: bool = False,
 ) -> SoftTargets:
     """``with_alpha``: render on black and keep the mean alpha (targets on any background, see
     ``SoftTargets``); ``background`` is then ignored. ``with_spread``: also the per-pixel spread
-    across the teachers (needs the partial sums in memory)."""
+    across the teachers (needs the partial sums in memory). ``with_depth``: also the teachers' mean
+    depth (``SoftTargets.depth``)."""
     from splatdistill.formats.io import load_model
 
     if with_alpha:
@@ -112,6 +123,9 @@ def build_soft_targets(
     alpha = np.zeros(shape[:3], dtype=np.float32) if with_alpha else None
     # spread: E[x^2] - E[x]^2 per pixel, summed over the channels (and alpha)
     sq = np.zeros(shape[:3], dtype=np.float32) if with_spread and len(teachers) > 1 else None
+    # depth: sum_t w_t a_t z_t and sum_t w_t a_t (an alpha-weighted mean over the teachers)
+    depth_num = np.zeros(shape[:3], dtype=np.float32) if with_depth else None
+    depth_den = np.zeros(shape[:3], dtype=np.float32) if with_depth else None
     if sq is not None and partial is None:
         partial = np.zeros(shape, dtype=np.float32)  # the spread needs the mean in fp32 as well
     for t_idx, teacher in enumerate(teachers):
@@ -121,7 +135,13 @@ def build_soft_targets(
             tqdm(cameras, desc=f"teacher {t_idx + 1}/{len(teachers)} renders", disable=not progress, leave=False)
         ):
             with torch.no_grad():
-                out = render(scene, stack_cameras([cam], device), background=background, backend=backend)
+                out = render(
+                    scene, stack_cameras([cam], device), background=background, backend=backend, render_depth=with_depth
+                )
+            if with_depth:
+                a_t = out.alpha[0].cpu().numpy()
+                depth_num[v] += w[t_idx] * a_t * out.depth[0].cpu().numpy()
+                depth_den[v] += w[t_idx] * a_t
             if with_alpha:  # premultiplied colour, unclamped: the clamp comes after compositing
                 img = out.rgb[0].cpu().numpy()
                 a = out.alpha[0].cpu().numpy()
@@ -148,12 +168,21 @@ def build_soft_targets(
             var = sq - (partial * partial).sum(-1) - (alpha * alpha if with_alpha else 0.0)
             channels = 4 if with_alpha else 3
             spread = np.sqrt(np.clip(var, 0.0, None) / channels).astype(np.float16)
+    depth = None
+    if with_depth:
+        opaque = depth_den > 0.5
+        depth = np.where(opaque, depth_num / np.maximum(depth_den, 1e-12), 0.0).astype(np.float32)
     if partial is not None:
         store[:] = partial.astype(np.float16)
     if isinstance(store, np.memmap):
         store.flush()
     return SoftTargets(
-        list(cameras), store, num_train, alpha=None if alpha is None else alpha.astype(np.float16), spread=spread
+        list(cameras),
+        store,
+        num_train,
+        alpha=None if alpha is None else alpha.astype(np.float16),
+        spread=spread,
+        depth=depth,
     )
 
 
