@@ -97,3 +97,21 @@ def test_set_overrides_are_typed_like_the_field():
     assert module.parse_set("kd_views=pseudo") == ("kd_views", "pseudo")
     with pytest.raises(SystemExit):
         module.parse_set("no_such_field=1")
+
+
+def test_rd_goal_picks_an_output_that_meets_it_over_a_sharper_slow_one():
+    rd = _rd_module()
+
+    def row(tool, output, nbytes, psnr, sec):
+        return {"model": "m", "tool": tool, "output": output, "bytes": nbytes, "psnr": psnr, "seconds": sec}
+
+    st = row("splat-transform", "compressed ply", 1000, 50.0, 1.0)
+    fast = row("ours", "sdz high", 900, 60.0, 4.0)
+    slow = row("ours", "sdz prune20", 950, 70.0, 6.0)
+    big = row("ours", "sdz prune0", 1100, 80.0, 1.0)  # more bytes: never a candidate
+    (g,) = rd.goal_check([st, fast, slow, big])
+    assert g["ours"] == "sdz high" and g["met"] and g["time_ratio"] == 4.0
+    (g,) = rd.goal_check([st, slow, big])  # nothing meets it: the best PSNR at no more bytes, not met
+    assert g["ours"] == "sdz prune20" and not g["met"]
+    (g,) = rd.goal_check([st, row("ours", "sdz small", 500, 50.5, 0.1)])  # under 1 dB better
+    assert not g["met"] and abs(g["margin_db"] - 0.5) < 1e-9
