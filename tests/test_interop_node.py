@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -240,3 +241,21 @@ def test_we_read_splat_transform_files(tools, tmp_path, capsys):
     assert n_inf >= 1000 // 30 and f"{n_inf} with opacity = +inf" in err[0]
     assert torch.isfinite(plus_inf.opacities).all()
     assert_same(ours, plus_inf, what="inf.ply")
+
+
+def test_splat_transform_reads_every_lod_file(tools, tmp_path):
+    """``compress --lod``: splat-transform reads every level's SPZ and PLY back, with that level's count."""
+    from splatdistill.compress.pipeline import CompressConfig, compress_model
+
+    src = tmp_path / "scene.ply"
+    write_ply(random_scene(2000, degree=3, seed=3), src)
+    out = tmp_path / "c"
+    cfg = CompressConfig(
+        importance_views=3, importance_resolution=32, resolution=32, eval_views=0, lpips=False, progress=False
+    )
+    compress_model(src, out, None, replace(cfg, lod="1,0.25"))
+    for i, n in enumerate((2000, 500)):
+        for ext in (".spz", ".ply"):
+            back = tmp_path / f"back{i}{ext}.ply"
+            splat_transform(tools, out / "lod" / f"lod{i}{ext}", back, cwd=tmp_path)
+            assert len(read_ply(back)) == n

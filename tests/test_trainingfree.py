@@ -495,41 +495,6 @@ def test_pair_dissimilarity_kernel_matches_numpy():
     assert abs(same[0]) < 1e-9
 
 
-def test_lod_files_read_back_by_splat_transform(small_ply, tmp_path):
-    """Where node and a cached splat-transform exist (``benchmarks/rd_vs_splat_transform.py``
-    installs it into benchmarks/out/node_cache), it reads every LOD file back."""
-    import shutil
-    import subprocess
-    from pathlib import Path
-
-    cli = (
-        Path(__file__).resolve().parents[1]
-        / "benchmarks"
-        / "out"
-        / "node_cache"
-        / "node_modules"
-        / "@playcanvas"
-        / "splat-transform"
-        / "bin"
-        / "cli.mjs"
-    )
-    if not shutil.which("node") or not cli.exists():
-        pytest.skip("node or the cached splat-transform (run benchmarks/rd_vs_splat_transform.py once) is missing")
-    out = tmp_path / "l"
-    compress_model(small_ply, out, None, CompressConfig(**{**FAST_TF, "lod": "1,0.25", "eval_views": 0}))
-    for i, n in enumerate((2000, 500)):
-        for ext in (".spz", ".ply"):
-            back = tmp_path / f"back{i}{ext}.ply"
-            r = subprocess.run(
-                ["node", str(cli), "-q", "-w", str(out / "lod" / f"lod{i}{ext}"), str(back)],
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
-            assert r.returncode == 0, r.stderr
-            assert len(read_ply(back)) == n
-
-
 def test_cli_training_free_default_and_opt_out(small_ply, tmp_path, capsys):
     from conftest import run_cli
 
