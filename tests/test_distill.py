@@ -425,3 +425,32 @@ def test_interrupted_branched_teacher_resumes_its_own_run(demo_scene_dir, tmp_pa
     train_teachers(ds, out, 60, "cpu", progress=False, init_points=300)
     assert seen == {"noise": int(own[-1].stem.split("_")[1])}  # its newest checkpoint, not the branch
     assert (noise / "point_cloud.ply").exists()
+
+
+def test_ablation_rows_are_valid_for_any_student_config():
+    """Each --ablation row validates (the ground-truth row drops --lambda-depth, which needs the
+    teachers), and the configured student is named "student" where it equals a row."""
+    from pathlib import Path
+
+    from splatdistill.distill.pipeline import ablation_runs
+
+    plys, vanilla = [Path("v.ply"), Path("n.ply"), Path("d.ply")], Path("v.ply")
+    for cfg in (
+        StudentConfig(),
+        StudentConfig(lambda_kd=0.4, lambda_depth=0.1),
+        StudentConfig(lambda_kd=0.4, struct="joint"),
+    ):
+        runs = ablation_runs(cfg, plys, vanilla)
+        for c, _ in runs.values():
+            c.validate()
+        assert runs["student"][0] == cfg and len(runs) == 5  # the student is one of the rows here
+    runs = ablation_runs(StudentConfig(lambda_kd=0.4, lambda_depth=0.1), plys, vanilla)
+    assert runs["gt_only"][0].lambda_depth == 0.0 and runs["gt_only"][1] == []
+    assert set(ablation_runs(StudentConfig(), plys, vanilla)) == {
+        "student",
+        "one_teacher",
+        "three_teachers",
+        "three_teachers_joint",
+        "three_teachers_pseudo",
+    }
+    assert "three_teachers_joint" not in ablation_runs(StudentConfig(lambda_kd=0.4, struct="joint"), plys, vanilla)

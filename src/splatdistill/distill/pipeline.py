@@ -249,6 +249,26 @@ def train_student(
     return scene, st.policy_stats
 
 
+def ablation_runs(cfg: StudentConfig, plys: Sequence[Path], vanilla: Path) -> dict:
+    """label -> (student config, teachers) of ``--ablation``: the same-budget rows, the configured
+    student under "student" (one of the rows when it equals one: without a teacher term the teachers
+    do not matter). Every row's config is valid (the ground-truth row drops the terms that need
+    the teachers)."""
+    kd = cfg.lambda_kd if cfg.lambda_kd > 0 else TEACHER_WEIGHT  # the teacher rows need a teacher term
+    runs = {
+        "gt_only": (replace(cfg, lambda_kd=0.0, lambda_depth=0.0, struct="none"), []),
+        "one_teacher": (replace(cfg, lambda_kd=kd, struct="none"), [vanilla]),
+        "three_teachers": (replace(cfg, lambda_kd=kd, struct="none"), plys),
+        "three_teachers_joint": (replace(cfg, lambda_kd=kd, struct="joint"), plys),
+        "three_teachers_pseudo": (replace(cfg, lambda_kd=kd, struct="none", kd_views="pseudo"), plys),
+    }
+    same = [k for k, (c, tp) in runs.items() if c == cfg and (list(tp) == list(plys) or c.lambda_kd == 0)]
+    runs = {("student" if k in same else k): v for k, v in runs.items()}
+    if not same:
+        runs["student"] = (cfg, plys)
+    return runs
+
+
 def run_distill(
     data,
     out,
@@ -300,21 +320,9 @@ def run_distill(
     summary = {"data": str(dataset.root), "teachers": teacher_rows, "student_config": cfg.__dict__}
 
     # label -> (config, teachers); the configured student is trained once, under "student"
-    runs = {"student": (cfg, plys)}
-    if ablation:
-        kd = cfg.lambda_kd if cfg.lambda_kd > 0 else TEACHER_WEIGHT  # the teacher rows need a teacher term
-        runs = {
-            "gt_only": (replace(cfg, lambda_kd=0.0, struct="none"), []),
-            "one_teacher": (replace(cfg, lambda_kd=kd, struct="none"), [vanilla]),
-            "three_teachers": (replace(cfg, lambda_kd=kd, struct="none"), plys),
-            "three_teachers_joint": (replace(cfg, lambda_kd=kd, struct="joint"), plys),
-            "three_teachers_pseudo": (replace(cfg, lambda_kd=kd, struct="none", kd_views="pseudo"), plys),
-        }
-        # the configured student is one of the rows (without a teacher term the teachers do not matter)
-        same = [k for k, (c, tp) in runs.items() if c == cfg and (list(tp) == list(plys) or c.lambda_kd == 0)]
-        runs = {("student" if k in same else k): v for k, v in runs.items()}
-        if not same:
-            runs["student"] = (cfg, plys)
+    runs = ablation_runs(cfg, plys, vanilla) if ablation else {"student": (cfg, plys)}
+    rows_order = ("gt_only", "one_teacher", "three_teachers", "three_teachers_joint", "three_teachers_pseudo")
+    same = [k for k in rows_order if k not in runs] if ablation else []  # the row the student is
     rows = {}
     for name, (c, tp) in runs.items():
         done = finished_student(out / name, c, tp)
