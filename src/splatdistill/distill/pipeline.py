@@ -321,8 +321,6 @@ def run_distill(
 
     # label -> (config, teachers); the configured student is trained once, under "student"
     runs = ablation_runs(cfg, plys, vanilla) if ablation else {"student": (cfg, plys)}
-    rows_order = ("gt_only", "one_teacher", "three_teachers", "three_teachers_joint", "three_teachers_pseudo")
-    same = [k for k in rows_order if k not in runs] if ablation else []  # the row the student is
     rows = {}
     for name, (c, tp) in runs.items():
         done = finished_student(out / name, c, tp)
@@ -356,6 +354,7 @@ def run_distill(
             "three_teachers_pseudo": "three teachers, pseudo views only",
         }
         summary["ablation"] = {labels.get(k, k): v for k, v in rows.items() if k != "student"}
+        same = [k for k in labels if k not in runs]  # the row the configured student is, if any
         if same:
             summary["ablation"][labels[same[0]] + " (student)"] = rows["student"]
     write_json_atomic(out / "summary.json", summary)

@@ -138,13 +138,12 @@ def build_soft_targets(
                 out = render(
                     scene, stack_cameras([cam], device), background=background, backend=backend, render_depth=with_depth
                 )
+            a = out.alpha[0].cpu().numpy() if with_alpha or with_depth else None
             if with_depth:
-                a_t = out.alpha[0].cpu().numpy()
-                depth_num[v] += w[t_idx] * a_t * out.depth[0].cpu().numpy()
-                depth_den[v] += w[t_idx] * a_t
+                depth_num[v] += w[t_idx] * a * out.depth[0].cpu().numpy()
+                depth_den[v] += w[t_idx] * a
             if with_alpha:  # premultiplied colour, unclamped: the clamp comes after compositing
                 img = out.rgb[0].cpu().numpy()
-                a = out.alpha[0].cpu().numpy()
                 alpha[v] += w[t_idx] * a
             else:
                 img = out.rgb[0].clamp(0, 1).cpu().numpy()
